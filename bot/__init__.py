@@ -1,0 +1,1 @@
+"""The conversation core (Incoming, Reply, router, context) and the channel adapters."""

@@ -1,0 +1,131 @@
+"""What a user did (Incoming) and what to show them (Reply), independent of any channel.
+
+Replies are pydantic models so that they can rest as JSON (outbox, pending replies) and be
+rendered later by any adapter. Each adapter renders every kind natively or degrades to text.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+# Postback data must fit Telegram's callback_data (64 bytes); LINE allows 300 characters.
+MAX_ACTION_BYTES = 64
+
+IncomingKind = Literal["follow", "unfollow", "text", "action", "contact", "unknown"]
+
+
+class Incoming(BaseModel):
+    """One thing a user did, on any channel."""
+
+    channel: str
+    user_id: str
+    kind: IncomingKind
+    event_id: str = ""
+    text: str = ""
+    action: str = ""  # compact action id, e.g. "course.open:42"
+    # A phone number the platform vouches for (Telegram contact of the sender himself).
+    contact_phone: SecretStr | None = None
+    contact_is_own: bool = False
+    language_hint: str | None = None
+    reply_token: str | None = None
+    # Telegram: answer the callback query so the button stops spinning.
+    callback_query_id: str | None = None
+    display_name: str | None = None
+
+    @property
+    def command(self) -> str | None:
+        """'/help@edoor_bot args' -> 'help'; None when the text is not a slash command."""
+        if self.kind != "text" or not self.text.startswith("/"):
+            return None
+        head = self.text[1:].split(maxsplit=1)[0] if len(self.text) > 1 else ""
+        return head.split("@", 1)[0].lower() or None
+
+    @property
+    def command_args(self) -> str:
+        parts = self.text.split(maxsplit=1)
+        return parts[1].strip() if len(parts) > 1 else ""
+
+
+class Button(BaseModel):
+    """A button: either a compact action handled by the bot, or a link opened by the client."""
+
+    label: str
+    action: str | None = None
+    url: str | None = None
+
+    def model_post_init(self, _context: object) -> None:
+        if (self.action is None) == (self.url is None):
+            raise ValueError("a button has exactly one of action or url")
+        if self.action is not None and len(self.action.encode("utf-8")) > MAX_ACTION_BYTES:
+            raise ValueError(f"action id over {MAX_ACTION_BYTES} bytes: {self.action!r}")
+
+
+class Text(BaseModel):
+    kind: Literal["text"] = "text"
+    text: str
+    buttons: list[Button] = Field(default_factory=list)  # attached to this message
+    quick_replies: list[Button] = Field(default_factory=list)  # suggestions after it
+
+
+class Card(BaseModel):
+    title: str
+    body: str = ""
+    subtitle: str = ""
+    image_url: str | None = None
+    buttons: list[Button] = Field(default_factory=list)
+
+
+class Cards(BaseModel):
+    """A list of cards (LINE carousel, Telegram paged list); `more` fetches the next page."""
+
+    kind: Literal["cards"] = "cards"
+    alt_text: str
+    cards: list[Card]
+    more: Button | None = None
+    quick_replies: list[Button] = Field(default_factory=list)
+
+
+class Audio(BaseModel):
+    kind: Literal["audio"] = "audio"
+    url: str
+    duration_ms: int
+    title: str = ""
+    performer: str = ""
+    file_size: int | None = None
+    media_key: str | None = None  # stable id of the file, for Telegram file_id reuse
+    buttons: list[Button] = Field(default_factory=list)
+
+
+class Image(BaseModel):
+    kind: Literal["image"] = "image"
+    url: str
+    preview_url: str | None = None
+    alt_text: str = ""
+
+
+class AskPhone(BaseModel):
+    """Ask the person to type or share their phone number."""
+
+    kind: Literal["ask_phone"] = "ask_phone"
+    text: str
+    share_label: str
+    cancel: Button | None = None
+
+
+Reply = Annotated[Text | Cards | Audio | Image | AskPhone, Field(discriminator="kind")]
+
+
+class ReplyList(BaseModel):
+    """Container used to (de)serialise a list of replies as JSON."""
+
+    replies: list[Reply]
+
+
+def dump_replies(replies: list[Reply]) -> list[dict[str, object]]:
+    return ReplyList(replies=replies).model_dump(mode="json", exclude_none=True)["replies"]  # type: ignore[no-any-return]
+
+
+def load_replies(data: list[dict[str, object]]) -> list[Reply]:
+    return ReplyList.model_validate({"replies": data}).replies

@@ -1,0 +1,178 @@
+"""The ordered, first-match router from an Incoming to a handler.
+
+Order of precedence (the same for every feature): platform events (follow, unfollow); button
+actions; commands and main-menu words, which always work and leave any conversation step;
+`取消 / cancel` inside a step; the step's own handler; typed-text matchers; the fallback.
+Within each group, the first registered match wins; `handlers/__init__.py` fixes the order.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
+
+from bot.messages import Incoming, Reply
+
+if TYPE_CHECKING:
+    from bot.context import Context
+
+HandlerResult = Reply | list[Reply]
+Handler = Callable[["Context", Incoming], Awaitable[HandlerResult]]
+TextMatcher = Callable[[str], bool]
+
+
+class _Dispatchable(Protocol):
+    async def dispatch(self, ctx: Context, msg: Incoming) -> list[Reply]: ...
+
+
+def normalise_words(text: str) -> str:
+    """Fold width and case so that typed words compare equal: 'ＨＥＬＰ ' == 'help'."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+@dataclass
+class Command:
+    name: str  # Telegram command, without the slash
+    words: tuple[str, ...]  # typed words in any language; "word args" passes args
+    handler: Handler
+
+
+@dataclass
+class Router:
+    """Routes for one feature, or the root router that includes them in order."""
+
+    name: str = "root"
+    events: dict[str, Handler] = field(default_factory=dict)
+    actions: dict[str, Handler] = field(default_factory=dict)
+    commands: list[Command] = field(default_factory=list)
+    states: dict[str, Handler] = field(default_factory=dict)
+    texts: list[tuple[TextMatcher, Handler]] = field(default_factory=list)
+    fallback: Handler | None = None
+    cancel_words: tuple[str, ...] = ("取消", "cancel")
+    cancel_handler: Handler | None = None
+
+    # -- registration -------------------------------------------------------------------
+    def on_event(self, kind: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.events.setdefault(kind, fn)
+            return fn
+
+        return deco
+
+    def on_action(self, name: str) -> Callable[[Handler], Handler]:
+        """A button whose action id is `name` or starts with `name:` (the rest is ctx.args)."""
+
+        def deco(fn: Handler) -> Handler:
+            if name in self.actions:
+                raise ValueError(f"action {name!r} registered twice")
+            self.actions[name] = fn
+            return fn
+
+        return deco
+
+    def on_command(self, name: str, *, words: tuple[str, ...] = ()) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.commands.append(
+                Command(name=name, words=tuple(normalise_words(w) for w in words), handler=fn)
+            )
+            return fn
+
+        return deco
+
+    def on_state(self, name: str) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.states[name] = fn
+            return fn
+
+        return deco
+
+    def on_text(self, matcher: TextMatcher) -> Callable[[Handler], Handler]:
+        def deco(fn: Handler) -> Handler:
+            self.texts.append((matcher, fn))
+            return fn
+
+        return deco
+
+    def on_fallback(self, fn: Handler) -> Handler:
+        self.fallback = fn
+        return fn
+
+    def on_cancel(self, fn: Handler) -> Handler:
+        self.cancel_handler = fn
+        return fn
+
+    def include(self, other: Router) -> None:
+        """Add another feature's routes after the ones already here."""
+        for kind, fn in other.events.items():
+            self.events.setdefault(kind, fn)
+        for name, fn in other.actions.items():
+            if name in self.actions:
+                raise ValueError(f"action {name!r} registered by two features")
+            self.actions[name] = fn
+        self.commands.extend(other.commands)
+        for name, fn in other.states.items():
+            if name in self.states:
+                raise ValueError(f"state {name!r} registered by two features")
+            self.states[name] = fn
+        self.texts.extend(other.texts)
+        self.fallback = self.fallback or other.fallback
+        self.cancel_handler = self.cancel_handler or other.cancel_handler
+
+    # -- dispatch -------------------------------------------------------------------------
+    def telegram_commands(self) -> list[str]:
+        return [c.name for c in self.commands]
+
+    def match_command(self, msg: Incoming) -> tuple[Command, str] | None:
+        """The command a message invokes (slash or typed words), with its arguments."""
+        if msg.kind != "text":
+            return None
+        if msg.command is not None:
+            for cmd in self.commands:
+                if cmd.name == msg.command:
+                    return cmd, msg.command_args
+            return None
+        typed = normalise_words(msg.text)
+        for cmd in self.commands:
+            for word in cmd.words:
+                if typed == word:
+                    return cmd, ""
+                if typed.startswith(word + " "):
+                    return cmd, typed[len(word) + 1 :].strip()
+        return None
+
+    async def dispatch(self, ctx: Context, msg: Incoming) -> list[Reply]:
+        handler, args = await self._select(ctx, msg)
+        ctx.args = args
+        if handler is None:
+            return []
+        result = await handler(ctx, msg)
+        return result if isinstance(result, list) else [result]
+
+    async def _select(self, ctx: Context, msg: Incoming) -> tuple[Handler | None, str]:
+        if msg.kind in ("follow", "unfollow"):
+            return self.events.get(msg.kind), ""
+        if msg.kind == "action":
+            name, _, arg = msg.action.partition(":")
+            if name in self.actions:
+                return self.actions[name], arg
+            return self.fallback, ""
+        found = self.match_command(msg)
+        if found is not None:
+            await ctx.leave()
+            return found[0].handler, found[1]
+        state = ctx.state_name
+        if state is not None:
+            if msg.kind == "text" and normalise_words(msg.text) in self.cancel_words:
+                await ctx.leave()
+                return self.cancel_handler, ""
+            if state in self.states:
+                return self.states[state], ""
+        if msg.kind == "contact" and "contact" in self.events:
+            return self.events["contact"], ""
+        if msg.kind == "text":
+            for matcher, fn in self.texts:
+                if matcher(msg.text):
+                    return fn, ""
+        return self.fallback, ""

@@ -1,0 +1,145 @@
+"""Inbound platform events, recorded once by their platform id and processed exactly once.
+
+The webhook records an event (redacted copy for people, sealed original for the processor)
+and commits before it acknowledges. Processing claims the row with a lease; a sweep picks up
+rows whose processor died. Replies are stored with the result in the same commit, so a crash
+after commit but before sending still delivers them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    LargeBinary,
+    String,
+    UniqueConstraint,
+    and_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+
+PENDING, PROCESSING, ANSWERING, DONE, FAILED = (
+    "pending",
+    "processing",
+    "answering",
+    "done",
+    "failed",
+)
+MAX_ATTEMPTS = 5
+
+
+class InboundEvent(Base):
+    __tablename__ = "inbound_event"
+    __table_args__ = (UniqueConstraint("channel", "event_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    channel: Mapped[str] = mapped_column(String(16))
+    event_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    received_at: Mapped[dt.datetime]
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    processed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # Phone numbers and codes masked; what an operator may read.
+    payload: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # The original event, encrypted with the PII key; erased once processed.
+    sealed: Mapped[bytes | None] = mapped_column(LargeBinary, default=None)
+    # Replies produced but not yet confirmed sent (channel-neutral JSON).
+    pending_replies: Mapped[list[Any] | None] = mapped_column(default=None)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    event_id: str
+    kind: str
+    payload: dict[str, Any]
+    sealed: bytes
+
+
+async def record_events(
+    session: AsyncSession, *, channel: str, events: list[NewEvent], now: dt.datetime
+) -> list[int]:
+    """Insert events not seen before; returns the row ids of the new ones only."""
+    if not events:
+        return []
+    dialect = session.bind.dialect.name
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        insert(InboundEvent)
+        .values(
+            [
+                {
+                    "channel": channel,
+                    "event_id": e.event_id,
+                    "kind": e.kind,
+                    "payload": e.payload,
+                    "sealed": e.sealed,
+                    "received_at": now,
+                    "status": PENDING,
+                    "attempts": 0,
+                }
+                for e in events
+            ]
+        )
+        .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+        .returning(InboundEvent.id)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def claim_event(
+    session: AsyncSession, *, row_id: int, now: dt.datetime, lease: dt.timedelta
+) -> bool:
+    """Take an event for processing; False when another worker holds a live lease on it."""
+    stale = now - lease
+    result = await session.execute(
+        update(InboundEvent)
+        .where(
+            InboundEvent.id == row_id,
+            or_(
+                InboundEvent.status == PENDING,
+                and_(
+                    InboundEvent.status.in_([PROCESSING, ANSWERING]),
+                    InboundEvent.claimed_at < stale,
+                ),
+            ),
+        )
+        .values(status=PROCESSING, claimed_at=now, attempts=InboundEvent.attempts + 1)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def unfinished_event_ids(
+    session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 200
+) -> list[int]:
+    """Events recorded but not finished: never claimed, or claimed by a worker that died."""
+    stale = now - lease
+    rows = await session.scalars(
+        select(InboundEvent.id)
+        .where(
+            InboundEvent.attempts < MAX_ATTEMPTS,
+            or_(
+                and_(InboundEvent.status == PENDING, InboundEvent.received_at < now),
+                and_(
+                    InboundEvent.status.in_([PROCESSING, ANSWERING]),
+                    InboundEvent.claimed_at < stale,
+                ),
+            ),
+        )
+        .order_by(InboundEvent.id)
+        .limit(limit)
+    )
+    return list(rows.all())
