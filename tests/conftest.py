@@ -1,0 +1,116 @@
+"""Shared fixtures: a migrated database per test (SQLite always, PostgreSQL when
+TEST_DATABASE_URL is set), settings pointing at loopback fakes, and no network."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from models.db import create_engine, create_sessionmaker
+from models.migrate import upgrade
+
+PG_URL = os.environ.get("TEST_DATABASE_URL")
+BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", BACKENDS, scope="session")
+
+
+def _pg_dsn(url: str, database: str | None = None) -> str:
+    u = make_url(url)
+    if database:
+        u = u.set(database=database)
+    return u.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _migrate(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await upgrade(engine)
+    finally:
+        await engine.dispose()
+
+
+@pytest.fixture(scope="session")
+def _template(backend: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated template database, made once per backend and run."""
+    if backend == "sqlite":
+        path = tmp_path_factory.mktemp("tpl") / "template.db"
+        asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+        yield str(path)
+        return
+    assert PG_URL
+    name = f"edoor_tpl_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(_pg_dsn(PG_URL))
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        await _migrate(make_url(PG_URL).set(database=name).render_as_string(hide_password=False))
+
+    async def drop() -> None:
+        conn = await asyncpg.connect(_pg_dsn(PG_URL))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(create())
+    yield name
+    asyncio.run(drop())
+
+
+@pytest.fixture
+async def database_url(backend: str, _template: str, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, migrated database for one test."""
+    if backend == "sqlite":
+        target = tmp_path / "edoor.db"
+        shutil.copyfile(_template, target)
+        yield f"sqlite+aiosqlite:///{target}"
+        return
+    assert PG_URL
+    name = f"edoor_t_{uuid.uuid4().hex[:10]}"
+    conn = await asyncpg.connect(_pg_dsn(PG_URL))
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"')
+    finally:
+        await conn.close()
+    yield make_url(PG_URL).set(database=name).render_as_string(hide_password=False)
+    conn = await asyncpg.connect(_pg_dsn(PG_URL))
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    eng = create_engine(database_url)
+    yield eng
+    await eng.dispose()
+
+
+@pytest.fixture
+async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
+    async with create_sessionmaker(engine)() as s:
+        yield s
+
+
+@pytest.fixture
+def shared_dir() -> Path | None:
+    """../shared when present (tests use it then; the project never needs it)."""
+    return SHARED if SHARED.is_dir() else None
