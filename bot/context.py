@@ -37,6 +37,8 @@ class Context:
     state: ConversationState | None = None
     args: str = ""
     new_member: bool = False
+    # Names of the commands the router serves (menus offer only what exists).
+    commands: frozenset[str] = frozenset()
 
     @property
     def member(self) -> Member:

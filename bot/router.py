@@ -11,20 +11,19 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from bot.messages import Incoming, Reply
 
 if TYPE_CHECKING:
     from bot.context import Context
 
+# A button whose action is "cmd:<name>" runs that command, so menus need no own handlers.
+COMMAND_ACTION = "cmd"
+
 HandlerResult = Reply | list[Reply]
 Handler = Callable[["Context", Incoming], Awaitable[HandlerResult]]
 TextMatcher = Callable[[str], bool]
-
-
-class _Dispatchable(Protocol):
-    async def dispatch(self, ctx: Context, msg: Incoming) -> list[Reply]: ...
 
 
 def normalise_words(text: str) -> str:
@@ -121,7 +120,10 @@ class Router:
         self.cancel_handler = self.cancel_handler or other.cancel_handler
 
     # -- dispatch -------------------------------------------------------------------------
-    def telegram_commands(self) -> list[str]:
+    def command(self, name: str) -> Command | None:
+        return next((c for c in self.commands if c.name == name), None)
+
+    def command_names(self) -> list[str]:
         return [c.name for c in self.commands]
 
     def match_command(self, msg: Incoming) -> tuple[Command, str] | None:
@@ -143,6 +145,7 @@ class Router:
         return None
 
     async def dispatch(self, ctx: Context, msg: Incoming) -> list[Reply]:
+        ctx.commands = frozenset(c.name for c in self.commands)
         handler, args = await self._select(ctx, msg)
         ctx.args = args
         if handler is None:
@@ -155,6 +158,12 @@ class Router:
             return self.events.get(msg.kind), ""
         if msg.kind == "action":
             name, _, arg = msg.action.partition(":")
+            if name == COMMAND_ACTION:
+                # A menu button that runs a command: it escapes any step, like the command.
+                cmd = self.command(arg)
+                if cmd is not None:
+                    await ctx.leave()
+                    return cmd.handler, ""
             if name in self.actions:
                 return self.actions[name], arg
             return self.fallback, ""

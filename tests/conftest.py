@@ -114,3 +114,75 @@ async def session(engine: AsyncEngine) -> AsyncIterator[AsyncSession]:
 def shared_dir() -> Path | None:
     """../shared when present (tests use it then; the project never needs it)."""
     return SHARED if SHARED.is_dir() else None
+
+
+# -- the real app, served on loopback, with fake platforms ---------------------------------------
+TEST_PII_KEY = "test-pii-key-0123456789abcdef-0123456789"
+LINE_SECRET = "8f1c4e0b2a7d4c96b3e5f7a9d1c3e5f7"  # the one the shared samples are signed with
+LINE_TOKEN = "test-line-access-token-abcdef"
+
+
+@pytest.fixture
+def make_settings(database_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Settings for one test: its own database, no background work, no real platforms."""
+    from bot.settings import Settings
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "database_url": database_url,
+            "edoor_background": "off",
+            "pii_key": TEST_PII_KEY,
+            "media_dir": tmp_path / "media",
+            "public_base_url": "http://127.0.0.1:8000",
+            "log_level": "INFO",
+        }
+        values.update(overrides)
+        return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+    return build
+
+
+@pytest.fixture
+async def fake_line() -> AsyncIterator[tuple[object, str]]:
+    """A fake LINE API on loopback: (state, base_url)."""
+    from tests.dialog import serve
+    from tests.fakes.line import FakeLine
+
+    fake = FakeLine()
+    async with serve(fake.app(), lifespan="off") as url:
+        yield fake, url
+
+
+@pytest.fixture
+async def served(make_settings):  # type: ignore[no-untyped-def]
+    """Start the real app with given settings: `async with served(**overrides) as (url, app)`."""
+    import contextlib
+
+    from app import create_app
+    from tests.dialog import serve
+
+    @contextlib.asynccontextmanager
+    async def start(**overrides: object):  # type: ignore[no-untyped-def]
+        api = create_app(make_settings(**overrides))
+        async with serve(api) as url:
+            yield url, api
+
+    return start
+
+
+@pytest.fixture
+async def app_url(served) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """The real app with the simulator only."""
+    async with served() as (url, _):
+        yield url
+
+
+@pytest.fixture
+async def chat(app_url: str) -> AsyncIterator[object]:
+    """A simulated citizen talking to the real app over HTTP."""
+    import httpx
+
+    from tests.dialog import Chat
+
+    async with httpx.AsyncClient(base_url=app_url, timeout=30) as http:
+        yield Chat(http, "sim-citizen-1")

@@ -1,0 +1,141 @@
+"""The composition root: builds settings, the engine, channels, router and jobs, and the
+FastAPI application that serves webhooks, the simulator, media and the admin API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from fastapi import FastAPI, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+import handlers
+from bot.channels import Channel
+from bot.context import Services
+from bot.i18n import Catalog
+from bot.inbound import InboundProcessor
+from bot.line import LineChannel, line_routes
+from bot.logs import configure_logging
+from bot.router import Router
+from bot.settings import Settings
+from bot.simulator import SimulatorChannel, simulator_routes
+from models.db import create_engine, create_sessionmaker
+from models.pii import PiiVault
+from notifications.jobs import Job, JobRegistry
+from notifications.scheduler import build_scheduler
+
+log = logging.getLogger("edoor.app")
+
+
+@dataclass
+class Runtime:
+    """Everything one process needs, built once from the settings."""
+
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    services: Services
+    router: Router
+    processor: InboundProcessor
+    jobs: JobRegistry
+    channels: dict[str, Channel] = field(default_factory=dict)
+    line: LineChannel | None = None
+    simulator: SimulatorChannel | None = None
+
+    async def close(self) -> None:
+        if self.line is not None:
+            await self.line.stop()
+        await self.engine.dispose()
+
+
+def build_runtime(settings: Settings) -> Runtime:
+    """Wire the parts together; nothing here talks to the network or the database yet."""
+    configure_logging(level=settings.log_level, secrets=settings.secrets())
+    engine = create_engine(settings.database_url)
+    sessionmaker = create_sessionmaker(engine)
+    services = Services(
+        settings=settings,
+        catalog=Catalog(),
+        vault=PiiVault(settings.pii_key.get_secret_value()),
+    )
+    router = handlers.build_router()
+    channels: dict[str, Channel] = {}
+    line = simulator = None
+    if settings.line_enabled:
+        line = LineChannel(settings)
+        channels[line.name] = line
+    if settings.simulator_on:
+        simulator = SimulatorChannel(sessionmaker)
+        channels[simulator.name] = simulator
+    processor = InboundProcessor(
+        sessionmaker=sessionmaker, services=services, router=router, channels=channels
+    )
+    jobs = JobRegistry()
+
+    async def recover_inbound(now: dt.datetime) -> int:
+        return await processor.recover()
+
+    jobs.add(Job("recover-inbound", recover_inbound, every_seconds=settings.inbound_sweep_seconds))
+    return Runtime(
+        settings=settings,
+        engine=engine,
+        sessionmaker=sessionmaker,
+        services=services,
+        router=router,
+        processor=processor,
+        jobs=jobs,
+        channels=channels,
+        line=line,
+        simulator=simulator,
+    )
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """The FastAPI application; `settings` defaults to the environment (and .env)."""
+    runtime = build_runtime(settings or Settings())
+    settings = runtime.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        scheduler = None
+        if settings.background_on:
+            # Events recorded before a crash are finished now, then by the periodic sweep.
+            recovery = asyncio.create_task(runtime.processor.recover())
+            scheduler = build_scheduler(runtime.jobs)
+            scheduler.start()
+        try:
+            yield
+        finally:
+            if scheduler is not None:
+                scheduler.shutdown(wait=False)
+                recovery.cancel()
+            await runtime.close()
+
+    api = FastAPI(title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    api.state.runtime = runtime
+
+    @api.get("/healthz")
+    async def healthz() -> Response:
+        """200 when the database answers, 503 otherwise."""
+        try:
+            async with runtime.sessionmaker() as session:
+                await session.execute(text("SELECT 1"))
+        except Exception:
+            log.warning("health check: database unreachable")
+            return Response(
+                '{"status":"unavailable","database":false}',
+                status_code=503,
+                media_type="application/json",
+            )
+        return Response('{"status":"ok","database":true}', media_type="application/json")
+
+    if runtime.line is not None:
+        api.include_router(line_routes(processor=runtime.processor, settings=settings))
+    if runtime.simulator is not None:
+        api.include_router(simulator_routes(processor=runtime.processor))
+    return api

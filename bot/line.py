@@ -1,0 +1,357 @@
+"""LINE: signature check, event parsing, rendering Replies as LINE messages, sending.
+
+Rendering uses the SDK's own models, so an object LINE would refuse fails here first; the
+platform limits that the OpenAPI spec does not carry (12 bubbles, 50 KB carousels, 13 quick
+replies, 5 messages a call, 20-character labels) are enforced in code.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from typing import Any
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+from linebot.v3.messaging import (
+    ApiException,
+    AsyncApiClient,
+    AsyncMessagingApi,
+    AudioMessage,
+    Configuration,
+    FlexBox,
+    FlexBubble,
+    FlexButton,
+    FlexCarousel,
+    FlexMessage,
+    FlexText,
+    ImageMessage,
+    Message,
+    PostbackAction,
+    PushMessageRequest,
+    QuickReply,
+    QuickReplyItem,
+    ReplyMessageRequest,
+    TextMessage,
+    URIAction,
+)
+from linebot.v3.webhook import SignatureValidator
+from linebot.v3.webhooks import (
+    Event,
+    FollowEvent,
+    MessageEvent,
+    PostbackEvent,
+    TextMessageContent,
+    UnfollowEvent,
+)
+
+from bot.channels import Delivery, DeliveryError
+from bot.inbound import InboundProcessor
+from bot.messages import AskPhone, Audio, Button, Cards, Image, Incoming, Reply, Text
+from bot.settings import Settings
+
+log = logging.getLogger("edoor.line")
+
+NAME = "line"
+MAX_MESSAGES = 5
+MAX_BUBBLES = 12
+MAX_QUICK_REPLIES = 13
+MAX_LABEL = 20
+MAX_TEXT = 5000
+MAX_ALT_TEXT = 1500
+MAX_CAROUSEL_BYTES = 50_000
+MAX_BUBBLE_BYTES = 30_000
+# A namespace for deterministic retry keys: a re-sent push after a crash reuses its key.
+_RETRY_NS = uuid.UUID("6f1c1f3e-4f7e-4b8a-9a47-0e5c1d9b7a10")
+
+
+def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    """X-Line-Signature is Base64(HMAC-SHA256(secret, raw body)); compared in constant time."""
+    if not signature:
+        return False
+    try:
+        return bool(SignatureValidator(secret).validate(body.decode("utf-8"), signature))
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
+# -- rendering ---------------------------------------------------------------------------------
+def _label(text: str) -> str:
+    return text if len(text) <= MAX_LABEL else text[: MAX_LABEL - 1] + "…"
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _action(button: Button) -> PostbackAction | URIAction:
+    if button.url is not None:
+        return URIAction(label=_label(button.label), uri=button.url)
+    return PostbackAction(
+        label=_label(button.label), data=button.action, displayText=_clip(button.label, 300)
+    )
+
+
+def _quick_reply(buttons: list[Button]) -> QuickReply | None:
+    if not buttons:
+        return None
+    return QuickReply(
+        items=[QuickReplyItem(action=_action(b)) for b in buttons[:MAX_QUICK_REPLIES]]
+    )
+
+
+def _footer(buttons: list[Button]) -> FlexBox | None:
+    if not buttons:
+        return None
+    return FlexBox(
+        layout="vertical",
+        spacing="sm",
+        contents=[
+            FlexButton(action=_action(b), style="primary" if i == 0 else "secondary", height="sm")
+            for i, b in enumerate(buttons[:4])
+        ],
+    )
+
+
+def _text_bubble(text: str, buttons: list[Button]) -> FlexBubble:
+    return FlexBubble(
+        body=FlexBox(layout="vertical", contents=[FlexText(text=_clip(text, 2000), wrap=True)]),
+        footer=_footer(buttons),
+    )
+
+
+def _card_bubble(card: Any) -> FlexBubble:
+    contents: list[Any] = [
+        FlexText(text=_clip(card.title, 200), weight="bold", size="md", wrap=True, maxLines=3)
+    ]
+    if card.subtitle:
+        contents.append(
+            FlexText(
+                text=_clip(card.subtitle, 200), size="xs", color="#888888", wrap=True, maxLines=2
+            )
+        )
+    if card.body:
+        contents.append(FlexText(text=_clip(card.body, 500), size="sm", wrap=True, maxLines=6))
+    return FlexBubble(
+        size="kilo",
+        body=FlexBox(layout="vertical", spacing="sm", contents=contents),
+        footer=_footer(card.buttons),
+    )
+
+
+def _more_bubble(more: Button) -> FlexBubble:
+    return FlexBubble(
+        size="kilo",
+        body=FlexBox(
+            layout="vertical",
+            justifyContent="center",
+            contents=[FlexButton(action=_action(more), style="link")],
+        ),
+    )
+
+
+def _size(obj: Any) -> int:
+    return len(json.dumps(obj.to_dict(), ensure_ascii=False).encode("utf-8"))
+
+
+def _carousel(reply: Cards) -> FlexCarousel:
+    room = MAX_BUBBLES - (1 if reply.more else 0)
+    bubbles = [_card_bubble(c) for c in reply.cards[:room]]
+    bubbles = [b for b in bubbles if _size(b) <= MAX_BUBBLE_BYTES]
+    if reply.more:
+        bubbles.append(_more_bubble(reply.more))
+    carousel = FlexCarousel(contents=bubbles)
+    while _size(carousel) > MAX_CAROUSEL_BYTES and len(bubbles) > 1:
+        bubbles.pop(-2 if reply.more else -1)
+        carousel = FlexCarousel(contents=bubbles)
+    return carousel
+
+
+def render(replies: list[Reply]) -> list[Message]:
+    """Replies as LINE message objects; quick replies ride on the last message only."""
+    messages: list[Message] = []
+    quick: list[Button] = []
+    for reply in replies:
+        if isinstance(reply, Text):
+            text = _clip(reply.text, MAX_TEXT)
+            if reply.buttons:
+                messages.append(
+                    FlexMessage(
+                        altText=_clip(reply.text, MAX_ALT_TEXT),
+                        contents=_text_bubble(text, reply.buttons),
+                    )
+                )
+            else:
+                messages.append(TextMessage(text=text))
+            quick = reply.quick_replies or quick
+        elif isinstance(reply, Cards):
+            if not reply.cards:
+                continue
+            messages.append(
+                FlexMessage(altText=_clip(reply.alt_text, MAX_ALT_TEXT), contents=_carousel(reply))
+            )
+            quick = reply.quick_replies or quick
+        elif isinstance(reply, Audio):
+            messages.append(AudioMessage(originalContentUrl=reply.url, duration=reply.duration_ms))
+            if reply.title or reply.buttons:
+                messages.append(
+                    FlexMessage(
+                        altText=_clip(reply.title or "audio", MAX_ALT_TEXT),
+                        contents=_text_bubble(reply.title or "🎧", reply.buttons),
+                    )
+                )
+        elif isinstance(reply, Image):
+            messages.append(
+                ImageMessage(
+                    originalContentUrl=reply.url, previewImageUrl=reply.preview_url or reply.url
+                )
+            )
+        elif isinstance(reply, AskPhone):
+            # LINE cannot share a contact: the person types the number.
+            messages.append(TextMessage(text=_clip(reply.text, MAX_TEXT)))
+            quick = [reply.cancel] if reply.cancel else quick
+    if messages and quick:
+        messages[-1].quick_reply = _quick_reply(quick)
+    return messages
+
+
+def batches(messages: list[Message]) -> list[list[Message]]:
+    return [messages[i : i + MAX_MESSAGES] for i in range(0, len(messages), MAX_MESSAGES)]
+
+
+# -- the channel -------------------------------------------------------------------------------
+class LineChannel:
+    """Parses LINE events and sends replies (reply token first, push as the fallback)."""
+
+    name = NAME
+
+    def __init__(self, settings: Settings) -> None:
+        assert settings.line_channel_access_token is not None
+        self.config = Configuration(
+            host=settings.line_api_base_url.rstrip("/"),
+            access_token=settings.line_channel_access_token.get_secret_value(),
+        )
+        self._client: AsyncApiClient | None = None
+
+    @property
+    def api(self) -> AsyncMessagingApi:
+        if self._client is None:
+            self._client = AsyncApiClient(self.config)
+        return AsyncMessagingApi(self._client)
+
+    async def stop(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def to_incoming(self, event: dict[str, Any]) -> Incoming | None:
+        if event.get("mode") == "standby":
+            return None  # another module owns the chat; the bot must not answer
+        user_id = (event.get("source") or {}).get("userId")
+        if not user_id:
+            return None  # group or room without a user: nothing to answer
+        try:
+            parsed = Event.from_dict(event)
+        except (ValueError, TypeError):
+            parsed = None
+        base = {
+            "channel": NAME,
+            "user_id": user_id,
+            "event_id": event.get("webhookEventId", ""),
+            "reply_token": event.get("replyToken"),
+        }
+        if isinstance(parsed, FollowEvent):
+            return Incoming(kind="follow", **base)
+        if isinstance(parsed, UnfollowEvent):
+            return Incoming(kind="unfollow", **base)
+        if isinstance(parsed, PostbackEvent):
+            return Incoming(kind="action", action=parsed.postback.data, **base)
+        if isinstance(parsed, MessageEvent) and isinstance(parsed.message, TextMessageContent):
+            return Incoming(kind="text", text=parsed.message.text, **base)
+        return Incoming(kind="unknown", **base)
+
+    async def deliver(
+        self, external_id: str, replies: list[Reply], *, incoming: Incoming | None = None
+    ) -> Delivery:
+        chunks = batches(render(replies))
+        if not chunks:
+            return Delivery(method="none", requests=0)
+        method, requests = "reply", 0
+        token = incoming.reply_token if incoming is not None else None
+        seed = incoming.event_id if incoming is not None and incoming.event_id else None
+        for index, chunk in enumerate(chunks):
+            if index == 0 and token and await self._reply(token, chunk):
+                requests += 1
+                continue
+            method = "push" if index == 0 else method
+            key = str(uuid.uuid5(_RETRY_NS, f"{seed}:{index}")) if seed else str(uuid.uuid4())
+            await self._push(external_id, chunk, retry_key=key)
+            requests += 1
+        return Delivery(method=method, requests=requests)
+
+    async def _reply(self, token: str, messages: list[Message]) -> bool:
+        """True when LINE took the reply; False when the token is spent or expired."""
+        try:
+            await self.api.reply_message_with_http_info(
+                ReplyMessageRequest(replyToken=token, messages=messages)
+            )
+        except ApiException as exc:
+            if exc.status == 400 and "reply token" in (exc.body or "").lower():
+                log.info("reply token no longer valid; pushing instead")
+                return False
+            raise _translate(exc) from None
+        return True
+
+    async def _push(self, user_id: str, messages: list[Message], *, retry_key: str) -> None:
+        try:
+            await self.api.push_message_with_http_info(
+                PushMessageRequest(to=user_id, messages=messages), x_line_retry_key=retry_key
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return  # LINE already accepted this retry key: the message went out once
+            raise _translate(exc) from None
+
+
+def _translate(exc: ApiException) -> Exception:
+    """SDK errors as the core's delivery errors (never with the request body in the text)."""
+    status = exc.status or 0
+    if status == 429 or status >= 500:
+        return DeliveryError(f"line {status}")
+    return DeliveryError(f"line {status} (not retryable)")
+
+
+# -- the webhook -------------------------------------------------------------------------------
+def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter:
+    """POST /webhooks/line: verify, record once, acknowledge, then process."""
+    assert settings.line_channel_secret is not None
+    secret = settings.line_channel_secret.get_secret_value()
+    routes = APIRouter()
+
+    @routes.post("/webhooks/line", include_in_schema=False)
+    async def webhook(request: Request, background: BackgroundTasks) -> Response:
+        body = await request.body()
+        if not verify_signature(secret, body, request.headers.get("x-line-signature")):
+            return Response(status_code=401)
+        try:
+            payload = json.loads(body)
+            events = payload["events"]
+            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+                raise TypeError
+            rows = [
+                processor.new_event(event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e)
+                for e in events
+            ]
+        except (ValueError, KeyError, TypeError):
+            return Response(status_code=400)
+        try:
+            ids = await processor.record(NAME, rows)
+        except Exception:
+            # Not committed, so not acknowledged: LINE redelivers (when enabled) later.
+            log.exception("could not record LINE events")
+            return Response(status_code=503)
+        if ids:
+            background.add_task(processor.process_many, ids)
+        return Response(status_code=200)
+
+    return routes

@@ -1,0 +1,95 @@
+"""Welcome, main menu, help, language switch and the friendly fallback."""
+
+from __future__ import annotations
+
+from bot.context import Context
+from bot.i18n import LANGUAGES
+from bot.messages import Button, Incoming, Reply, Text
+from bot.router import COMMAND_ACTION, Router
+
+router = Router("start")
+
+# Main actions in menu order; each appears only when its feature's command is registered.
+MAIN_MENU = ("search", "podcasts", "learning", "prizes", "verify", "settings", "help")
+_LANGUAGE_CHOICES = {"1": "zh-TW", "中文": "zh-TW", "2": "en", "english": "en", "英文": "en"}
+
+
+def menu_buttons(ctx: Context) -> list[Button]:
+    """Buttons for the main actions this deployment serves, in the person's language."""
+    return [
+        Button(label=ctx.t(f"start.menu_item.{name}"), action=f"{COMMAND_ACTION}:{name}")
+        for name in MAIN_MENU
+        if name in ctx.commands
+    ]
+
+
+def language_buttons() -> list[Button]:
+    return [Button(label="中文", action="lang:zh-TW"), Button(label="English", action="lang:en")]
+
+
+@router.on_event("follow")
+async def on_follow(ctx: Context, msg: Incoming) -> Reply:
+    """A new friend (or one who unblocked us) sees the welcome and the main menu."""
+    return Text(text=ctx.t("start.welcome"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_command("start")
+async def start(ctx: Context, msg: Incoming) -> Reply:
+    """Welcome; a deep-link payload (/start <payload>) is kept for the features that use it."""
+    key = "start.welcome" if ctx.new_member else "start.welcome_back"
+    return Text(text=ctx.t(key), quick_replies=menu_buttons(ctx))
+
+
+@router.on_command("menu", words=("選單", "主選單", "menu"))
+async def menu(ctx: Context, msg: Incoming) -> Reply:
+    """The main menu as buttons."""
+    return Text(text=ctx.t("start.menu"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_command("help", words=("說明", "幫助", "help"))
+async def help_(ctx: Context, msg: Incoming) -> Reply:
+    """What the bot can do and the words that reach each action."""
+    return Text(text=ctx.t("start.help"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_command("language", words=("語言", "language"))
+async def ask_language(ctx: Context, msg: Incoming) -> Reply:
+    """Asks which language to use; the answer may be typed or tapped."""
+    await ctx.enter("start.await_language")
+    return Text(text=ctx.t("start.language_prompt"), buttons=language_buttons())
+
+
+@router.on_state("start.await_language")
+async def typed_language(ctx: Context, msg: Incoming) -> Reply:
+    """Takes '1', '2', '中文' or 'English' as the language choice."""
+    choice = _LANGUAGE_CHOICES.get(msg.text.strip().casefold())
+    if choice is None:
+        return Text(text=ctx.t("start.language_invalid"), buttons=language_buttons())
+    await ctx.leave()
+    return await _set_language(ctx, choice)
+
+
+@router.on_action("lang")
+async def tapped_language(ctx: Context, msg: Incoming) -> Reply:
+    """A language button: switches at once."""
+    if ctx.args not in LANGUAGES:
+        return Text(text=ctx.t("start.language_invalid"), buttons=language_buttons())
+    await ctx.leave()
+    return await _set_language(ctx, ctx.args)
+
+
+async def _set_language(ctx: Context, language: str) -> Reply:
+    ctx.member.language = language
+    return Text(text=ctx.t("start.language_set"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_cancel
+async def cancelled(ctx: Context, msg: Incoming) -> Reply:
+    """Leaving a step with 取消 / cancel."""
+    return Text(text=ctx.t("common.cancelled"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_fallback
+async def fallback(ctx: Context, msg: Incoming) -> Reply:
+    """Anything not understood: a friendly note and the main actions."""
+    return Text(text=ctx.t("common.not_understood"), quick_replies=menu_buttons(ctx))

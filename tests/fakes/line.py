@@ -1,0 +1,79 @@
+"""A fake LINE Messaging API on loopback that records every request and can be told to fail."""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+
+@dataclass
+class Recorded:
+    path: str
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeLine:
+    """State of the fake: what was sent, and scripted answers for the next calls."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    # Reply tokens LINE should treat as spent or expired (400 Invalid reply token).
+    invalid_tokens: set[str] = field(default_factory=set)
+    # Scripted (status, body) answers for push/multicast, consumed in order.
+    scripted: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
+    accepted_retry_keys: set[str] = field(default_factory=set)
+
+    def sent(self, path_suffix: str) -> list[Recorded]:
+        return [r for r in self.requests if r.path.endswith(path_suffix)]
+
+    def app(self) -> Starlette:
+        async def reply(request: Request) -> JSONResponse:
+            body = await self._record(request)
+            if not request.headers.get("authorization", "").startswith("Bearer "):
+                return JSONResponse({"message": "Authentication failed"}, status_code=401)
+            if body.get("replyToken") in self.invalid_tokens:
+                return JSONResponse({"message": "Invalid reply token"}, status_code=400)
+            self.invalid_tokens.add(body.get("replyToken", ""))  # single use
+            return JSONResponse({"sentMessages": [{"id": "1", "quoteToken": "q"}]})
+
+        async def push_like(request: Request) -> JSONResponse:
+            await self._record(request)
+            key = request.headers.get("x-line-retry-key")
+            if self.scripted:
+                status, answer = self.scripted.popleft()
+                if status == 200 and key:
+                    self.accepted_retry_keys.add(key)
+                return JSONResponse(answer, status_code=status)
+            if key and key in self.accepted_retry_keys:
+                return JSONResponse(
+                    {"message": "The retry key is already accepted"},
+                    status_code=409,
+                    headers={"x-line-accepted-request-id": "abc"},
+                )
+            if key:
+                self.accepted_retry_keys.add(key)
+            return JSONResponse({"sentMessages": [{"id": "2", "quoteToken": "q"}]})
+
+        return Starlette(
+            routes=[
+                Route("/v2/bot/message/reply", reply, methods=["POST"]),
+                Route("/v2/bot/message/push", push_like, methods=["POST"]),
+                Route("/v2/bot/message/multicast", push_like, methods=["POST"]),
+            ]
+        )
+
+    async def _record(self, request: Request) -> dict[str, Any]:
+        raw = await request.body()
+        body = json.loads(raw) if raw else {}
+        self.requests.append(
+            Recorded(path=request.url.path, headers=dict(request.headers), body=body)
+        )
+        return body

@@ -1,0 +1,51 @@
+"""Welcome, menu, help, language and the fallback, through the real app and the simulator."""
+
+from __future__ import annotations
+
+from tests.dialog import Chat, buttons, texts
+
+
+async def test_follow_welcomes_with_menu(chat: Chat) -> None:
+    replies = await chat.follow()
+    assert "歡迎來到臺北e大" in texts(replies)
+    assert buttons(replies)["說明"] == "cmd:help"
+
+
+async def test_help_by_word_command_and_button_in_both_languages(chat: Chat) -> None:
+    by_word = await chat.say("說明")
+    by_command = await chat.say("/help")
+    by_button = await chat.tap("cmd:help")
+    assert texts(by_word) == texts(by_command) == texts(by_button)
+    assert "找課程" in texts(by_word)
+    english = await chat.say("HELP")  # typed words fold case and width
+    assert texts(english) == texts(by_word)
+
+
+async def test_language_switch_by_button_then_english_replies(chat: Chat) -> None:
+    replies = await chat.tap("lang:en")
+    assert "English" in texts(replies)
+    assert "find a course" in texts(await chat.say("help"))
+    assert buttons(await chat.say("menu"))["Help"] == "cmd:help"
+
+
+async def test_language_step_takes_typed_answer_and_rejects_nonsense(chat: Chat) -> None:
+    assert "1. 中文" in texts(await chat.say("語言"))
+    assert "請輸入 1" in texts(await chat.say("3"))
+    assert "English" in texts(await chat.say("2"))
+    assert "Welcome back" in texts(await chat.say("/start"))
+
+
+async def test_menu_word_escapes_a_step_and_cancel_leaves_it(chat: Chat) -> None:
+    await chat.say("語言")
+    assert "請選擇想做的事" in texts(await chat.say("選單"))
+    # The step is gone: "2" is no longer a language answer.
+    assert "English" not in texts(await chat.say("2"))
+    await chat.say("語言")
+    assert "已取消" in texts(await chat.say("取消"))
+    assert "English" not in texts(await chat.say("2"))
+
+
+async def test_unknown_action_and_text_get_the_friendly_fallback(chat: Chat) -> None:
+    replies = await chat.tap("no.such.action:1")
+    assert "看不懂" in texts(replies)
+    assert "cmd:help" in buttons(replies).values()
