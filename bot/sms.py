@@ -1,0 +1,238 @@
+"""Text messages (verification codes) through one interface, with the provider chosen by settings.
+
+`dev` puts the message in the simulator's phone inbox; `twilio` and `mitake` call their HTTP
+APIs. Providers never log the number, the text or a credential, and raise SmsError (with a
+reason free of personal data) when the person should simply try again later.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from dataclasses import dataclass
+from typing import Protocol
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from bot.phones import national_digits
+from bot.settings import ConfigError, Settings
+from models.pii import PiiVault
+from models.simulator import add_messages
+
+log = logging.getLogger("edoor.sms")
+
+DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+# Mitake reports these as accepted (0 scheduled, 1/2 handed to the carrier, 4 delivered).
+MITAKE_ACCEPTED = {"0", "1", "2", "4"}
+
+
+class SmsError(Exception):
+    """The provider did not take the message; `reason` is safe to log (no number, no text)."""
+
+    def __init__(self, reason: str, *, temporary: bool = True) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class SmsMessage:
+    to: str  # E.164
+    body: str
+    # Unique per message (at most 36 characters, no personal data): lets a provider drop
+    # a duplicate when we retry after a timeout.
+    reference: str
+
+
+class SmsProvider(Protocol):
+    """Sends one text message; returns the provider's message id."""
+
+    name: str
+
+    async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
+        """Raise SmsError when the message was not accepted (error, refusal or timeout)."""
+        ...
+
+
+def sms_inbox_key(vault: PiiVault, e164: str) -> str:
+    """The simulator's phone-inbox key for a number: derived from its keyed hash, never the
+    number itself (the key fits simulator_message.user_key, 64 characters)."""
+    return "sms:" + vault.lookup_hash(e164)[:60]
+
+
+class DevSmsProvider:
+    """Development only: the message appears in the simulator's phone inbox for that number."""
+
+    name = "dev"
+
+    def __init__(self, vault: PiiVault) -> None:
+        self.vault = vault
+
+    async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
+        await add_messages(
+            session,
+            user_key=sms_inbox_key(self.vault, message.to),
+            box="sms",
+            replies=[{"kind": "text", "text": message.body}],
+            now=now,
+        )
+        return f"dev-{message.reference}"
+
+
+class TwilioSmsProvider:
+    """Twilio Programmable Messaging: POST /2010-04-01/Accounts/{sid}/Messages.json."""
+
+    name = "twilio"
+
+    def __init__(
+        self,
+        *,
+        account_sid: str,
+        auth_token: str,
+        from_number: str,
+        base_url: str = "https://api.twilio.com",
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.account_sid = account_sid
+        self._auth = httpx.BasicAuth(account_sid, auth_token)
+        self.from_number = from_number
+        self.url = f"{base_url.rstrip('/')}/2010-04-01/Accounts/{account_sid}/Messages.json"
+        self._client = client or httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+
+    async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
+        try:
+            response = await self._client.post(
+                self.url,
+                auth=self._auth,
+                data={"To": message.to, "From": self.from_number, "Body": message.body},
+            )
+        except httpx.TimeoutException:
+            # `from None`: the chained exception would carry the request (and its number).
+            raise _err("twilio: timeout") from None
+        except httpx.HTTPError as exc:
+            raise _err(f"twilio: {type(exc).__name__}") from None
+        if response.status_code in (200, 201):
+            try:
+                return str(response.json().get("sid", ""))
+            except ValueError:
+                return ""
+        code = _twilio_error_code(response)
+        temporary = response.status_code == 429 or response.status_code >= 500
+        raise _err(f"twilio: HTTP {response.status_code} code {code}", temporary=temporary)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def _twilio_error_code(response: httpx.Response) -> str:
+    try:
+        return str(response.json().get("code", "-"))
+    except ValueError:
+        return "-"
+
+
+class MitakeSmsProvider:
+    """三竹 (Mitake) SmSend HTTP API, UTF-8: POST /api/mtk/SmSend?CharsetURL=UTF-8, form body.
+
+    Credentials travel in the body, not the URL (URLs are logged by HTTP libraries). The reply
+    is text, one `key=value` a line (`msgid=...`, `statuscode=...`, `Error=...`).
+    """
+
+    name = "mitake"
+
+    def __init__(
+        self,
+        *,
+        username: str,
+        password: str,
+        base_url: str = "https://smsapi.mitake.com.tw",
+        valid_seconds: int = 600,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self._username = username
+        self._password = password
+        self.url = f"{base_url.rstrip('/')}/api/mtk/SmSend"
+        self.valid_seconds = valid_seconds
+        self._client = client or httpx.AsyncClient(timeout=DEFAULT_TIMEOUT)
+
+    def form(self, message: SmsMessage) -> dict[str, str]:
+        """The documented form fields for one message."""
+        to = national_digits(message.to) if message.to.startswith("+886") else message.to[1:]
+        return {
+            "username": self._username,
+            "password": self._password,
+            "dstaddr": to,
+            # Mitake wants ASCII 6 where the text breaks a line.
+            "smbody": message.body.replace("\r\n", "\n").replace("\n", "\x06"),
+            # A code is worthless once it expires; the carrier need not deliver it later.
+            "vldtime": str(self.valid_seconds),
+            "clientid": message.reference[:36],
+        }
+
+    async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
+        try:
+            response = await self._client.post(
+                self.url, params={"CharsetURL": "UTF-8"}, data=self.form(message)
+            )
+        except httpx.TimeoutException:
+            raise _err("mitake: timeout") from None
+        except httpx.HTTPError as exc:
+            raise _err(f"mitake: {type(exc).__name__}") from None
+        if response.status_code != 200:
+            raise _err(f"mitake: HTTP {response.status_code}")
+        fields = parse_mitake_reply(response.text)
+        status = fields.get("statuscode", "")
+        if status in MITAKE_ACCEPTED:
+            return fields.get("msgid", "")
+        # Letters are account or request problems (e: bad password, v: bad number, ...).
+        raise _err(f"mitake: statuscode {status or '-'}", temporary=status in {"*", "a", "b", "r"})
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+def parse_mitake_reply(text: str) -> dict[str, str]:
+    """'[1]\\r\\nmsgid=1\\r\\nstatuscode=1\\r\\n' -> {'msgid': '1', 'statuscode': '1'}."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and key:
+            fields.setdefault(key, value.strip())
+    return fields
+
+
+def _err(reason: str, *, temporary: bool = True) -> SmsError:
+    return SmsError(reason, temporary=temporary)
+
+
+def build_sms_provider(
+    settings: Settings, *, vault: PiiVault, client: httpx.AsyncClient | None = None
+) -> SmsProvider:
+    """The provider SMS_PROVIDER names; `dev` is refused under EDOOR_ENV=production."""
+    if settings.sms_provider == "dev":
+        if settings.edoor_env == "production":
+            raise ConfigError("EDOOR_ENV=production refuses SMS_PROVIDER=dev")
+        return DevSmsProvider(vault)
+    if settings.sms_provider == "twilio":
+        if not (
+            settings.twilio_account_sid and settings.twilio_auth_token and settings.twilio_from
+        ):
+            raise ConfigError(
+                "SMS_PROVIDER=twilio needs TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN, TWILIO_FROM"
+            )
+        return TwilioSmsProvider(
+            account_sid=settings.twilio_account_sid,
+            auth_token=settings.twilio_auth_token.get_secret_value(),
+            from_number=settings.twilio_from,
+            base_url=settings.twilio_api_base_url,
+            client=client,
+        )
+    if not (settings.mitake_username and settings.mitake_password):
+        raise ConfigError("SMS_PROVIDER=mitake needs MITAKE_USERNAME and MITAKE_PASSWORD")
+    return MitakeSmsProvider(
+        username=settings.mitake_username,
+        password=settings.mitake_password.get_secret_value(),
+        base_url=settings.mitake_api_base_url,
+        client=client,
+    )
