@@ -1,0 +1,334 @@
+"""The Telegram channel: Update -> Incoming, and Replies -> Bot API calls through PTB's `Bot`."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import logging
+import warnings
+from collections import OrderedDict
+from typing import Any
+
+from pydantic import SecretStr
+from telegram import Bot, Message, Update
+from telegram.constants import ChatMemberStatus, ChatType
+from telegram.error import (
+    BadRequest,
+    Forbidden,
+    InvalidToken,
+    NetworkError,
+    RetryAfter,
+    TelegramError,
+    TimedOut,
+)
+from telegram.request import BaseRequest
+from telegram.warnings import PTBDeprecationWarning
+
+from bot.channels import Delivery, DeliveryError, RecipientGone
+from bot.messages import Incoming, Reply
+from bot.settings import Settings
+from bot.telegram.logs import protect_logs
+from bot.telegram.render import CardsMode, TgCall, opens_keyboard, removes_keyboard, render
+
+log = logging.getLogger("edoor.telegram")
+
+CHANNEL = "telegram"
+# What the bot needs; my_chat_member tells us when a person blocks or unblocks the bot.
+ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
+# Telegram fetches media given by URL itself, which can take longer than a text send.
+MEDIA_READ_TIMEOUT = 60.0
+# Deliveries interrupted half-way (429 on the 2nd of 3 messages) resume where they stopped.
+PROGRESS_MEMORY = 2048
+
+
+class TelegramConfigError(RuntimeError):
+    """The Telegram settings do not work (e.g. the token is refused); the message says which."""
+
+
+def update_kind(update: dict[str, Any]) -> str:
+    """The update's type: the one field besides update_id ('message', 'callback_query', ...)."""
+    return next((key for key in update if key != "update_id"), "empty")[:32]
+
+
+def minimise(update: dict[str, Any]) -> dict[str, Any]:
+    """The update as it will be stored: a shared contact keeps only its number and user id.
+
+    The number stays (verification needs it); it is masked in the readable copy by
+    bot.redact and sealed in the other. The contact's names and vCard are someone's
+    address-book entry and are not needed.
+    """
+    message = update.get("message")
+    if not isinstance(message, dict) or not isinstance(message.get("contact"), dict):
+        return update
+    out = copy.deepcopy(update)
+    contact = out["message"]["contact"]
+    kept = {k: contact[k] for k in ("phone_number", "user_id") if k in contact}
+    out["message"]["contact"] = {"first_name": "", **kept}  # first_name is required by the API
+    return out
+
+
+def parse_update(data: Any) -> Update | None:
+    """A PTB Update for a JSON body of the right shape, else None."""
+    if not isinstance(data, dict):
+        return None
+    update_id = data.get("update_id")
+    if not isinstance(update_id, int) or isinstance(update_id, bool) or update_id < 0:
+        return None
+    try:
+        return Update.de_json(dict(data), None)
+    except Exception:  # PTB raises TypeError/KeyError/AttributeError on wrong shapes
+        return None
+
+
+def _phone(number: str) -> str:
+    """Telegram sends international numbers, some clients without the '+'."""
+    number = number.strip()
+    return number if number.startswith("+") else f"+{number}"
+
+
+def _message_incoming(update: Update, message: Message) -> Incoming | None:
+    user = message.from_user
+    if user is None or message.chat.type != ChatType.PRIVATE:
+        return None  # edoor talks to people one to one; groups and channels are ignored
+    base: dict[str, Any] = {
+        "channel": CHANNEL,
+        "user_id": str(message.chat.id),
+        "event_id": str(update.update_id),
+        "language_hint": user.language_code,
+        "display_name": user.full_name or None,
+    }
+    if message.contact is not None:
+        contact = message.contact
+        # Telegram vouches for a number only when the person shares their own contact:
+        # the contact's user is the sender, and the message is not forwarded from elsewhere.
+        own = (
+            contact.user_id is not None
+            and contact.user_id == user.id
+            and message.forward_origin is None
+        )
+        return Incoming(
+            kind="contact",
+            contact_phone=SecretStr(_phone(contact.phone_number)),
+            contact_is_own=own,
+            **base,
+        )
+    if message.text is not None:
+        return Incoming(kind="text", text=message.text, **base)
+    return Incoming(kind="unknown", **base)
+
+
+def to_incoming(data: dict[str, Any]) -> Incoming | None:
+    """The Incoming for one Telegram update dict; None when there is nobody to answer."""
+    update = parse_update(data)
+    if update is None:
+        return None
+    if update.message is not None:
+        return _message_incoming(update, update.message)
+    if update.callback_query is not None:
+        query = update.callback_query
+        chat = query.message.chat if query.message is not None else None
+        if chat is not None and chat.type != ChatType.PRIVATE:
+            return None
+        return Incoming(
+            channel=CHANNEL,
+            user_id=str(chat.id if chat is not None else query.from_user.id),
+            event_id=str(update.update_id),
+            # Without data (a game button) there is nothing to route, but it is still answered.
+            kind="action" if query.data else "unknown",
+            action=query.data or "",
+            callback_query_id=query.id,
+            language_hint=query.from_user.language_code,
+            display_name=query.from_user.full_name or None,
+        )
+    if update.my_chat_member is not None:
+        change = update.my_chat_member
+        if change.chat.type != ChatType.PRIVATE:
+            return None
+        status = change.new_chat_member.status
+        # In a private chat this update comes only when the person blocks or unblocks the bot.
+        if status == ChatMemberStatus.BANNED:
+            kind = "unfollow"
+        elif status == ChatMemberStatus.MEMBER:
+            kind = "follow"
+        else:
+            return None
+        return Incoming(
+            channel=CHANNEL,
+            user_id=str(change.chat.id),
+            event_id=str(update.update_id),
+            kind=kind,  # type: ignore[arg-type]
+            language_hint=change.from_user.language_code,
+        )
+    return None
+
+
+def retry_after_seconds(exc: RetryAfter) -> float:
+    # The int form of retry_after is deprecated (PTB 22.2); read it without the warning.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PTBDeprecationWarning)
+        value = exc.retry_after
+    return value.total_seconds() if isinstance(value, dt.timedelta) else float(value)
+
+
+def translate_error(exc: TelegramError) -> DeliveryError | RecipientGone:
+    """PTB errors -> the channel contract: retry later, or stop sending to this person."""
+    if isinstance(exc, RetryAfter):
+        return DeliveryError("telegram: rate limited", retry_after=retry_after_seconds(exc))
+    if isinstance(exc, Forbidden):  # blocked, deactivated, never started the bot
+        return RecipientGone(f"telegram: {exc.message}")
+    if isinstance(exc, BadRequest) and "chat not found" in exc.message.lower():
+        return RecipientGone(f"telegram: {exc.message}")
+    if isinstance(exc, TimedOut):
+        return DeliveryError("telegram: timed out")
+    if isinstance(exc, InvalidToken):
+        return DeliveryError("telegram: token rejected")
+    if isinstance(exc, NetworkError | BadRequest):
+        return DeliveryError(f"telegram: {type(exc).__name__}: {exc.message}"[:200])
+    return DeliveryError(f"telegram: {type(exc).__name__}")
+
+
+def _chat_id(external_id: str) -> int | str:
+    try:
+        return int(external_id)
+    except ValueError:
+        return external_id  # '@channelusername' form
+
+
+class TelegramChannel:
+    """Telegram through PTB's `Bot`; one instance per process, shared by all events."""
+
+    name = CHANNEL
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cards_mode: CardsMode = "list",
+        request: BaseRequest | None = None,
+        get_updates_request: BaseRequest | None = None,
+    ) -> None:
+        if settings.telegram_bot_token is None:
+            raise TelegramConfigError("TELEGRAM_BOT_TOKEN is not set")
+        token = settings.telegram_bot_token.get_secret_value()
+        secret = settings.telegram_webhook_secret
+        # Before the Bot exists: its constructor logs the base URL, token included.
+        protect_logs(token, secret.get_secret_value() if secret else "")
+        self.settings = settings
+        self.cards_mode: CardsMode = cards_mode
+        self.tg = Bot(
+            token,
+            base_url=settings.telegram_api_base_url,
+            request=request,
+            get_updates_request=get_updates_request,
+        )
+        # media_key -> Telegram file_id, so an episode is uploaded once and re-sent by id.
+        # In memory for now: a restart re-sends by URL once per file and learns the id again.
+        self.file_ids: dict[str, str] = {}
+        # Chats with a reply keyboard (AskPhone) still open; the next plain message removes it.
+        self._keyboard_open: set[str] = set()
+        # event id -> calls already sent, so a retried delivery does not repeat them.
+        self._progress: OrderedDict[str, int] = OrderedDict()
+
+    # -- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Open the HTTP clients and check the token (getMe)."""
+        try:
+            await self.tg.initialize()
+        except InvalidToken:
+            # PTB's own message contains the token; never let it reach a log.
+            raise TelegramConfigError("TELEGRAM_BOT_TOKEN was rejected by Telegram") from None
+        except NetworkError as exc:
+            # Telegram unreachable at start-up must not stop the app; sends retry later.
+            log.warning("Telegram not reachable at start-up: %s", type(exc).__name__)
+
+    async def stop(self) -> None:
+        await self.tg.shutdown()
+
+    @property
+    def username(self) -> str | None:
+        """The bot's @username once started (for t.me deep links)."""
+        try:
+            return self.tg.username
+        except RuntimeError:  # not initialised
+            return None
+
+    # -- inbound --------------------------------------------------------------------------
+    def to_incoming(self, event: dict[str, Any]) -> Incoming | None:
+        return to_incoming(event)
+
+    # -- outbound -------------------------------------------------------------------------
+    async def deliver(
+        self, external_id: str, replies: list[Reply], *, incoming: Incoming | None = None
+    ) -> Delivery:
+        """Answer the callback query (if any), then send the replies in order."""
+        chat_id = _chat_id(external_id)
+        requests = 0
+        if incoming is not None and incoming.callback_query_id:
+            requests += await self._answer_callback(incoming.callback_query_id)
+        calls = render(
+            replies,
+            cards_mode=self.cards_mode,
+            file_ids=self.file_ids,
+            remove_keyboard=external_id in self._keyboard_open,
+        )
+        key = incoming.event_id if incoming is not None and incoming.event_id else None
+        done = self._progress.get(key, 0) if key else 0
+        sent: list[str] = []
+        for index, call in enumerate(calls):
+            if index < done:
+                continue
+            try:
+                await self._send(chat_id, call)
+            except TelegramError as exc:
+                if key:
+                    self._remember(key, index)
+                raise translate_error(exc) from exc
+            sent.append(call.api_method)
+        if key:
+            self._progress.pop(key, None)
+        if opens_keyboard(calls):
+            self._keyboard_open.add(external_id)
+        elif removes_keyboard(calls):
+            self._keyboard_open.discard(external_id)
+        return Delivery(method="send", requests=requests + len(sent), details={"calls": sent})
+
+    def _remember(self, key: str, index: int) -> None:
+        self._progress[key] = index
+        self._progress.move_to_end(key)
+        while len(self._progress) > PROGRESS_MEMORY:
+            self._progress.popitem(last=False)
+
+    async def _answer_callback(self, query_id: str) -> int:
+        """Stop the button's spinner. Failure here must not cost the person their answer."""
+        try:
+            await self.tg.answer_callback_query(query_id)
+        except BadRequest as exc:  # "query is too old" on a late retry
+            log.info("callback query not answered: %s", exc.message)
+        except TelegramError as exc:
+            log.warning("callback query not answered: %s", type(exc).__name__)
+        return 1
+
+    async def _send(self, chat_id: int | str, call: TgCall) -> Message:
+        if call.method == "send_message":
+            return await self.tg.send_message(chat_id=chat_id, **call.params)
+        if call.method == "send_photo":
+            return await self.tg.send_photo(
+                chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **call.params
+            )
+        try:
+            message = await self.tg.send_audio(
+                chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **call.params
+            )
+        except BadRequest:
+            if call.url_fallback is None:
+                raise
+            # The remembered file_id is no longer valid (another bot token, purged): use the URL.
+            if call.media_key:
+                self.file_ids.pop(call.media_key, None)
+            params = {**call.params, "audio": call.url_fallback}
+            message = await self.tg.send_audio(
+                chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **params
+            )
+        if call.media_key and message.audio is not None:
+            self.file_ids[call.media_key] = message.audio.file_id
+        return message
