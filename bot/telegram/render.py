@@ -74,10 +74,12 @@ def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     text = text.strip() or EMPTY_TEXT
     chunks: list[str] = []
     while utf16_len(text) > limit:
-        # The longest prefix that fits, never cutting a surrogate pair (we slice str, not bytes).
-        cut = limit
-        while utf16_len(text[:cut]) > limit:
-            cut -= 1
+        # The longest prefix that fits (binary search); slicing str never halves a surrogate pair.
+        lo, hi = 0, min(len(text), limit)
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            lo, hi = (mid, hi) if utf16_len(text[:mid]) <= limit else (lo, mid - 1)
+        cut = lo
         head = text[:cut]
         for sep in ("\n\n", "\n", " ", "，", "。"):
             pos = head.rfind(sep)
