@@ -17,10 +17,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.phones import national_digits
 from bot.settings import ConfigError, Settings
+from models.identity import sms_inbox_key
 from models.pii import PiiVault
 from models.simulator import add_messages
 
 log = logging.getLogger("edoor.sms")
+
+__all__ = [
+    "DevSmsProvider",
+    "MitakeSmsProvider",
+    "SmsError",
+    "SmsMessage",
+    "SmsProvider",
+    "TwilioSmsProvider",
+    "build_sms_provider",
+    "sms_inbox_key",
+]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Mitake reports these as accepted (0 scheduled, 1/2 handed to the carrier, 4 delivered).
@@ -53,12 +65,6 @@ class SmsProvider(Protocol):
     async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
         """Raise SmsError when the message was not accepted (error, refusal or timeout)."""
         ...
-
-
-def sms_inbox_key(vault: PiiVault, e164: str) -> str:
-    """The simulator's phone-inbox key for a number: derived from its keyed hash, never the
-    number itself (the key fits simulator_message.user_key, 64 characters)."""
-    return "sms:" + vault.lookup_hash(e164)[:60]
 
 
 class DevSmsProvider:

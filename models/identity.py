@@ -156,6 +156,12 @@ def phone_subject(phone_hash: str) -> str:
     return f"phone:{phone_hash}"
 
 
+def sms_inbox_key(vault: PiiVault, phone: str) -> str:
+    """The simulator's phone-inbox key for a number (dev SMS): derived from its keyed hash,
+    never the number itself, and short enough for simulator_message.user_key."""
+    return "sms:" + vault.lookup_hash(phone)[:60]
+
+
 # -- results -------------------------------------------------------------------------------------
 class Refusal(enum.StrEnum):
     """Why a code was not sent or not accepted; each has a message in both languages."""
