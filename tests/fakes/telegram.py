@@ -19,6 +19,7 @@ import copy
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -137,6 +138,7 @@ class Failure:
     times: int | None  # None: every matching call
     retry_after: int
     description: str | None
+    match: Callable[[dict[str, Any]], bool] | None = None
 
 
 class FakeTelegram(FakeServer):
@@ -169,9 +171,10 @@ class FakeTelegram(FakeServer):
         times: int | None = 1,
         retry_after: int = 5,
         description: str | None = None,
+        match: Callable[[dict[str, Any]], bool] | None = None,
     ) -> None:
         """Answer matching calls with an error: 429 retry_after, 403 blocked, 400 chat not found,
-        or any status (5xx...). `times=None` keeps failing."""
+        or any status (5xx...). `times=None` keeps failing; `match` looks at the parameters."""
         self._failures.append(
             Failure(
                 status,
@@ -180,6 +183,7 @@ class FakeTelegram(FakeServer):
                 times,
                 retry_after,
                 description,
+                match,
             )
         )
 
@@ -228,6 +232,8 @@ class FakeTelegram(FakeServer):
             if failure.method is not None and failure.method != method:
                 continue
             if failure.chat_id is not None and str(params.get("chat_id")) != failure.chat_id:
+                continue
+            if failure.match is not None and not failure.match(params):
                 continue
             if failure.times is not None:
                 failure.times -= 1
