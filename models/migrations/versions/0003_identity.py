@@ -22,6 +22,8 @@ UTC = models.base.UTCDateTime(timezone=True)
 
 
 def upgrade() -> None:
+    # Preferred reminder time ("HH:MM", Asia/Taipei), chosen in the settings menu.
+    op.add_column("member", sa.Column("reminder_time", sa.String(length=5), nullable=True))
     op.create_table(
         "verified_phone",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -162,3 +164,5 @@ def downgrade() -> None:
     op.drop_table("otp_send")
     op.drop_table("otp_challenge")
     op.drop_table("verified_phone")
+    with op.batch_alter_table("member", schema=None) as batch_op:
+        batch_op.drop_column("reminder_time")

@@ -1,0 +1,203 @@
+"""Settings: language, marketing messages, reminder time, linked channels, verification status,
+and "刪除我的資料 / Delete my data" after a confirmation."""
+
+from __future__ import annotations
+
+import re
+
+from sqlalchemy import text
+
+from bot.context import Context
+from bot.messages import Button, Incoming, Reply, Text
+from bot.phones import mask_phone
+from bot.router import COMMAND_ACTION, Router, normalise_words
+from models import identity
+from models.privacy import erase_member
+
+router = Router("settings")
+
+CHANNEL_NAMES = {"line": "LINE", "telegram": "Telegram", "simulator": "Simulator"}
+REMINDER_CHOICES = ("08:00", "12:30", "20:00")
+_TIME = re.compile(r"^([01]?\d|2[0-3])[:：]([0-5]\d)$")
+_DELETE_WORDS = {normalise_words(w) for w in ("刪除我的資料", "delete my data")}
+_CONFIRM_WORDS = {normalise_words(w) for w in ("確認刪除", "確認", "confirm", "delete")}
+AWAIT_REMINDER, CONFIRM_DELETE = "settings.await_reminder", "settings.confirm_delete"
+
+
+async def _reminder_time(ctx: Context) -> str | None:
+    # member.reminder_time is added by migration 0003_identity; read through SQL so this
+    # works whether or not the Member model maps the column yet.
+    value = await ctx.session.scalar(
+        text("SELECT reminder_time FROM member WHERE id = :id"), {"id": ctx.member.id}
+    )
+    return str(value) if value else None
+
+
+async def _set_reminder_time(ctx: Context, value: str | None) -> None:
+    await ctx.session.execute(
+        text("UPDATE member SET reminder_time = :t WHERE id = :id"),
+        {"t": value, "id": ctx.member.id},
+    )
+
+
+async def status_lines(ctx: Context) -> list[str]:
+    """The phone and civil-servant status lines (exact words fixed by DESIGN.md)."""
+    phone = await identity.get_verified_phone(ctx.session, member_id=ctx.member.id)
+    if phone is not None:
+        masked = mask_phone(ctx.services.vault.decrypt(phone.phone_sealed))
+        lines = [ctx.t("settings.phone_verified", phone=masked)]
+    else:
+        lines = [ctx.t("settings.phone_not_verified")]
+    if ctx.member.is_civil_servant:
+        lines.append(ctx.t("settings.civil_servant_verified"))
+    return lines
+
+
+async def _overview(ctx: Context, note: str | None = None) -> Reply:
+    accounts = await identity.linked_accounts(ctx.session, member_id=ctx.member.id)
+    channels = "、".join(CHANNEL_NAMES.get(a.channel, a.channel) for a in accounts)
+    reminder = await _reminder_time(ctx)
+    lines = [
+        ctx.t("settings.title"),
+        ctx.t("settings.language_line", language=ctx.t(f"settings.language_name.{ctx.lang}")),
+        ctx.t("settings.marketing_on" if ctx.member.marketing_opt_in else "settings.marketing_off"),
+        ctx.t("settings.reminder_line", time=reminder or ctx.t("settings.reminder_unset")),
+        ctx.t("settings.channels_line", channels=channels or "-"),
+        *await status_lines(ctx),
+    ]
+    if note:
+        lines.insert(0, note + "\n")
+    marketing = "off" if ctx.member.marketing_opt_in else "on"
+    buttons = [
+        Button(label="中文", action="lang:zh-TW"),
+        Button(label="English", action="lang:en"),
+        Button(
+            label=ctx.t(f"settings.button_marketing_{marketing}"),
+            action=f"settings.marketing:{marketing}",
+        ),
+        Button(label=ctx.t("settings.button_reminder"), action="settings.reminder"),
+        Button(label=ctx.t("settings.button_verify"), action=f"{COMMAND_ACTION}:verify"),
+        Button(label=ctx.t("settings.button_delete"), action="settings.delete"),
+    ]
+    return Text(text="\n".join(lines), buttons=buttons)
+
+
+@router.on_command("settings", words=("設定", "settings"))
+async def settings(ctx: Context, msg: Incoming) -> Reply:
+    """The settings overview with status lines and buttons to change each setting."""
+    return await _overview(ctx)
+
+
+@router.on_command("unsubscribe", words=("取消訂閱", "unsubscribe"))
+async def unsubscribe(ctx: Context, msg: Incoming) -> Reply:
+    """Stops marketing messages at once (reminders for mandatory courses continue)."""
+    ctx.member.marketing_opt_in = False
+    return Text(
+        text=ctx.t("settings.unsubscribed"),
+        buttons=[
+            Button(label=ctx.t("settings.button_marketing_on"), action="settings.marketing:on")
+        ],
+    )
+
+
+@router.on_action("settings.marketing")
+async def marketing(ctx: Context, msg: Incoming) -> Reply:
+    """Turns marketing messages on or off."""
+    ctx.member.marketing_opt_in = ctx.args == "on"
+    note = ctx.t("settings.marketing_now_on" if ctx.args == "on" else "settings.unsubscribed")
+    return await _overview(ctx, note)
+
+
+@router.on_action("settings.reminder")
+async def ask_reminder(ctx: Context, msg: Incoming) -> Reply:
+    """Offers reminder times (or typing one, HH:MM, Taipei time)."""
+    await ctx.enter(AWAIT_REMINDER)
+    buttons = [Button(label=t, action=f"settings.remind:{t}") for t in REMINDER_CHOICES]
+    buttons.append(Button(label=ctx.t("settings.reminder_clear"), action="settings.remind:none"))
+    return Text(text=ctx.t("settings.reminder_prompt"), buttons=buttons)
+
+
+async def _apply_reminder(ctx: Context, raw: str) -> Reply:
+    if raw == "none":
+        await ctx.leave()
+        await _set_reminder_time(ctx, None)
+        return await _overview(ctx, ctx.t("settings.reminder_cleared"))
+    match = _TIME.match(raw.strip())
+    if match is None:
+        return Text(text=ctx.t("settings.reminder_invalid"))
+    value = f"{int(match.group(1)):02d}:{match.group(2)}"
+    await ctx.leave()
+    await _set_reminder_time(ctx, value)
+    return await _overview(ctx, ctx.t("settings.reminder_set", time=value))
+
+
+@router.on_action("settings.remind")
+async def tapped_reminder(ctx: Context, msg: Incoming) -> Reply:
+    """A reminder-time button."""
+    return await _apply_reminder(ctx, ctx.args)
+
+
+@router.on_state(AWAIT_REMINDER)
+async def typed_reminder(ctx: Context, msg: Incoming) -> Reply:
+    """A typed reminder time such as 20:00."""
+    return await _apply_reminder(ctx, msg.text if msg.kind == "text" else "")
+
+
+async def _ask_delete(ctx: Context) -> Reply:
+    await ctx.enter(CONFIRM_DELETE)
+    return Text(
+        text=ctx.t("settings.delete_confirm"),
+        buttons=[
+            Button(label=ctx.t("settings.button_delete_yes"), action="settings.delete_yes"),
+            Button(label=ctx.t("settings.button_delete_no"), action="settings.delete_no"),
+        ],
+    )
+
+
+@router.on_action("settings.delete")
+async def ask_delete(ctx: Context, msg: Incoming) -> Reply:
+    """Explains what deleting means and asks for a confirmation."""
+    return await _ask_delete(ctx)
+
+
+@router.on_text(lambda typed: normalise_words(typed) in _DELETE_WORDS)
+async def typed_delete(ctx: Context, msg: Incoming) -> Reply:
+    """'刪除我的資料 / delete my data' typed anywhere: the same confirmation."""
+    return await _ask_delete(ctx)
+
+
+async def _delete(ctx: Context, msg: Incoming) -> Reply:
+    if ctx.state_name != CONFIRM_DELETE:
+        return await _ask_delete(ctx)
+    lang = ctx.lang
+    await ctx.leave()
+    await erase_member(
+        ctx.session,
+        vault=ctx.services.vault,
+        member_id=ctx.member.id,
+        now=ctx.now,
+        keep_event=(msg.channel, msg.event_id) if msg.event_id else None,
+    )
+    return Text(text=ctx.services.catalog.t(lang, "settings.deleted"))
+
+
+@router.on_action("settings.delete_yes")
+async def delete_yes(ctx: Context, msg: Incoming) -> Reply:
+    """Erases the member's personal data (only from the confirmation step)."""
+    return await _delete(ctx, msg)
+
+
+@router.on_action("settings.delete_no")
+async def delete_no(ctx: Context, msg: Incoming) -> Reply:
+    """Keeps everything."""
+    await ctx.leave()
+    return Text(text=ctx.t("settings.delete_kept"))
+
+
+@router.on_state(CONFIRM_DELETE)
+async def confirm_delete(ctx: Context, msg: Incoming) -> Reply:
+    """Typed confirmation: 確認刪除 / confirm; anything else keeps the data."""
+    if msg.kind == "text" and normalise_words(msg.text) in _CONFIRM_WORDS:
+        return await _delete(ctx, msg)
+    await ctx.leave()
+    return Text(text=ctx.t("settings.delete_kept"))

@@ -1,0 +1,310 @@
+"""Personal data done right: erase a member on request, and rotate the PII key.
+
+Neither commits: the caller (a handler's unit of work, or the CLI) commits once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import String, cast, delete, inspect, or_, select, text, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.conversation import ConversationState
+from models.identity import (
+    AuditLog,
+    CivilServant,
+    OtpChallenge,
+    OtpSend,
+    VerifiedPhone,
+    phone_subject,
+    record_audit,
+    sms_inbox_key,
+)
+from models.inbound import InboundEvent
+from models.members import ChannelAccount, Member
+from models.pii import PiiVault
+from models.simulator import SimulatorMessage
+
+# Audit entries auditors need after an erasure (prize claims); they keep only hashes.
+KEPT_AUDIT_PREFIXES = ("prize.", "claim.", "campaign.")
+_SEALED = re.compile(r"^[0-9a-f]{8}:gAAAA[A-Za-z0-9_\-=]+$")
+_HANDLED = {
+    "member",
+    "channel_account",
+    "conversation_state",
+    "verified_phone",
+    "otp_challenge",
+    "otp_send",
+    "civil_servant",
+}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _references(sync_conn: Any, target: str) -> list[tuple[str, str, bool]]:
+    """(table, column, nullable) for every single-column foreign key to `target`.id."""
+    insp = inspect(sync_conn)
+    out: list[tuple[str, str, bool]] = []
+    for table in insp.get_table_names():
+        nullable = {c["name"]: bool(c["nullable"]) for c in insp.get_columns(table)}
+        for fk in insp.get_foreign_keys(table):
+            cols = fk["constrained_columns"]
+            if fk.get("referred_table") == target and len(cols) == 1:
+                out.append((table, cols[0], nullable[cols[0]]))
+    return out
+
+
+@dataclass
+class ErasureReport:
+    accounts: int = 0
+    rows_deleted: dict[str, int] = field(default_factory=dict)
+    rows_anonymised: dict[str, int] = field(default_factory=dict)
+
+
+async def erase_member(
+    session: AsyncSession,
+    *,
+    vault: PiiVault,
+    member_id: int,
+    now: dt.datetime,
+    keep_event: tuple[str, str] | None = None,
+) -> ErasureReport:
+    """Erase everything personal about a member ("刪除我的資料").
+
+    Kept: anonymous aggregates (rows of other features whose member reference can be set to
+    NULL are kept with NULL), audit entries of prize claims (they hold hashes only), and the
+    training office's roster row (unlinked; the office owns it). Everything else that names
+    the member, their accounts, numbers or conversations is deleted. `keep_event` is the
+    (channel, event_id) being processed: its payload is scrubbed, not deleted, so the
+    caller can still finish it.
+    """
+    report = ErasureReport()
+    accounts = list(
+        (await session.scalars(select(ChannelAccount).where(ChannelAccount.member_id == member_id)))
+        .unique()
+        .all()
+    )
+    report.accounts = len(accounts)
+    account_ids = [a.id for a in accounts]
+
+    # Every number this member verified or tried, for the dev SMS inbox and audit hashes.
+    sealed = list(
+        (
+            await session.scalars(
+                select(VerifiedPhone.phone_sealed).where(VerifiedPhone.member_id == member_id)
+            )
+        ).all()
+    ) + list(
+        (
+            await session.scalars(
+                select(OtpChallenge.phone_sealed).where(OtpChallenge.member_id == member_id)
+            )
+        ).all()
+    )
+    phones = {vault.decrypt(s) for s in sealed}
+    hashes = {vault.lookup_hash(p) for p in phones}
+
+    # Conversations and raw events that carry the person's platform ids.
+    for account in accounts:
+        if account.channel == "simulator":
+            # Scrubbed rather than deleted: the web chat reads "messages after id N", and
+            # SQLite would reuse deleted ids for the replies still to come.
+            await session.execute(
+                update(SimulatorMessage)
+                .where(SimulatorMessage.user_key == account.external_id)
+                .values(reply={"kind": "text", "text": "-"})
+            )
+        payload_text = cast(InboundEvent.payload, String)
+        rows = await session.scalars(
+            select(InboundEvent).where(
+                InboundEvent.channel == account.channel,
+                payload_text.contains(account.external_id),
+            )
+        )
+        for event in rows.all():
+            if keep_event == (event.channel, event.event_id):
+                event.payload = {"erased": True}
+            else:
+                await session.delete(event)
+    for phone in phones:
+        await session.execute(
+            delete(SimulatorMessage).where(SimulatorMessage.user_key == sms_inbox_key(vault, phone))
+        )
+
+    # Identity tables.
+    await session.execute(delete(VerifiedPhone).where(VerifiedPhone.member_id == member_id))
+    await session.execute(delete(OtpChallenge).where(OtpChallenge.member_id == member_id))
+    result = await session.execute(
+        update(OtpSend)
+        .where(OtpSend.member_id == member_id)
+        .values(member_id=None, phone_hash=None, challenge_id=None)
+    )
+    report.rows_anonymised["otp_send"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    await session.execute(
+        update(CivilServant)
+        .where(CivilServant.member_id == member_id)
+        .values(member_id=None, linked_at=None)
+    )
+    subjects = [f"member:{member_id}", *(phone_subject(h) for h in hashes)]
+    await session.execute(
+        delete(AuditLog).where(
+            or_(AuditLog.subject.in_(subjects), AuditLog.actor == f"member:{member_id}"),
+            *(~AuditLog.action.startswith(p) for p in KEPT_AUDIT_PREFIXES),
+        )
+    )
+
+    # Other features' rows: anonymise where the reference may be NULL, else delete.
+    conn = await session.connection()
+    for target, ids in (("channel_account", account_ids), ("member", [member_id])):
+        if not ids:
+            continue
+        refs = await conn.run_sync(_references, target)
+        for table, column, nullable in refs:
+            if table in _HANDLED or table == "audit_log":
+                continue
+            params = {f"i{n}": v for n, v in enumerate(ids)}
+            where = f"{_q(column)} IN ({', '.join(':' + k for k in params)})"
+            if nullable:
+                sql = f"UPDATE {_q(table)} SET {_q(column)} = NULL WHERE {where}"  # noqa: S608
+                res = await session.execute(text(sql), params)
+                report.rows_anonymised[table] = int(res.rowcount or 0)  # type: ignore[attr-defined]
+            else:
+                sql = f"DELETE FROM {_q(table)} WHERE {where}"  # noqa: S608
+                res = await session.execute(text(sql), params)
+                report.rows_deleted[table] = int(res.rowcount or 0)  # type: ignore[attr-defined]
+
+    if account_ids:
+        await session.execute(
+            delete(ConversationState).where(ConversationState.account_id.in_(account_ids))
+        )
+    await session.execute(delete(ChannelAccount).where(ChannelAccount.member_id == member_id))
+    await session.execute(delete(Member).where(Member.id == member_id))
+    for account in accounts:
+        session.expunge(account)
+    member = await session.get(Member, member_id)
+    if member is not None:
+        session.expunge(member)
+    await record_audit(
+        session,
+        actor="system",
+        action="member.erased",
+        subject=f"member:{member_id}",
+        details={"accounts": report.accounts},
+        now=now,
+    )
+    return report
+
+
+# -- key rotation ------------------------------------------------------------------------------
+@dataclass
+class RotationReport:
+    reencrypted: dict[str, int] = field(default_factory=dict)
+    rehashed: dict[str, int] = field(default_factory=dict)
+    # old hash -> new hash, for other features' tables that keep phone hashes.
+    hash_map: dict[str, str] = field(default_factory=dict)
+
+
+def _is_sealed(value: object) -> bool:
+    return isinstance(value, str) and bool(_SEALED.match(value))
+
+
+async def rotate_pii_key(
+    session: AsyncSession, *, old: PiiVault, new: PiiVault, batch: int = 500
+) -> RotationReport:
+    """Re-encrypt every sealed value under `new`'s key and re-hash phone numbers with it.
+
+    `new` must also hold the old key as a previous key (so it can read rows not yet done);
+    rows already under the new key are skipped, so a rerun after a failure is harmless.
+    Pending one-time codes become invalid (their hashes used the old key): people ask again.
+    """
+    report = RotationReport()
+    prefix = new.current.key_id + ":"
+
+    def reseal(value: str) -> str:
+        return new.encrypt(new.decrypt(value))
+
+    def rehash(sealed_value: str) -> str:
+        phone = new.decrypt(sealed_value)
+        old_hash, new_hash = old.lookup_hash(phone), new.lookup_hash(phone)
+        report.hash_map[old_hash] = new_hash
+        return new_hash
+
+    async def each(model: Any, *columns: Any) -> Any:
+        last = 0
+        while True:
+            rows = (
+                await session.scalars(
+                    select(model).where(model.id > last).order_by(model.id).limit(batch)
+                )
+            ).all()
+            if not rows:
+                return
+            for row in rows:
+                yield row
+            last = rows[-1].id
+
+    async for row in each(VerifiedPhone):
+        if not row.phone_sealed.startswith(prefix):
+            row.phone_hash = rehash(row.phone_sealed)
+            row.phone_sealed = reseal(row.phone_sealed)
+            _count(report.rehashed, "verified_phone")
+    await session.flush()
+    async for row in each(OtpChallenge):
+        if not row.phone_sealed.startswith(prefix):
+            row.phone_hash = rehash(row.phone_sealed)
+            row.phone_sealed = reseal(row.phone_sealed)
+            row.code_hash = None
+            _count(report.rehashed, "otp_challenge")
+    async for row in each(CivilServant):
+        if not row.phone_sealed.startswith(prefix):
+            row.phone_hash = rehash(row.phone_sealed)
+            row.phone_sealed = reseal(row.phone_sealed)
+            row.name_sealed = reseal(row.name_sealed)
+            if row.email_sealed:
+                row.email_sealed = reseal(row.email_sealed)
+            _count(report.rehashed, "civil_servant")
+    await session.flush()
+    # Hashes kept without the number: mapped where we know it, else dropped (caps history).
+    async for row in each(OtpSend):
+        if row.phone_hash and row.phone_hash not in report.hash_map.values():
+            row.phone_hash = report.hash_map.get(row.phone_hash)
+            _count(report.rehashed, "otp_send")
+    async for row in each(AuditLog):
+        kind, _, value = row.subject.partition(":")
+        if kind == "phone" and value in report.hash_map:
+            row.subject = phone_subject(report.hash_map[value])
+            _count(report.rehashed, "audit_log")
+    # Sealed values inside conversation steps (e.g. a number waiting for its code).
+    states = (await session.scalars(select(ConversationState))).all()
+    for state in states:
+        data = dict(state.data)
+        changed = {
+            k: reseal(v) for k, v in data.items() if _is_sealed(v) and not v.startswith(prefix)
+        }
+        if changed:
+            state.data = {**data, **changed}
+            _count(report.reencrypted, "conversation_state")
+    # Raw inbound events waiting to be processed.
+    async for event in each(InboundEvent):
+        if event.sealed is not None:
+            event.sealed = new.encrypt_bytes(new.decrypt_bytes(event.sealed))
+            _count(report.reencrypted, "inbound_event")
+    await session.flush()
+    return report
+
+
+def _count(counter: dict[str, int], key: str) -> None:
+    counter[key] = counter.get(key, 0) + 1
+
+
+def dump_report(report: RotationReport | ErasureReport) -> str:
+    """A summary for the CLI (counts only; never hashes or values)."""
+    data = {k: v for k, v in report.__dict__.items() if k != "hash_map"}
+    return json.dumps(data, ensure_ascii=False, sort_keys=True)
