@@ -1,0 +1,402 @@
+"""The course catalog and the search log, with the rules over them (import, retire, browse)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Float, Index, String, Text, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base, utcnow
+from models.catalog_import import CatalogError, CourseRow, ParsedCatalog, Progress
+
+# A protected course whose password the import did not give: nobody can open it until an
+# admin sets one (the same convention as "!" in /etc/shadow).
+LOCKED = "!"
+CHUNK = 500
+# Course passwords are shared codes handed out by trainers, not personal secrets: a lighter
+# argon2 keeps a 100,000-row import with 1% protected courses under a minute.
+_hasher = PasswordHasher(time_cost=2, memory_cost=19456, parallelism=1)
+
+
+class Course(Base):
+    __tablename__ = "course"
+    __table_args__ = (Index("ix_course_retired_category", "retired", "category"),)
+
+    id: Mapped[str] = mapped_column(String(48), primary_key=True)
+    title: Mapped[str] = mapped_column(String(300))
+    category: Mapped[str] = mapped_column(String(40))
+    hours: Mapped[float] = mapped_column(Float)
+    hours_estimated: Mapped[bool] = mapped_column(default=False)
+    description: Mapped[str] = mapped_column(Text, default="")
+    audience: Mapped[str] = mapped_column(String(16), default="public")
+    password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    tags: Mapped[list[Any]] = mapped_column(default=list)
+    url: Mapped[str | None] = mapped_column(String(500), default=None)
+    platform: Mapped[str] = mapped_column(String(60), default="")
+    popularity: Mapped[int] = mapped_column(default=0)
+    retired: Mapped[bool] = mapped_column(default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+
+    @property
+    def password_protected(self) -> bool:
+        return self.password_hash is not None
+
+
+class SearchLog(Base):
+    """One search, for the analytics dashboard; deliberately without any member id."""
+
+    __tablename__ = "search_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    query: Mapped[str] = mapped_column(String(200))
+    normalised: Mapped[str] = mapped_column(String(200))
+    result_count: Mapped[int]
+    channel: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class CourseNotFound(LookupError):
+    pass
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    retired: int = 0
+    skipped: int = 0  # invalid rows left out (only with skip_invalid)
+
+
+# -- passwords ----------------------------------------------------------------------------
+
+
+def hash_course_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_course_password(course: Course, password: str) -> bool:
+    """True when `password` opens the course; a locked or open course never matches."""
+    if course.password_hash is None or course.password_hash == LOCKED:
+        return False
+    try:
+        return _hasher.verify(course.password_hash, password.strip())
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# -- import -------------------------------------------------------------------------------
+
+_COMPARED = (
+    "title",
+    "category",
+    "hours",
+    "hours_estimated",
+    "description",
+    "audience",
+    "tags",
+    "url",
+    "platform",
+)
+
+
+def _values(row: CourseRow) -> dict[str, Any]:
+    return {
+        "title": row.title,
+        "category": row.category,
+        "hours": row.hours,
+        "hours_estimated": row.hours_estimated,
+        "description": row.description,
+        "audience": row.audience,
+        "tags": list(row.tags),
+        "url": row.url,
+        "platform": row.platform,
+    }
+
+
+def _new_hash(row: CourseRow, current: str | None) -> str | None:
+    """The password hash the course should carry after this row is applied."""
+    if not row.password_protected:
+        return None
+    if row.password_hash is not None:
+        return row.password_hash
+    if row.password is not None:
+        if current not in (None, LOCKED):
+            try:
+                if _hasher.verify(current, row.password):  # type: ignore[arg-type]
+                    return current  # same password: keep the hash, the row is unchanged
+            except (VerificationError, InvalidHashError):
+                pass
+        return hash_course_password(row.password)
+    return current if current is not None else LOCKED
+
+
+async def upsert_courses(
+    session: AsyncSession,
+    *,
+    rows: Sequence[CourseRow],
+    now: dt.datetime,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Insert new courses and update changed ones by id; a course in the source is active."""
+    report = ImportReport()
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        existing = {
+            r.id: r
+            for r in (
+                await session.execute(
+                    select(
+                        Course.id, Course.password_hash, Course.retired, *_current_columns()
+                    ).where(Course.id.in_([row.id for row in chunk]))
+                )
+            ).all()
+        }
+        inserts: list[dict[str, Any]] = []
+        updates: list[dict[str, Any]] = []
+        for row in chunk:
+            values = _values(row)
+            old = existing.get(row.id)
+            if old is None:
+                values.update(
+                    id=row.id,
+                    password_hash=_new_hash(row, None),
+                    retired=False,
+                    popularity=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+                inserts.append(values)
+                continue
+            values["password_hash"] = _new_hash(row, old.password_hash)
+            changed = old.retired or values["password_hash"] != old.password_hash
+            changed = changed or any(getattr(old, k) != values[k] for k in _COMPARED)
+            if changed:
+                values.update(id=row.id, retired=False, updated_at=now)
+                updates.append(values)
+            else:
+                report.unchanged += 1
+        if inserts:
+            await session.execute(insert(Course), inserts)
+            report.created += len(inserts)
+        if updates:
+            await session.execute(update(Course), updates)
+            report.updated += len(updates)
+        if progress is not None:
+            progress(min(start + CHUNK, len(rows)), len(rows))
+    return report
+
+
+def _current_columns() -> list[Any]:
+    return [getattr(Course, name) for name in _COMPARED]
+
+
+async def retire_missing(
+    session: AsyncSession, *, keep_ids: Sequence[str], now: dt.datetime
+) -> int:
+    """Retire every active course whose id is not in `keep_ids`; returns how many."""
+    keep = set(keep_ids)
+    active = (await session.scalars(select(Course.id).where(Course.retired.is_(False)))).all()
+    gone = [cid for cid in active if cid not in keep]
+    for start in range(0, len(gone), CHUNK):
+        await session.execute(
+            update(Course)
+            .where(Course.id.in_(gone[start : start + CHUNK]))
+            .values(retired=True, updated_at=now)
+        )
+    return len(gone)
+
+
+async def apply_catalog(
+    session: AsyncSession,
+    *,
+    parsed: ParsedCatalog,
+    now: dt.datetime,
+    skip_invalid: bool = False,
+    retire_absent: bool = False,
+    progress: Progress | None = None,
+) -> ImportReport:
+    """Apply a validated catalog: all or nothing unless `skip_invalid` (raises CatalogError).
+
+    With `retire_absent`, courses missing from the source are retired; the ids of invalid
+    rows count as present, so a typo in one row never retires that course.
+    """
+    file_level = [e for e in parsed.errors if not e.where.startswith(("line", "index"))]
+    if parsed.errors and (not skip_invalid or file_level or (retire_absent and not parsed.rows)):
+        raise CatalogError(parsed.errors)
+    report = await upsert_courses(session, rows=parsed.rows, now=now, progress=progress)
+    report.skipped = len({e.where for e in parsed.errors})
+    if retire_absent:
+        report.retired = await retire_missing(
+            session, keep_ids=[r.id for r in parsed.rows], now=now
+        )
+    return report
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+async def get_course(session: AsyncSession, *, course_id: str) -> Course | None:
+    return await session.get(Course, course_id)
+
+
+async def require_course(session: AsyncSession, *, course_id: str) -> Course:
+    course = await session.get(Course, course_id)
+    if course is None:
+        raise CourseNotFound(course_id)
+    return course
+
+
+def _active(audience: str | None) -> list[Any]:
+    where: list[Any] = [Course.retired.is_(False)]
+    if audience is not None:
+        where.append(Course.audience == audience)
+    return where
+
+
+async def list_categories(
+    session: AsyncSession, *, audience: str | None = None
+) -> list[tuple[str, int]]:
+    """Active categories with their course counts, largest first."""
+    n = func.count(Course.id)
+    rows = await session.execute(
+        select(Course.category, n)
+        .where(*_active(audience))
+        .group_by(Course.category)
+        .order_by(n.desc(), Course.category)
+    )
+    return [(c, int(k)) for c, k in rows.all()]
+
+
+async def courses_in_category(
+    session: AsyncSession,
+    *,
+    category: str,
+    limit: int = 10,
+    offset: int = 0,
+    audience: str | None = None,
+) -> list[Course]:
+    rows = await session.scalars(
+        select(Course)
+        .where(*_active(audience), Course.category == category)
+        .order_by(Course.popularity.desc(), Course.title, Course.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def newest_courses(
+    session: AsyncSession, *, limit: int = 10, offset: int = 0, audience: str | None = None
+) -> list[Course]:
+    rows = await session.scalars(
+        select(Course)
+        .where(*_active(audience))
+        .order_by(Course.created_at.desc(), Course.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def popular_courses(
+    session: AsyncSession, *, limit: int = 10, offset: int = 0, audience: str | None = None
+) -> list[Course]:
+    rows = await session.scalars(
+        select(Course)
+        .where(*_active(audience))
+        .order_by(Course.popularity.desc(), Course.title, Course.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def short_courses(
+    session: AsyncSession,
+    *,
+    under_hours: float = 1.0,
+    limit: int = 10,
+    offset: int = 0,
+    audience: str | None = None,
+) -> list[Course]:
+    """Active courses shorter than `under_hours`, shortest first."""
+    rows = await session.scalars(
+        select(Course)
+        .where(*_active(audience), Course.hours < under_hours)
+        .order_by(Course.hours, Course.popularity.desc(), Course.title, Course.id)
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def bump_popularity(session: AsyncSession, *, course_id: str, by: int = 1) -> None:
+    """Count an opening of the course (the 'popular' list's order, until real statistics)."""
+    await session.execute(
+        update(Course).where(Course.id == course_id).values(popularity=Course.popularity + by)
+    )
+
+
+async def active_course_records(session: AsyncSession) -> list[dict[str, Any]]:
+    """The fields the search index needs, for every active course (no ORM objects: 100k rows)."""
+    rows = await session.execute(
+        select(
+            Course.id,
+            Course.title,
+            Course.category,
+            Course.hours,
+            Course.audience,
+            Course.tags,
+            Course.popularity,
+            Course.created_at,
+        ).where(Course.retired.is_(False))
+    )
+    return [dict(r._mapping) for r in rows.all()]
+
+
+# -- search log ---------------------------------------------------------------------------
+
+
+async def log_search(
+    session: AsyncSession,
+    *,
+    query: str,
+    normalised: str,
+    result_count: int,
+    channel: str,
+    now: dt.datetime,
+) -> None:
+    """Record one search (no identity: the dashboard only needs what was asked and found)."""
+    session.add(
+        SearchLog(
+            query=query[:200],
+            normalised=normalised[:200],
+            result_count=result_count,
+            channel=channel[:16],
+            created_at=now,
+        )
+    )
+
+
+async def zero_result_queries(
+    session: AsyncSession, *, since: dt.datetime, limit: int = 20
+) -> list[tuple[str, int]]:
+    """What people searched for and did not find, most frequent first."""
+    n = func.count(SearchLog.id)
+    rows = await session.execute(
+        select(SearchLog.normalised, n)
+        .where(SearchLog.result_count == 0, SearchLog.created_at >= since)
+        .group_by(SearchLog.normalised)
+        .order_by(n.desc(), SearchLog.normalised)
+        .limit(limit)
+    )
+    return [(q, int(k)) for q, k in rows.all()]

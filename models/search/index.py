@@ -1,0 +1,507 @@
+"""An in-memory course search index: CJK bigrams + Latin words, dictionary expansion, typos.
+
+A query becomes a list of *concepts* (a dictionary entry such as 資安 -> 資訊安全/資通安全,
+or a literal run of the query), each with alternative forms. A course's score is the sum
+over concepts of the best alternative's match: 1.0 for the whole form inside the title,
+0.8 x idf-weighted bigram coverage for a partial match (typos, missing characters), 0.5
+for the form inside the category or tags. Boosts for an exact or prefix title match, a
+small penalty for long titles, then popularity, title length and id break ties.
+Everything is immutable after build, so a rebuilt index is swapped in atomically.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+import math
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from rapidfuzz import fuzz, process
+
+from models.search.normalise import QueryForms, compact, fold, grams, is_cjk, query_forms, runs
+from models.search.synonyms import Dictionary, load_dictionary
+
+# Score of a whole alternative form found inside the title / only in category or tags.
+PHRASE = 1.0
+PARTIAL = 0.8
+META = 0.5
+EXPANSION = 0.95  # a dictionary expansion ranks just below the words as typed
+CORRECTION = 0.85  # a typo correction ranks below both
+SECONDARY = 0.97  # the other script reading of an ambiguous query
+
+
+@dataclass(frozen=True)
+class CourseDoc:
+    """What the index needs of one course."""
+
+    id: str
+    title: str
+    category: str
+    hours: float
+    audience: str = "public"
+    tags: tuple[str, ...] = ()
+    popularity: int = 0
+
+
+@dataclass(frozen=True)
+class Filters:
+    category: str | None = None
+    audience: str | None = None  # "public" or "civil_servant"
+    min_hours: float | None = None
+    max_hours: float | None = None
+
+    def empty(self) -> bool:
+        return self == Filters()
+
+
+@dataclass(frozen=True)
+class Hit:
+    id: str
+    title: str
+    category: str
+    hours: float
+    audience: str
+    score: float
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    query: str
+    normalised: str
+    total: int
+    offset: int
+    limit: int
+    hits: list[Hit]
+    corrected: str | None = None  # what we searched for instead of a typo ("did you mean")
+    suggestions: list[str] = field(default_factory=list)  # other words to try
+    related_categories: list[str] = field(default_factory=list)
+
+    @property
+    def has_more(self) -> bool:
+        return self.offset + len(self.hits) < self.total
+
+
+@dataclass(frozen=True)
+class _Alt:
+    text: str  # folded, compact
+    weight: float
+    slots: tuple[tuple[tuple[str, float], ...], ...]  # per query gram: options (gram, factor)
+
+
+_LATIN = re.compile(r"[0-9a-z\u00c0-\u024f]")
+
+
+def _is_latin(ch: str) -> bool:
+    return bool(_LATIN.match(ch))
+
+
+class SearchIndex:
+    """Immutable search index over active courses; build a new one to reload."""
+
+    def __init__(self, docs: Iterable[CourseDoc], dictionary: Dictionary | None = None) -> None:
+        self.dictionary = dictionary or load_dictionary()
+        # Sorted by id, so that a document's number orders ties the same way on every build.
+        self.docs: list[CourseDoc] = sorted(docs, key=lambda doc: doc.id)
+        self._titles: list[str] = []
+        self._meta: list[str] = []
+        self._postings: dict[str, list[int]] = {}
+        self._meta_postings: dict[str, list[int]] = {}
+        latin: set[str] = set()
+        self.category_counts: Counter[str] = Counter()
+        tag_df: Counter[str] = Counter()
+        for d, doc in enumerate(self.docs):
+            folded = fold(doc.title)
+            self._titles.append(compact(folded))
+            for g in grams(folded):
+                self._postings.setdefault(g, []).append(d)
+            for run in runs(folded):
+                if not is_cjk(run):
+                    latin.add(run)
+            meta_parts = [fold(doc.category), *(fold(t) for t in doc.tags)]
+            self._meta.append("|".join(compact(m) for m in meta_parts))
+            for g in set(grams(" ".join(meta_parts))):
+                self._meta_postings.setdefault(g, []).append(d)
+            self.category_counts[doc.category] += 1
+            tag_df.update(set(doc.tags))
+        self._n = max(len(self.docs), 1)
+        top_pop = max((doc.popularity for doc in self.docs), default=0) + 1
+        # Ranking prior: a small penalty for long titles (a focused title is the better match),
+        # and a smaller bonus for popularity.
+        self._prior = [
+            -min(0.003 * len(t), 0.15) + 0.0001 * doc.popularity / top_pop
+            for t, doc in zip(self._titles, self.docs, strict=True)
+        ]
+        self._by_title = sorted(range(len(self._titles)), key=self._titles.__getitem__)
+        self._sorted_titles = [self._titles[d] for d in self._by_title]
+        self._latin_sorted = sorted(latin)
+        self._latin = latin
+        self._latin_fix = sorted(latin | self.dictionary.english_words)
+        # "Did you mean" candidates: dictionary words, categories and tags that find something.
+        vocab: dict[str, str] = {}
+        for key in self.dictionary.terms:
+            pref = self.dictionary.preferred.get(key, key)
+            if self._findable(key):
+                vocab.setdefault(key, pref)
+        for name in [*self.category_counts, *(t for t, n in tag_df.items() if n >= 2)]:
+            key = compact(fold(name))
+            if 2 <= len(key) <= 12:
+                vocab.setdefault(key, name)
+        self._vocab_keys = list(vocab)
+        self._vocab = vocab
+
+    @classmethod
+    def from_records(
+        cls, records: Iterable[Mapping[str, Any]], dictionary: Dictionary | None = None
+    ) -> SearchIndex:
+        """From course mappings (database records or catalog JSON objects)."""
+        return cls(
+            (
+                CourseDoc(
+                    id=str(r["id"]),
+                    title=str(r["title"]),
+                    category=str(r["category"]),
+                    hours=float(r["hours"]),
+                    audience=str(r.get("audience") or "public"),
+                    tags=tuple(str(t) for t in r.get("tags") or ()),
+                    popularity=int(r.get("popularity") or 0),
+                )
+                for r in records
+                if not r.get("retired")
+            ),
+            dictionary,
+        )
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    def _starting_with(self, prefix: str) -> list[int]:
+        """Documents whose compact title starts with `prefix` (a bisect, not a scan)."""
+        if not prefix:
+            return []
+        lo = bisect.bisect_left(self._sorted_titles, prefix)
+        hi = bisect.bisect_left(self._sorted_titles, prefix + "\U0010ffff")
+        return self._by_title[lo:hi]
+
+    # -- query parsing ----------------------------------------------------------------------
+    def _idf(self, gram: str) -> float | None:
+        p = self._postings.get(gram)
+        return math.log(1 + self._n / len(p)) if p else None
+
+    def _findable(self, text: str) -> bool:
+        gs = grams(text)
+        return bool(gs) and all(g in self._postings or g in self._meta_postings for g in gs)
+
+    def _fix_latin(self, folded: str) -> tuple[str, bool]:
+        """Replace unknown English words by the closest known one ('infomation')."""
+        changed = False
+
+        def repl(m: re.Match[str]) -> str:
+            nonlocal changed
+            word = m.group(0)
+            d = self.dictionary
+            if (
+                len(word) < 4
+                or word.isdigit()
+                or word in self._latin
+                or word in d.english_words
+                or word in d.terms
+                or word in d.stopwords
+            ):
+                return word
+            best = process.extractOne(word, self._latin_fix, scorer=fuzz.ratio, score_cutoff=80)
+            if best is None:
+                return word
+            changed = True
+            return str(best[0])
+
+        return re.sub(r"[0-9a-z\u00c0-\u024f]+", repl, folded), changed
+
+    def _alt(self, text: str, weight: float) -> _Alt:
+        slots: list[tuple[tuple[str, float], ...]] = []
+        for g in grams(text):
+            options = [(g, 1.0)]
+            if not is_cjk(g) and len(g) >= 3:
+                # A Latin word also matches longer words it begins ("secur" -> "security").
+                i = bisect.bisect_left(self._latin_sorted, g)
+                while i < len(self._latin_sorted) and len(options) < 6:
+                    w = self._latin_sorted[i]
+                    if not w.startswith(g):
+                        break
+                    if w != g:
+                        options.append((w, 0.9))
+                    i += 1
+            slots.append(tuple(options))
+        return _Alt(text=compact(text), weight=weight, slots=tuple(slots))
+
+    def _concepts(self, folded: str) -> tuple[list[list[_Alt]], list[str], bool]:
+        """Split a folded query into concepts; also the reading with typos corrected."""
+        d = self.dictionary
+        concepts: list[list[_Alt]] = []
+        reading: list[str] = []
+        seen: set[str] = set()
+        buf: list[str] = []
+        fixed = False
+
+        def add(key: str, alts: list[_Alt], shown: str) -> None:
+            if key not in seen and alts:
+                seen.add(key)
+                concepts.append(alts)
+                reading.append(shown)
+
+        def flush() -> None:
+            nonlocal fixed
+            text = "".join(buf)
+            buf.clear()
+            for run in runs(text):
+                if not is_cjk(run) and len(run) < 2 and not run.isdigit():
+                    continue
+                alts = [self._alt(run, 1.0)]
+                shown = run
+                if is_cjk(run) and len(run) >= 3 and not self._findable(run):
+                    # A CJK typo (資訊安圈): the closest dictionary word or tag joins in.
+                    for key, _, _ in process.extract(
+                        run, self._vocab_keys, scorer=fuzz.ratio, limit=2, score_cutoff=60
+                    ):
+                        alts.extend(self._alt(f, CORRECTION) for f in d.terms.get(key, (key,)))
+                        if shown == run:
+                            shown, fixed = self._vocab[key], True
+                add(run, alts, shown)
+
+        i, n = 0, len(folded)
+        while i < n:
+            if folded[i] == " ":
+                buf.append(" ")
+                i += 1
+                continue
+            for size in range(min(d.max_key, n - i), 0, -1):
+                piece = folded[i : i + size]
+                if piece not in d.terms and piece not in d.stopwords:
+                    continue
+                # English keys match whole words only ("ai" is not in "email").
+                if _is_latin(piece[0]) and i > 0 and _is_latin(folded[i - 1]):
+                    continue
+                if _is_latin(piece[-1]) and i + size < n and _is_latin(folded[i + size]):
+                    continue
+                flush()
+                forms = d.terms.get(piece)
+                if forms is not None:
+                    alts = [self._alt(f, 1.0 if j == 0 else EXPANSION) for j, f in enumerate(forms)]
+                    add(piece, alts, piece)
+                i += size
+                break
+            else:
+                buf.append(folded[i])
+                i += 1
+        flush()
+        return concepts, reading, fixed
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _score_alt(self, alt: _Alt) -> dict[int, float]:
+        out: dict[int, float] = {}
+        if not alt.slots:
+            return out
+        titles = self._titles
+        if len(alt.slots) == 1 and len(alt.text) == 1 and is_cjk(alt.text):
+            # A lone character has no bigram: a plain scan, rare and cheap enough.
+            ch = alt.text
+            for d, title in enumerate(titles):
+                if ch in title:
+                    out[d] = alt.weight * PARTIAL
+            return out
+        weights = [self._idf(slot[0][0]) for slot in alt.slots]
+        seen = [w for w in weights if w is not None]
+        if not seen:
+            return out
+        # An unknown gram (a typo) weighs like an average one, so one typo cannot sink a match.
+        fill = sum(seen) / len(seen)
+        ws = [w if w is not None else fill for w in weights]
+        total = sum(ws)
+        need = total * (0.999 if len(alt.slots) <= 2 else 0.6)
+        if len(alt.slots) == 1 and len(alt.slots[0]) == 1:
+            # One bigram or word: every posting contains the whole form (the common case).
+            out = dict.fromkeys(self._postings.get(alt.slots[0][0][0], ()), alt.weight * PHRASE)
+        else:
+            # MaxScore: slots whose weights together stay under `need` cannot qualify a course
+            # alone, so candidates come only from the other ("essential") slots' postings.
+            order = sorted(range(len(ws)), key=ws.__getitem__)
+            low = 0.0
+            essential: list[int] = []
+            for i in order:
+                if low + ws[i] < need and not essential:
+                    low += ws[i]
+                else:
+                    essential.append(i)
+            candidates: set[int] = set()
+            for i in essential:
+                for g, _ in alt.slots[i]:
+                    candidates.update(self._postings.get(g, ()))
+            slots = list(zip(alt.slots, ws, strict=True))
+            for d in candidates:
+                t = titles[d]
+                s = 0.0
+                for slot, w in slots:
+                    best = 0.0
+                    for g, f in slot:
+                        # Bigrams and words are substrings of the compact title.
+                        if f > best and g in t:
+                            best = f
+                    s += w * best
+                if s < need:
+                    continue
+                out[d] = alt.weight * (PHRASE if alt.text in t else PARTIAL * min(s / total, 1.0))
+        # The form inside the category or the tags: relevant, ranked below title matches.
+        meta_score = alt.weight * META
+        if len(alt.slots) == 1 and len(alt.slots[0]) == 1:
+            merged = dict.fromkeys(self._meta_postings.get(alt.slots[0][0][0], ()), meta_score)
+            merged.update(out)
+            return merged
+        rarest = min(
+            (self._meta_postings.get(slot[0][0], []) for slot in alt.slots), key=len, default=[]
+        )
+        for d in rarest:
+            if d not in out and alt.text in self._meta[d]:
+                out[d] = meta_score
+        return out
+
+    def _score_form(self, folded: str) -> tuple[dict[int, float], str | None, int]:
+        concepts, reading, fixed = self._concepts(folded)
+        totals: dict[int, float] = {}
+        live = 0
+        for alts in concepts:
+            best: dict[int, float] = {}
+            for alt in alts:
+                scored = self._score_alt(alt)
+                if not best:
+                    best = scored  # one form, or the first: no merge needed
+                    continue
+                for d, s in scored.items():
+                    if best.get(d, 0.0) < s:
+                        best[d] = s
+            if not best:
+                continue
+            live += 1
+            if not totals:
+                totals = best
+                continue
+            for d, s in best.items():
+                totals[d] = totals.get(d, 0.0) + s
+        shown = " ".join(reading) if fixed else None
+        if live <= 1:
+            # One concept: every score that got here is a match (the weakest is above 0.4).
+            return totals, shown, len(concepts)
+        # Several concepts: a course must match a good part of them, not one word of five.
+        # Words that match no course at all ("how to use chatgpt") do not count against it.
+        need = 0.4 * live
+        return {d: s for d, s in totals.items() if s >= need}, shown, len(concepts)
+
+    def _passes(self, d: int, f: Filters) -> bool:
+        doc = self.docs[d]
+        return (
+            (f.category is None or doc.category == f.category)
+            and (f.audience is None or doc.audience == f.audience)
+            and (f.min_hours is None or doc.hours >= f.min_hours)
+            and (f.max_hours is None or doc.hours <= f.max_hours)
+        )
+
+    def search(
+        self, query: str, *, filters: Filters | None = None, offset: int = 0, limit: int = 10
+    ) -> SearchResult:
+        """Ranked courses for a typed query, with paging, suggestions and related categories."""
+        filters = filters or Filters()
+        offset, limit = max(offset, 0), max(limit, 1)
+        forms: QueryForms = query_forms(query)
+        primary, latin_fixed = self._fix_latin(forms.primary)
+        scores, fixed_reading, n_concepts = self._score_form(primary)
+        if forms.secondary is not None:
+            other, _, _ = self._score_form(self._fix_latin(forms.secondary)[0])
+            for d, s in other.items():
+                s *= SECONDARY
+                if scores.get(d, 0.0) < s:
+                    scores[d] = s
+        if not filters.empty():
+            scores = {d: s for d, s in scores.items() if self._passes(d, filters)}
+        qc = compact(primary)
+        titles = self._titles
+        prior = self._prior
+        final = {d: sc + prior[d] for d, sc in scores.items()}
+        # Whole-query boosts: the title is the query, starts with it, or holds it contiguously.
+        for d in self._starting_with(qc):
+            if d in final:
+                final[d] += 2.0 if titles[d] == qc else 0.5
+        if n_concepts > 1:
+            for d in final:
+                t = titles[d]
+                if qc in t and not t.startswith(qc):
+                    final[d] += 0.3
+        want = offset + limit
+        # The prior already holds the tie-breaks (shorter title, popularity); the margin
+        # keeps exact ties at the page boundary ordered by id below.
+        pool = heapq.nlargest(want + 32, final, key=final.__getitem__)
+        pool.sort(key=lambda d: (-round(final[d], 4), -self.docs[d].popularity, self.docs[d].id))
+        top = [(final[d], d) for d in pool[offset:want]]
+        hits = [
+            Hit(
+                id=self.docs[d].id,
+                title=self.docs[d].title,
+                category=self.docs[d].category,
+                hours=self.docs[d].hours,
+                audience=self.docs[d].audience,
+                score=round(sc, 4),
+            )
+            for sc, d in top
+        ]
+        corrected = fixed_reading or (primary if latin_fixed else None)
+        suggestions: list[str] = []
+        if not final:
+            suggestions = self.did_you_mean(primary)
+        related = self._related(hits, suggestions)
+        return SearchResult(
+            query=query,
+            normalised=primary,
+            total=len(final),
+            offset=offset,
+            limit=limit,
+            hits=hits,
+            corrected=corrected,
+            suggestions=suggestions,
+            related_categories=related,
+        )
+
+    # -- when little is found ---------------------------------------------------------------
+    def did_you_mean(self, folded: str, *, limit: int = 3) -> list[str]:
+        """Close dictionary words, categories or tags that do find courses."""
+        q = compact(folded)
+        if not q:
+            return []
+        out: list[str] = []
+        for key, _, _ in process.extract(
+            q, self._vocab_keys, scorer=fuzz.WRatio, limit=limit * 4, score_cutoff=50
+        ):
+            shown = self._vocab[key]
+            if shown not in out and compact(fold(shown)) != q:
+                out.append(shown)
+            if len(out) >= limit:
+                break
+        return out
+
+    def _related(self, hits: list[Hit], suggestions: list[str]) -> list[str]:
+        related: list[str] = []
+        top = Counter(h.category for h in hits).most_common(1)
+        if not top and suggestions:
+            found = self.search(suggestions[0], limit=5)
+            top = Counter(h.category for h in found.hits).most_common(1)
+        if top:
+            cat = top[0][0]
+            related = [cat, *self.dictionary.related.get(cat, ())]
+        if not hits:
+            # Never an empty answer: with nothing else to offer, the largest categories.
+            related.extend(c for c, _ in self.category_counts.most_common(4))
+        seen: list[str] = []
+        for c in related:
+            if c in self.category_counts and c not in seen:
+                seen.append(c)
+        return seen[:4]

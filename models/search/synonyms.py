@@ -1,0 +1,78 @@
+"""The editable search dictionary (synonyms.yaml): groups, English, mainland usage, stopwords."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from models.search.normalise import fold
+
+DEFAULT_PATH = Path(__file__).with_name("synonyms.yaml")
+
+
+@dataclass(frozen=True)
+class Dictionary:
+    # folded key -> every form to search for it (the key itself first)
+    terms: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # folded key -> the preferred (Traditional) form, for "did you mean"
+    preferred: dict[str, str] = field(default_factory=dict)
+    stopwords: frozenset[str] = frozenset()
+    related: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    english_words: frozenset[str] = frozenset()  # every Latin word of the English keys
+    max_key: int = 1
+
+    def lookup(self, key: str) -> tuple[str, ...] | None:
+        return self.terms.get(key)
+
+
+def _add(terms: dict[str, list[str]], key: str, values: list[str]) -> None:
+    forms = terms.setdefault(key, [key])
+    for v in values:
+        if v and v not in forms:
+            forms.append(v)
+
+
+def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
+    """Read and fold the dictionary; raises ValueError on a malformed file."""
+    doc = yaml.safe_load(path.read_text("utf-8")) or {}
+    if not isinstance(doc, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    terms: dict[str, list[str]] = {}
+    preferred: dict[str, str] = {}
+    for group in doc.get("groups") or []:
+        if not isinstance(group, list) or len(group) < 2:
+            raise ValueError(f"{path}: a group needs two or more words: {group!r}")
+        folded = [fold(str(w)) for w in group]
+        for member in folded:
+            _add(terms, member, folded)
+            preferred.setdefault(member, str(group[0]))
+    english_words: set[str] = set()
+    for section in ("english", "mainland"):
+        for key, values in (doc.get(section) or {}).items():
+            if not isinstance(values, list):
+                raise ValueError(f"{path}: {section}.{key} must be a list")
+            k = fold(str(key).replace("-", " "))
+            expanded: list[str] = []
+            for v in values:
+                fv = fold(str(v))
+                # An expansion that is itself a group member brings its whole group.
+                expanded.extend(terms.get(fv, [fv]))
+            _add(terms, k, expanded)
+            preferred.setdefault(k, str(values[0]) if values else k)
+            if section == "english":
+                english_words.update(k.split())
+    related = {
+        str(cat): tuple(str(c) for c in cats)
+        for cat, cats in (doc.get("related_categories") or {}).items()
+    }
+    stop = frozenset(fold(str(w)) for w in doc.get("stopwords") or [])
+    return Dictionary(
+        terms={k: tuple(v) for k, v in terms.items()},
+        preferred=preferred,
+        stopwords=stop,
+        related=related,
+        english_words=frozenset(english_words),
+        max_key=max((len(k) for k in [*terms, *stop]), default=1),
+    )

@@ -1,0 +1,193 @@
+"""Course search: script conversion, dictionary, typos, English, ranking, filters, paging."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from models.catalog_import import parse_csv, read_catalog
+from models.courses import SearchLog, apply_catalog
+from models.search import (
+    Filters,
+    SearchIndex,
+    SearchService,
+    demo_catalog_path,
+    fold,
+    load_dictionary,
+    query_forms,
+)
+
+NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
+
+
+@pytest.fixture(scope="module")
+def demo() -> SearchIndex:
+    return SearchIndex.from_records(json.loads(demo_catalog_path().read_text("utf-8")))
+
+
+def _index(*titles: str, **extra: object) -> SearchIndex:
+    return SearchIndex.from_records(
+        [
+            {"id": f"c{i}", "title": t, "category": "其他", "hours": 1, **extra}
+            for i, t in enumerate(titles)
+        ]
+    )
+
+
+def test_fold_and_script_conversion() -> None:
+    assert fold("ＡＩ　應用（上）") == "ai 應用 上"
+    assert fold("台北") == fold("臺北")
+    forms = query_forms("软件开发")
+    assert forms.converted
+    assert forms.primary == "軟體開發"
+    # Shared characters: searched as typed first, and in Taiwan usage too.
+    shared = query_forms("人工智能")
+    assert (shared.primary, shared.secondary) == ("人工智能", "人工智慧")
+    assert query_forms("社區").secondary is not None
+    assert query_forms("資安").secondary is None
+
+
+def test_traditional_titles_are_not_rewritten() -> None:
+    # OpenCC's Taiwan phrases would turn 社區 into 社群; titles keep their words, and the
+    # query as typed ranks above its converted reading.
+    index = _index("社群媒體經營", "社區營造案例分享", "不相關")
+    assert [h.title for h in index.search("社區").hits] == ["社區營造案例分享", "社群媒體經營"]
+    assert [h.title for h in index.search("社群").hits] == ["社群媒體經營"]
+
+
+def test_abbreviations_expand_both_ways(demo: SearchIndex) -> None:
+    for query, word in [("資安", "資訊安全"), ("長照", "長期照顧"), ("勞基法", "勞動基準法")]:
+        titles = [h.title for h in demo.search(query, limit=50).hits]
+        assert any(word in t for t in titles), (query, titles[:5])
+    index = _index("資安健診實務", "資訊安全概論", "不相關的課")
+    assert {h.title for h in index.search("資訊安全").hits} == {"資安健診實務", "資訊安全概論"}
+
+
+def test_simplified_english_and_typos_find_the_same_courses(demo: SearchIndex) -> None:
+    base = {h.id for h in demo.search("資訊安全", limit=5).hits}
+    for query in ["信息安全", "网络安全", "information security", "infomation securty", "資訊安圈"]:
+        found = demo.search(query, limit=5)
+        assert {h.id for h in found.hits} & base, query
+    assert demo.search("infomation securty").corrected == "information security"
+    assert demo.search("資訊安圈").corrected == "資訊安全"
+    assert demo.search("資訊安全").corrected is None
+
+
+def test_english_words_inside_titles() -> None:
+    index = _index("Excel資料整理術", "生成式AI應用", "email 寫作", "Notion初階入門")
+    assert [h.title for h in index.search("excel").hits] == ["Excel資料整理術"]
+    # "ai" is a word, not a substring of "email".
+    assert [h.title for h in index.search("AI").hits] == ["生成式AI應用"]
+    assert [h.title for h in index.search("notio").hits] == ["Notion初階入門"]
+
+
+def test_exact_title_first_then_prefix_then_shorter() -> None:
+    index = _index(
+        "行政中立理論與實務補充教材第二部分",
+        "公務人員行政中立法與實務",
+        "行政中立理論與實務",
+        "行政中立",
+    )
+    order = [h.title for h in index.search("行政中立理論與實務").hits]
+    assert order[:2] == ["行政中立理論與實務", "行政中立理論與實務補充教材第二部分"]
+    assert index.search("行政中立").hits[0].title == "行政中立"
+
+
+def test_ties_break_by_popularity_then_id() -> None:
+    index = SearchIndex.from_records(
+        [
+            {"id": "b", "title": "淨零生活", "category": "x", "hours": 1, "popularity": 1},
+            {"id": "a", "title": "淨零生活", "category": "x", "hours": 1, "popularity": 1},
+            {"id": "c", "title": "淨零生活", "category": "x", "hours": 1, "popularity": 9},
+        ]
+    )
+    assert [h.id for h in index.search("淨零").hits] == ["c", "a", "b"]
+
+
+def test_filters_and_paging(demo: SearchIndex) -> None:
+    everything = demo.search("健康", limit=100)
+    assert everything.total > 20
+    pages = [demo.search("健康", offset=o, limit=10) for o in range(0, everything.total, 10)]
+    ids = [h.id for p in pages for h in p.hits]
+    assert ids == [h.id for h in everything.hits][: len(ids)]
+    assert len(ids) == len(set(ids)) == everything.total
+    assert pages[0].has_more
+    assert not pages[-1].has_more
+    short = demo.search("健康", filters=Filters(max_hours=1.0), limit=100)
+    assert 0 < short.total < everything.total
+    assert all(h.hours <= 1.0 for h in short.hits)
+    cat = demo.search("安全", filters=Filters(category="資訊安全"), limit=100)
+    assert cat.total > 0
+    assert all(h.category == "資訊安全" for h in cat.hits)
+    civil = demo.search("公務人員", filters=Filters(audience="civil_servant"), limit=100)
+    assert all(h.audience == "civil_servant" for h in civil.hits)
+
+
+def test_zero_results_offer_alternatives(demo: SearchIndex) -> None:
+    typo = demo.search("資案")
+    assert typo.total == 0
+    assert "資訊安全" in typo.suggestions
+    assert typo.related_categories[0] == "資訊安全"
+    nonsense = demo.search("xyzzy")
+    assert nonsense.total == 0
+    assert nonsense.related_categories  # never an empty answer
+    assert demo.search("   ").total == 0
+
+
+def test_dictionary_is_editable_data(tmp_path: Path) -> None:
+    custom = tmp_path / "synonyms.yaml"
+    custom.write_text("groups:\n  - [消防安全, 防火]\n", "utf-8")
+    records = [{"id": "x", "title": "消防安全講習", "category": "防災安全", "hours": 1}]
+    assert SearchIndex.from_records(records, load_dictionary(custom)).search("防火").total == 1
+    plain = tmp_path / "empty.yaml"
+    plain.write_text("groups: []\n", "utf-8")
+    assert SearchIndex.from_records(records, load_dictionary(plain)).search("防火").total == 0
+
+
+def test_every_dictionary_group_finds_the_same_as_its_preferred_word() -> None:
+    dictionary = load_dictionary()
+    assert dictionary.terms["資安"][:2] == ("資安", "資訊安全")
+    assert "人工智慧" in dictionary.terms["artificial intelligence"]
+    assert dictionary.related["資訊安全"]
+
+
+def test_shared_catalog_when_present(shared_dir: Path | None) -> None:
+    """A conditional extra check on the 4,048 real titles; the demo always runs."""
+    path = demo_catalog_path()
+    if shared_dir is not None:
+        path = shared_dir / "data" / "courses.json"
+    parsed = read_catalog(path)
+    index = SearchIndex.from_records([{**r.__dict__, "tags": list(r.tags)} for r in parsed.rows])
+    assert len(index) == len(parsed.rows)
+    for query in ["資安", "性平", "長照", "勞基法", "人工智能", "information security"]:
+        assert index.search(query).total > 0, query
+
+
+async def test_service_reloads_after_import_and_logs(session: AsyncSession) -> None:
+    service = SearchService()
+    assert service.search("資安").total == 0
+    csv = "id,title,category,hours\na,資安入門,資訊安全,1\nb,性平概論,性別平等,1\n"
+    await apply_catalog(session, parsed=parse_csv(csv.encode()), now=NOW)
+    assert await service.reload(session) == 2
+    result = await service.search_and_log(session, "资安", channel="telegram", now=NOW)
+    assert [h.id for h in result.hits] == ["a"]
+    await service.search_and_log(session, "资安", channel="telegram", now=NOW, offset=10)
+    await session.commit()
+    logs = (await session.scalars(select(SearchLog))).all()
+    assert [(x.query, x.normalised, x.result_count, x.channel) for x in logs] == [
+        ("资安", "資安", 1, "telegram")
+    ]
+    # Retiring a course and reloading removes it from the results.
+    await apply_catalog(
+        session,
+        parsed=parse_csv(b"id,title,category,hours\nb,x,y,1\n"),
+        now=NOW,
+        retire_absent=True,
+    )
+    await service.reload(session)
+    assert service.search("資安").total == 0
