@@ -7,6 +7,7 @@ personas, such as a civil servant, without the roster check the real flow requir
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,10 @@ from bot.channels import Delivery
 from bot.i18n import normalise_language
 from bot.inbound import InboundProcessor
 from bot.messages import Incoming, Reply, dump_replies
+from bot.phones import check_phone, parse_regions
+from bot.sms import sms_inbox_key
 from models.base import utcnow
 from models.members import ensure_account, get_account
-from models.pii import PiiVault
 from models.simulator import SimulatorMessage, add_messages, messages_after
 
 NAME = "simulator"
@@ -175,25 +177,25 @@ def _row(r: SimulatorMessage) -> dict[str, Any]:
 
 
 # -- the phone inbox of the dev SMS provider -------------------------------------------------
-def e164(number: str, *, region: str = "TW") -> str | None:
-    """'0912-345-678' -> '+886912345678'; None when it is not a possible phone number.
+def e164(number: str, *, regions: str = "TW") -> str | None:
+    """'0912-345-678' -> '+886912345678'; None when it cannot be a phone number.
 
-    Local to the simulator on purpose: the inbox should find a message however the number
-    was typed, and must not depend on the verification flow's stricter rules.
+    Tolerant on purpose: the inbox should open however the number was typed. The
+    verification flow's reading (mobiles of the allowed regions) comes first; any other
+    possible number still opens its (then empty) inbox.
     """
+    checked = check_phone(number, regions=regions)
+    if checked.e164 is not None:
+        return checked.e164
     try:
-        parsed = phonenumbers.parse(number, region)
+        parsed = phonenumbers.parse(
+            unicodedata.normalize("NFKC", number), parse_regions(regions)[0]
+        )
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_possible_number(parsed):
         return None
     return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
-
-
-def sms_inbox_key(vault: PiiVault, number_e164: str) -> str:
-    """The inbox key the dev SMS provider writes under: derived from the number's keyed hash
-    (never the number), cut to fit simulator_message.user_key (64 characters)."""
-    return ("sms:" + vault.lookup_hash(number_e164))[:64]
 
 
 def simulator_routes(*, processor: InboundProcessor) -> APIRouter:
@@ -258,7 +260,7 @@ def simulator_routes(*, processor: InboundProcessor) -> APIRouter:
         A number that cannot be read gives an empty inbox (valid: false), not an error, so
         that the page can poll while the person is still typing.
         """
-        number = e164(phone)
+        number = e164(phone, regions=processor.services.settings.phone_allowed_regions)
         if number is None:
             return {"valid": False, "phone": None, "messages": [], "last": after}
         data = await read_messages(
