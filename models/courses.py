@@ -131,7 +131,7 @@ def _new_hash(row: CourseRow, current: str | None) -> str | None:
     if row.password is not None:
         if current not in (None, LOCKED):
             try:
-                if _hasher.verify(current, row.password):  # type: ignore[arg-type]
+                if _hasher.verify(current, row.password):
                     return current  # same password: keep the hash, the row is unchanged
             except (VerificationError, InvalidHashError):
                 pass
