@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,10 +20,9 @@ from bot.telegram import (
     to_incoming,
 )
 from models.inbound import NewEvent
-from tests.fakes.telegram import TOKEN, FakeTelegram
+from tests.fakes.telegram import CHAT, TOKEN, FakeTelegram, sample_update
 from tests.telegram_spec import call_errors, load_spec
 
-CHAT = 5512345678
 SECRET = "tg-webhook-secret_0123456789"
 SPEC = load_spec()
 
@@ -56,64 +53,13 @@ async def channel(fake: FakeTelegram) -> AsyncIterator[TelegramChannel]:
     await tg.stop()
 
 
-def update(name: str, shared_dir: Path | None) -> dict[str, Any]:
-    """A recorded update from the shared samples (or an equivalent built here)."""
-    if shared_dir is not None:
-        return json.loads((shared_dir / "platform" / "samples" / f"{name}.json").read_text())  # type: ignore[no-any-return]
-    user = {"id": CHAT, "is_bot": False, "first_name": "Mei", "language_code": "zh-hant"}
-    chat = {"id": CHAT, "first_name": "Mei", "type": "private"}
-    message = {"message_id": 1, "from": user, "chat": chat, "date": 1767600000}
-    built: dict[str, dict[str, Any]] = {
-        "tg_start_deeplink": {"message": {**message, "text": "/start ref_portal_CIV101"}},
-        "tg_callback_query": {
-            "callback_query": {
-                "id": "2368201827364519872",
-                "from": user,
-                "message": {**message, "text": "x"},
-                "chat_instance": "-1",
-                "data": "enroll:CIV101",
-            }
-        },
-        "tg_contact": {
-            "message": {
-                **message,
-                "contact": {"phone_number": "886912345678", "first_name": "Mei", "user_id": CHAT},
-            }
-        },
-        "tg_contact_foreign": {
-            "message": {
-                **message,
-                "contact": {"phone_number": "+886922333444", "first_name": "W", "user_id": 66},
-            }
-        },
-        "tg_contact_no_user_id": {
-            "message": {**message, "contact": {"phone_number": "+886933444555", "first_name": "H"}}
-        },
-    }
-    for status, name_ in (
-        ("kicked", "tg_my_chat_member_blocked"),
-        ("member", "tg_my_chat_member_unblocked"),
-    ):
-        me = {"id": 7012345678, "is_bot": True, "first_name": "Bot"}
-        built[name_] = {
-            "my_chat_member": {
-                "chat": chat,
-                "from": user,
-                "date": 1767603600,
-                "old_chat_member": {"user": me, "status": "member"},
-                "new_chat_member": {"user": me, "status": status, "until_date": 0},
-            }
-        }
-    return {"update_id": 820001231, **built[name]}
-
-
 def spec_ok(call: Any) -> None:
     assert call_errors(SPEC, call.method, call.params) == []
 
 
 # -- parsing -------------------------------------------------------------------------------
-def test_start_with_a_deep_link_payload(shared_dir: Path | None) -> None:
-    msg = to_incoming(update("tg_start_deeplink", shared_dir))
+def test_start_with_a_deep_link_payload() -> None:
+    msg = to_incoming(sample_update("tg_start_deeplink"))
     assert msg is not None
     assert (msg.kind, msg.user_id, msg.command, msg.command_args) == (
         "text",
@@ -124,8 +70,8 @@ def test_start_with_a_deep_link_payload(shared_dir: Path | None) -> None:
     assert msg.language_hint == "zh-hant"
 
 
-def test_callback_query_is_an_action_to_answer(shared_dir: Path | None) -> None:
-    msg = to_incoming(update("tg_callback_query", shared_dir))
+def test_callback_query_is_an_action_to_answer() -> None:
+    msg = to_incoming(sample_update("tg_callback_query"))
     assert msg is not None
     assert (msg.kind, msg.action, msg.callback_query_id) == (
         "action",
@@ -142,10 +88,8 @@ def test_callback_query_is_an_action_to_answer(shared_dir: Path | None) -> None:
         ("tg_contact_no_user_id", False, "+886933444555"),
     ],
 )
-def test_contact_is_own_only_when_shared_by_that_person(
-    sample: str, own: bool, phone: str, shared_dir: Path | None
-) -> None:
-    msg = to_incoming(update(sample, shared_dir))
+def test_contact_is_own_only_when_shared_by_that_person(sample: str, own: bool, phone: str) -> None:
+    msg = to_incoming(sample_update(sample))
     assert msg is not None
     assert msg.kind == "contact"
     assert msg.contact_is_own is own
@@ -154,8 +98,8 @@ def test_contact_is_own_only_when_shared_by_that_person(
     assert phone not in repr(msg)  # SecretStr
 
 
-def test_a_forwarded_own_contact_is_not_own(shared_dir: Path | None) -> None:
-    data = update("tg_contact", shared_dir)
+def test_a_forwarded_own_contact_is_not_own() -> None:
+    data = sample_update("tg_contact")
     data["message"]["forward_origin"] = {"type": "hidden_user", "date": 1, "sender_user_name": "x"}
     msg = to_incoming(data)
     assert msg is not None
@@ -166,19 +110,19 @@ def test_a_forwarded_own_contact_is_not_own(shared_dir: Path | None) -> None:
     ("sample", "kind"),
     [("tg_my_chat_member_blocked", "unfollow"), ("tg_my_chat_member_unblocked", "follow")],
 )
-def test_blocking_and_unblocking(sample: str, kind: str, shared_dir: Path | None) -> None:
-    msg = to_incoming(update(sample, shared_dir))
+def test_blocking_and_unblocking(sample: str, kind: str) -> None:
+    msg = to_incoming(sample_update(sample))
     assert msg is not None
     assert (msg.kind, msg.user_id) == (kind, str(CHAT))
 
 
-def test_group_messages_and_odd_shapes_need_no_answer(shared_dir: Path | None) -> None:
-    data = update("tg_start_deeplink", shared_dir)
+def test_group_messages_and_odd_shapes_need_no_answer() -> None:
+    data = sample_update("tg_start_deeplink")
     data["message"]["chat"] = {"id": -100123, "type": "supergroup", "title": "g"}
     assert to_incoming(data) is None
     assert to_incoming({"update_id": 1}) is None
     assert to_incoming({"update_id": 1, "message": "hello"}) is None
-    sticker = update("tg_start_deeplink", shared_dir)
+    sticker = sample_update("tg_start_deeplink")
     del sticker["message"]["text"]
     assert to_incoming(sticker) == Incoming(
         channel="telegram",
@@ -215,9 +159,9 @@ async def test_text_with_buttons_is_sent_as_an_inline_keyboard(
 
 
 async def test_callback_query_is_answered_even_without_replies(
-    channel: TelegramChannel, fake: FakeTelegram, shared_dir: Path | None
+    channel: TelegramChannel, fake: FakeTelegram
 ) -> None:
-    incoming = to_incoming(update("tg_callback_query", shared_dir))
+    incoming = to_incoming(sample_update("tg_callback_query"))
     assert incoming is not None
     await channel.deliver(incoming.user_id, [], incoming=incoming)
     [call] = fake.calls("answerCallbackQuery")
@@ -226,10 +170,10 @@ async def test_callback_query_is_answered_even_without_replies(
 
 
 async def test_a_stale_callback_query_does_not_cost_the_answer(
-    channel: TelegramChannel, fake: FakeTelegram, shared_dir: Path | None
+    channel: TelegramChannel, fake: FakeTelegram
 ) -> None:
     fake.fail(status=400, method="answerCallbackQuery", description="Bad Request: query is too old")
-    incoming = to_incoming(update("tg_callback_query", shared_dir))
+    incoming = to_incoming(sample_update("tg_callback_query"))
     assert incoming is not None
     await channel.deliver(incoming.user_id, [Text(text="已報名")], incoming=incoming)
     assert [c.method for c in fake.calls()][-2:] == ["answerCallbackQuery", "sendMessage"]
@@ -314,6 +258,8 @@ async def test_the_token_never_reaches_a_log_line(
     fake: FakeTelegram, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.DEBUG)
+    for name in ("httpx", "telegram", "telegram.Bot"):  # the app may have quietened them
+        caplog.set_level(logging.DEBUG, logger=name)
     tg = TelegramChannel(settings_for(fake))
     await tg.start()
     await tg.deliver(str(CHAT), [Text(text="hi")])
@@ -367,12 +313,12 @@ class MemoryRecorder:
 
 
 async def test_polling_records_each_update_once_and_survives_a_database_outage(
-    channel: TelegramChannel, fake: FakeTelegram, shared_dir: Path | None
+    channel: TelegramChannel, fake: FakeTelegram
 ) -> None:
     fake.webhook = {"url": "https://old.example/hook"}  # polling must clear it first
     recorder = MemoryRecorder()
     recorder.down = 1
-    fake.push_update(update("tg_start_deeplink", shared_dir))
+    fake.push_update(sample_update("tg_start_deeplink"))
     stop = asyncio.Event()
     task = asyncio.create_task(
         run_polling(channel, recorder, stop, poll_timeout=1, max_backoff=0.05)
@@ -384,7 +330,7 @@ async def test_polling_records_each_update_once_and_survives_a_database_outage(
             and r.form.get("offset") is not None
         )
     )
-    callback = update("tg_callback_query", shared_dir)
+    callback = sample_update("tg_callback_query")
     callback["update_id"] = 820001299
     fake.push_update(callback)
     await _eventually(lambda: len(recorder.processed) == 2)
@@ -392,7 +338,7 @@ async def test_polling_records_each_update_once_and_survives_a_database_outage(
     await asyncio.wait_for(task, timeout=5)
     assert fake.calls("deleteWebhook")
     assert sorted(recorder.rows) == sorted(
-        [str(update("tg_start_deeplink", shared_dir)["update_id"]), "820001299"]
+        [str(sample_update("tg_start_deeplink")["update_id"]), "820001299"]
     )
     assert recorder.rows["820001299"].kind == "callback_query"
     assert recorder.processed == [1, 2]

@@ -28,6 +28,7 @@ from starlette.responses import JSONResponse, Response
 
 from tests.fakes.server import FakeServer, RecordedRequest
 
+CHAT = 5512345678  # the person in the samples
 TOKEN = "7012345678:AAFakeTokenForTests_0123456789abcdefXYZ"
 SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "platform" / "samples"
 
@@ -100,6 +101,68 @@ def sample(name: str) -> dict[str, Any]:
     if path.is_file():
         return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
     return copy.deepcopy(_BUILTIN[name])
+
+
+def sample_update(name: str) -> dict[str, Any]:
+    """A recorded update (tg_<name>.json) from the shared samples, or an equivalent."""
+    path = SAMPLES / f"{name}.json"
+    if path.is_file():
+        return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+    user = {"id": CHAT, "is_bot": False, "first_name": "Mei", "language_code": "zh-hant"}
+    chat = {"id": CHAT, "first_name": "Mei", "type": "private"}
+    message = {"message_id": 1, "from": user, "chat": chat, "date": 1767600000}
+    built: dict[str, dict[str, Any]] = {
+        "tg_start_deeplink": {"message": {**message, "text": "/start ref_portal_CIV101"}},
+        "tg_callback_query": {
+            "callback_query": {
+                "id": "2368201827364519872",
+                "from": user,
+                "message": {**message, "text": "x"},
+                "chat_instance": "-1",
+                "data": "enroll:CIV101",
+            }
+        },
+        "tg_contact": {
+            "message": {
+                **message,
+                "contact": {"phone_number": "886912345678", "first_name": "Mei", "user_id": CHAT},
+            }
+        },
+        "tg_contact_foreign": {
+            "message": {
+                **message,
+                "contact": {"phone_number": "+886922333444", "first_name": "W", "user_id": 66},
+            }
+        },
+        "tg_contact_no_user_id": {
+            "message": {**message, "contact": {"phone_number": "+886933444555", "first_name": "H"}}
+        },
+    }
+    for status, name_ in (
+        ("kicked", "tg_my_chat_member_blocked"),
+        ("member", "tg_my_chat_member_unblocked"),
+    ):
+        me = {"id": 7012345678, "is_bot": True, "first_name": "Bot"}
+        built[name_] = {
+            "my_chat_member": {
+                "chat": chat,
+                "from": user,
+                "date": 1767603600,
+                "old_chat_member": {"user": me, "status": "member"},
+                "new_chat_member": {"user": me, "status": status, "until_date": 0},
+            }
+        }
+    # Distinct ids, as in the shared samples, so that dedupe by update_id keeps them apart.
+    ids = {
+        "tg_start_deeplink": 820001231,
+        "tg_callback_query": 820001233,
+        "tg_contact": 820001234,
+        "tg_contact_foreign": 820001235,
+        "tg_contact_no_user_id": 820001236,
+        "tg_my_chat_member_blocked": 820001237,
+        "tg_my_chat_member_unblocked": 820001238,
+    }
+    return {"update_id": ids[name], **built[name]}
 
 
 def _decode(key: str, value: Any) -> Any:
