@@ -1,0 +1,175 @@
+"""`edoor chat` in-process: the same record/process path as the web simulator, read back from
+the database; buttons as numbered choices; proactive messages and the dev SMS inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import queue
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app import Runtime, build_runtime
+from bot.messages import Button, Card, Cards
+from bot.sms import DevSmsProvider, SmsMessage
+from bot.terminal_chat import run_terminal_chat
+from models.base import utcnow
+from models.members import get_account
+
+
+@pytest.fixture
+async def runtime(make_settings) -> AsyncIterator[Runtime]:  # type: ignore[no-untyped-def]
+    built = build_runtime(make_settings())
+    yield built
+    await built.close()
+
+
+async def transcript(runtime: Runtime, lines: str, **options: object) -> tuple[int, str]:
+    out = io.StringIO()
+    code = await run_terminal_chat(
+        runtime.processor, stdin=io.StringIO(lines), stdout=out, **options
+    )  # type: ignore[arg-type]
+    return code, out.getvalue()
+
+
+async def test_welcome_help_and_numbered_choices(runtime: Runtime) -> None:
+    code, out = await transcript(runtime, "help\n語言\n2\n1\n:quit\nnever read\n")
+    assert code == 0
+    welcome, rest = out.split("你 ▸ help", 1)
+    assert "歡迎來到臺北e大" in welcome  # first contact: the bot was "added as a friend"
+    assert "[1] 說明" in welcome
+    help_part, rest = rest.split("你 ▸ 語言", 1)
+    assert "可以這樣跟我說" in help_part
+    assert "[1] 中文  [2] English" in rest
+    # "2" taps choice 2 (English); then "1" taps the new menu's first choice, Help.
+    assert "OK, I will talk to you in English" in rest
+    assert "[1] Help" in rest
+    assert "find a course" in rest.split("你 ▸ 1", 1)[1]
+    assert "never read" not in out
+
+
+async def test_out_of_range_numbers_and_escaped_numbers_are_sent_as_text(
+    runtime: Runtime,
+) -> None:
+    # Two choices are shown; "3" is text (an invalid language), "\1" is the text "1" (中文).
+    code, out = await transcript(runtime, "語言\n3\n\\1\n")
+    assert code == 0  # end of input ends the chat
+    after_three = out.split("你 ▸ 3", 1)[1]
+    assert "請輸入 1（中文）或 2（English）" in after_three
+    assert "好的，之後用中文跟你說話" in out.split("你 ▸ \\1", 1)[1]
+
+
+async def test_returning_person_is_not_welcomed_twice_and_history_is_not_replayed(
+    runtime: Runtime,
+) -> None:
+    await transcript(runtime, "help\n", user="citizen-7")
+    _, again = await transcript(runtime, ":help\n", user="citizen-7")
+    assert "歡迎" not in again
+    assert "可以這樣跟我說" not in again  # the earlier help is not printed again
+    assert ":sms 0912345678" in again  # the terminal's own help
+
+
+async def test_proactive_messages_and_cards_appear_while_waiting_for_input(
+    runtime: Runtime,
+) -> None:
+    lines: queue.Queue[str] = queue.Queue()
+
+    class Keyboard(io.StringIO):
+        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+            return lines.get(timeout=10)
+
+    out = io.StringIO()
+    chat = asyncio.create_task(
+        run_terminal_chat(
+            runtime.processor, user="citizen-9", stdin=Keyboard(), stdout=out, poll_seconds=0.05
+        )
+    )
+    await _until(lambda: "歡迎來到臺北e大" in out.getvalue())
+    assert runtime.simulator is not None
+    await runtime.simulator.deliver(
+        "citizen-9",
+        [
+            Cards(
+                alt_text="找到 2 門課",
+                cards=[
+                    Card(
+                        title="資通安全",
+                        subtitle="3 小時",
+                        buttons=[Button(label="看", action="c:1")],
+                    ),
+                    Card(
+                        title="性別平等",
+                        buttons=[Button(label="網站", url="https://elearn.example/2")],
+                    ),
+                ],
+                more=Button(label="更多", action="s.more:2"),
+            )
+        ],
+    )
+    await _until(lambda: "[3] 更多" in out.getvalue())
+    shown = out.getvalue()
+    assert "┌ 1. 資通安全" in shown
+    assert "│ 3 小時" in shown
+    assert "[1] 看" in shown
+    assert "[2] 網站 ↗ https://elearn.example/2" in shown
+    lines.put("2\n")  # a link is shown, not sent
+    await _until(lambda: "    ↗ https://elearn.example/2" in out.getvalue())
+    lines.put("1\n")  # an action is tapped: the router answers (no course handler yet)
+    await _until(lambda: "看不懂" in out.getvalue())
+    lines.put(":quit\n")
+    assert await asyncio.wait_for(chat, timeout=10) == 0
+
+
+async def test_civil_servant_persona_and_the_sms_inbox(runtime: Runtime) -> None:
+    provider = DevSmsProvider(runtime.services.vault)
+    async with runtime.sessionmaker() as session:
+        message = SmsMessage(to="+886912345678", body="【臺北e大】驗證碼 604218", reference="r1")
+        await provider.send(message, session=session, now=utcnow())
+        await session.commit()
+    code, out = await transcript(
+        runtime, ":sms 0912-345-678\n:sms 12\n:bogus\n", persona="civil_servant"
+    )
+    assert code == 0
+    assert "公務人員 Civil servant (civil-servant-1)" in out
+    assert "📱 簡訊 ▸ 【臺北e大】驗證碼 604218" in out
+    assert "請給一個手機號碼" in out
+    assert "沒有這個指令 unknown command :bogus" in out
+    async with runtime.sessionmaker() as session:
+        account = await get_account(session, channel="simulator", external_id="civil-servant-1")
+    assert account is not None
+    assert account.member.is_civil_servant
+
+
+async def test_new_persona_gets_a_fresh_person_each_time(runtime: Runtime) -> None:
+    _, first = await transcript(runtime, "", persona="new")
+    _, second = await transcript(runtime, "", persona="new")
+    assert "歡迎來到臺北e大" in first
+    assert "歡迎來到臺北e大" in second
+    key = first.split("(", 1)[1].split(")", 1)[0]
+    assert key.startswith("new-")
+    assert key not in second
+
+
+async def test_refuses_bad_persona_bad_user_and_a_switched_off_simulator(
+    runtime: Runtime, make_settings
+) -> None:  # type: ignore[no-untyped-def]
+    assert (await transcript(runtime, "", persona="mayor"))[0] == 2
+    code, out = await transcript(runtime, "", user="has space")
+    assert code == 2
+    assert "unusable user key" in out
+    off = build_runtime(make_settings(simulator_enabled=False))
+    try:
+        code, out = await transcript(off, "help\n")
+    finally:
+        await off.close()
+    assert code == 2
+    assert "simulator channel is off" in out
+
+
+async def _until(check, within: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = asyncio.get_running_loop().time() + within
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.02)
