@@ -169,6 +169,7 @@ def _multipart(content_type: str, body: bytes) -> dict[str, str]:
         if not isinstance(name, str):
             continue
         filename = part.get_filename()
-        payload = part.get_payload(decode=True) or b""
-        out[name] = f"<file {filename}>" if filename else payload.decode("utf-8")
+        payload = part.get_payload(decode=True)
+        data = payload if isinstance(payload, bytes) else b""
+        out[name] = f"<file {filename}>" if filename else data.decode("utf-8")
     return out

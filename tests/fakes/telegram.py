@@ -99,7 +99,7 @@ def sample(name: str) -> dict[str, Any]:
     """A tg_api_<name>.json body from the shared samples, or the built-in copy."""
     path = SAMPLES / f"tg_api_{name}.json"
     if path.is_file():
-        return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+        return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return,unused-ignore]
     return copy.deepcopy(_BUILTIN[name])
 
 
@@ -107,7 +107,7 @@ def sample_update(name: str) -> dict[str, Any]:
     """A recorded update (tg_<name>.json) from the shared samples, or an equivalent."""
     path = SAMPLES / f"{name}.json"
     if path.is_file():
-        return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return]
+        return json.loads(path.read_text("utf-8"))  # type: ignore[no-any-return,unused-ignore]
     user = {"id": CHAT, "is_bot": False, "first_name": "Mei", "language_code": "zh-hant"}
     chat = {"id": CHAT, "first_name": "Mei", "type": "private"}
     message = {"message_id": 1, "from": user, "chat": chat, "date": 1767600000}
