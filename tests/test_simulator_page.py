@@ -113,6 +113,14 @@ async def test_type_help_see_menu_tap_quick_reply_and_buttons(
     await expect(log).to_contain_text("OK, I will talk to you in English", timeout=WAIT_MS)
     await page.locator("#quick").get_by_role("button", name="Help").click()
     await expect(log).to_contain_text("find a course", timeout=WAIT_MS)
+
+    # On a phone the SMS inbox is a drawer behind a header button.
+    panel = page.get_by_role("complementary", name="手機簡訊 Phone inbox")
+    await expect(panel).to_be_hidden()
+    toggle = page.get_by_role("button", name=re.compile("簡訊"))
+    await toggle.click()
+    await expect(panel).to_be_visible()
+    await expect(toggle).to_have_attribute("aria-expanded", "true")
     assert_clean(page)
 
 
