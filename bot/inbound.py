@@ -9,6 +9,7 @@ processing the same event.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import json
 import logging
@@ -184,11 +185,31 @@ class InboundProcessor:
                 await session.commit()
                 raise
         handler_failed = (row.last_error or "").startswith("handler:")
-        row.status = events_db.FAILED if handler_failed else events_db.DONE
-        row.last_error = row.last_error if handler_failed else None
-        row.pending_replies = None
-        row.sealed = None
-        await session.commit()
+        await self._finish(
+            row.id, failed=handler_failed, error=row.last_error if handler_failed else None
+        )
+
+    async def _finish(self, row_id: int, *, failed: bool, error: str | None) -> None:
+        """Mark an event finished. The replies are already out, so a database hiccup here is
+        retried for a while rather than leaving the row to be answered a second time."""
+        values = {
+            "status": events_db.FAILED if failed else events_db.DONE,
+            "pending_replies": None,
+            "sealed": None,
+            "last_error": error,
+        }
+        delay = 0.25
+        for attempt in range(7):
+            try:
+                async with self.sessionmaker() as session:
+                    await events_db.finish_event(session, row_id=row_id, values=values)
+                    await session.commit()
+                return
+            except Exception:
+                if attempt == 6:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
 
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self) -> int:

@@ -32,7 +32,8 @@ class SecretFilter(logging.Filter):
     def clean(self, text: str) -> str:
         if self._pattern is not None:
             text = self._pattern.sub("[secret]", text)
-        return mask_text(text)
+        # Codes are 6 digits and phone numbers longer; shorter runs (line numbers) stay.
+        return mask_text(text, min_digits=6)
 
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg = self.clean(record.getMessage())
@@ -90,7 +91,7 @@ def configure_logging(*, level: str, secrets: list[str], json_output: bool = Tru
     secret_filter = SecretFilter(secrets)
     _install_record_factory(secret_filter)
     if not any(getattr(h, "_edoor", False) for h in root.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
         handler._edoor = True  # type: ignore[attr-defined]
         handler.setFormatter(JsonFormatter() if json_output else logging.Formatter())
         root.addHandler(handler)

@@ -124,7 +124,7 @@ class ReplyList(BaseModel):
 
 
 def dump_replies(replies: list[Reply]) -> list[dict[str, object]]:
-    return ReplyList(replies=replies).model_dump(mode="json", exclude_none=True)["replies"]  # type: ignore[no-any-return]
+    return ReplyList(replies=replies).model_dump(mode="json", exclude_none=True)["replies"]  # type: ignore[no-any-return,unused-ignore]
 
 
 def load_replies(data: list[dict[str, object]]) -> list[Reply]:

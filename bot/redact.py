@@ -12,12 +12,13 @@ _SENSITIVE_KEYS = {"phone_number", "phoneNumber", "vcard", "password"}
 _TEXT_KEYS = {"text", "caption", "data", "query", "quotedMessageId"}
 
 
-def mask_text(text: str) -> str:
-    """'my phone is 0912-345-678' -> 'my phone is ***'; short numbers such as '3' stay."""
+def mask_text(text: str, *, min_digits: int = 4) -> str:
+    """'my phone is 0912-345-678' -> 'my phone is ***'; runs shorter than `min_digits`
+    (a menu choice; in logs, a line number) stay."""
 
     def _mask(m: re.Match[str]) -> str:
         digits = sum(ch.isdigit() for ch in m.group(0))
-        return "***" if digits >= 4 else m.group(0)
+        return "***" if digits >= min_digits else m.group(0)
 
     return _DIGITS.sub(_mask, text)
 

@@ -74,7 +74,7 @@ async def record_events(
     """Insert events not seen before; returns the row ids of the new ones only."""
     if not events:
         return []
-    dialect = session.bind.dialect.name
+    dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = (
         insert(InboundEvent)
@@ -143,3 +143,12 @@ async def unfinished_event_ids(
         .limit(limit)
     )
     return list(rows.all())
+
+
+async def finish_event(session: AsyncSession, *, row_id: int, values: dict[str, Any]) -> None:
+    await session.execute(
+        update(InboundEvent)
+        .where(InboundEvent.id == row_id)
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )

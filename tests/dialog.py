@@ -37,6 +37,8 @@ async def serve(asgi_app: Any, *, lifespan: str = "on") -> AsyncIterator[str]:
             break
         await asyncio.sleep(0.01)
     if not server.started:
+        if task.done() and task.exception() is not None:
+            raise RuntimeError("test server did not start") from task.exception()
         task.cancel()
         raise RuntimeError("test server did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
@@ -123,9 +125,9 @@ class Chat:
         return [m["reply"] for m in data["messages"]]
 
 
-async def eventually(check: Any, *, timeout: float = 5.0, interval: float = 0.02) -> Any:
-    """Poll `check()` (sync or async) until it returns a truthy value; fail after `timeout`."""
-    deadline = asyncio.get_running_loop().time() + timeout
+async def eventually(check: Any, *, within: float = 5.0, interval: float = 0.02) -> Any:
+    """Poll `check()` (sync or async) until it returns a truthy value; fail after `within` s."""
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         value = check()
         if asyncio.iscoroutine(value):
@@ -133,5 +135,5 @@ async def eventually(check: Any, *, timeout: float = 5.0, interval: float = 0.02
         if value:
             return value
         if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
+            raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)

@@ -1,0 +1,147 @@
+"""Nothing lost: events recorded but not finished are finished later, exactly once."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+from sqlalchemy import select, update
+
+from app import build_runtime
+from models.inbound import InboundEvent
+from tests.conftest import LINE_SECRET, LINE_TOKEN
+from tests.dialog import eventually
+from tests.line_helpers import text_event
+
+
+async def _record_without_processing(settings, ev: dict) -> int:  # type: ignore[no-untyped-def]
+    """What a web process does before it dies: record and commit, then nothing."""
+    runtime = build_runtime(settings)
+    try:
+        row = runtime.processor.new_event(event_id=ev["webhookEventId"], kind="message", raw=ev)
+        (row_id,) = await runtime.processor.record("line", [row])
+        return row_id
+    finally:
+        await runtime.close()
+
+
+async def test_event_recorded_before_a_crash_is_answered_at_start(
+    make_settings, fake_line, served, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    line = {
+        "line_channel_secret": LINE_SECRET,
+        "line_channel_access_token": LINE_TOKEN,
+        "line_api_base_url": fake_url,
+    }
+    ev = text_event("說明")
+    await _record_without_processing(make_settings(**line), ev)
+    assert fake.requests == []
+    async with served(edoor_background="on", **line):
+        replies = await eventually(lambda: fake.sent("/reply"))
+    assert replies[0].body["replyToken"] == ev["replyToken"]
+    assert len(fake.sent("/reply")) + len(fake.sent("/push")) == 1
+    async with engine.connect() as conn:
+        row = (await conn.execute(select(InboundEvent))).one()
+    assert row.status == "done"
+    assert row.sealed is None
+    assert row.pending_replies is None
+
+
+async def test_claim_of_a_dead_worker_is_taken_over_after_the_lease(
+    make_settings, fake_line, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    settings = make_settings(
+        line_channel_secret=LINE_SECRET,
+        line_channel_access_token=LINE_TOKEN,
+        line_api_base_url=fake_url,
+        inbound_lease_seconds=30,
+    )
+    row_id = await _record_without_processing(settings, text_event("help"))
+    claimed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id == row_id)
+            .values(status="processing", claimed_at=claimed, attempts=1)
+        )
+    runtime = build_runtime(settings)
+    try:
+        assert await runtime.processor.recover() == 0  # the lease is still live
+        assert fake.requests == []
+        runtime.processor.clock = lambda: claimed + dt.timedelta(seconds=31)
+        assert await runtime.processor.recover() == 1
+        assert await runtime.processor.recover() == 0  # finished: never again
+    finally:
+        await runtime.close()
+    assert len(fake.sent("/reply")) == 1
+
+
+async def test_replies_computed_before_a_crash_are_delivered_without_rerunning(
+    make_settings, fake_line, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    settings = make_settings(
+        line_channel_secret=LINE_SECRET,
+        line_channel_access_token=LINE_TOKEN,
+        line_api_base_url=fake_url,
+        inbound_lease_seconds=1,
+    )
+    row_id = await _record_without_processing(settings, text_event("help"))
+    stale = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=10)
+    stored = [{"kind": "text", "text": "computed before the crash"}]
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id == row_id)
+            .values(status="answering", claimed_at=stale, attempts=1, pending_replies=stored)
+        )
+    runtime = build_runtime(settings)
+    try:
+        assert await runtime.processor.recover() == 1
+    finally:
+        await runtime.close()
+    (sent,) = fake.sent("/reply")
+    assert sent.body["messages"][0]["text"] == "computed before the crash"
+
+
+async def test_platform_outage_keeps_the_replies_for_a_later_attempt(
+    make_settings, fake_line, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    settings = make_settings(
+        line_channel_secret=LINE_SECRET,
+        line_channel_access_token=LINE_TOKEN,
+        line_api_base_url=fake_url,
+        inbound_lease_seconds=1,
+    )
+    ev = text_event("help")
+    fake.invalid_tokens.add(ev["replyToken"])
+    fake.scripted.append((500, {"message": "Internal error"}))
+    await _record_without_processing(settings, ev)
+    runtime = build_runtime(settings)
+    try:
+        await runtime.processor.recover()
+        async with engine.connect() as conn:
+            row = (await conn.execute(select(InboundEvent))).one()
+        assert row.status == "answering"
+        assert row.pending_replies
+        assert row.last_error == "line 500"
+        runtime.processor.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
+        await runtime.processor.recover()
+    finally:
+        await runtime.close()
+    pushes = fake.sent("/push")
+    assert len(pushes) == 2
+    # The retry carries the same key, so LINE would never deliver it twice.
+    assert pushes[0].headers["x-line-retry-key"] == pushes[1].headers["x-line-retry-key"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(InboundEvent.status))).scalar() == "done"
+
+
+async def test_healthz_reports_the_database(app_url: str) -> None:
+    async with httpx.AsyncClient(base_url=app_url) as http:
+        response = await http.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["database"] is True
