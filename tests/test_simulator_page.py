@@ -175,16 +175,16 @@ async def test_proactive_cards_in_both_forms_audio_and_escaped_text(
                             subtitle="3 小時",
                             body="社交工程與密碼管理",
                             buttons=[
-                                Button(label="看課程", action="course.open:1"),
+                                Button(label="看課程", action="zz.unhandled:1"),
                                 Button(label="惡意連結", url="javascript:window.pwned=2"),
                             ],
                         ),
                         Card(
                             title="雲端資安",
-                            buttons=[Button(label="看課程", action="course.open:2")],
+                            buttons=[Button(label="看課程", action="zz.unhandled:2")],
                         ),
                     ],
-                    more=Button(label="更多結果", action="search.more:2"),
+                    more=Button(label="更多結果", action="zz.unhandled:more"),
                 ),
                 Audio(url="/media/ep1.mp3", duration_ms=185_000, title="第 1 集：密碼怎麼設"),
             ],
@@ -211,7 +211,7 @@ async def test_proactive_cards_in_both_forms_audio_and_escaped_text(
         )
         await expect(telegram.get_by_role("button", name="更多結果")).to_be_visible()
         await telegram.get_by_role("button", name="2. 看課程").click()
-        # The tap reached the router (no course feature yet: the friendly fallback answers).
+        # The tap reached the router (no feature owns zz.*: the friendly fallback answers).
         await expect(log.locator("li.msg.me").last).to_have_text(re.compile("看課程"))
         await expect(log.locator("li.msg.bot").last).to_contain_text("看不懂", timeout=WAIT_MS)
         assert await page.evaluate("window.pwned === undefined")

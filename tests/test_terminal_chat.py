@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import io
 import queue
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -33,20 +34,46 @@ async def transcript(runtime: Runtime, lines: str, **options: object) -> tuple[i
     return code, out.getvalue()
 
 
+class Keyboard(io.StringIO):
+    """A terminal the test types into line by line, while the chat runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: queue.Queue[str] = queue.Queue()
+
+    def type(self, line: str) -> None:
+        self.lines.put(line + "\n")
+
+    def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
+        return self.lines.get(timeout=10)
+
+
+def choice(out: str, label: str) -> str:
+    """The number the latest menu shows for `label` (menus grow as features are added)."""
+    found = re.findall(rf"\[(\d+)\] {re.escape(label)}(?:\s|$)", out)
+    assert found, f"no choice {label!r} in:\n{out}"
+    return found[-1]
+
+
 async def test_welcome_help_and_numbered_choices(runtime: Runtime) -> None:
-    code, out = await transcript(runtime, "help\n語言\n2\n1\n:quit\nnever read\n")
-    assert code == 0
-    welcome, rest = out.split("你 ▸ help", 1)
-    assert "歡迎來到臺北e大" in welcome  # first contact: the bot was "added as a friend"
-    assert "[1] 說明" in welcome
-    help_part, rest = rest.split("你 ▸ 語言", 1)
-    assert "可以這樣跟我說" in help_part
-    assert "[1] 中文  [2] English" in rest
-    # "2" taps choice 2 (English); then "1" taps the new menu's first choice, Help.
-    assert "OK, I will talk to you in English" in rest
-    assert "[1] Help" in rest
-    assert "find a course" in rest.split("你 ▸ 1", 1)[1]
-    assert "never read" not in out
+    keyboard, out = Keyboard(), io.StringIO()
+    chat = asyncio.create_task(
+        run_terminal_chat(runtime.processor, stdin=keyboard, stdout=out, poll_seconds=None)
+    )
+    await _until(lambda: "歡迎來到臺北e大" in out.getvalue())  # first contact: "added as friend"
+    assert re.search(r"\[\d+\] 說明", out.getvalue())
+    keyboard.type("help")
+    await _until(lambda: "可以這樣跟我說" in out.getvalue())
+    keyboard.type("語言")
+    await _until(lambda: "[1] 中文  [2] English" in out.getvalue())
+    keyboard.type("2")  # taps choice 2, English
+    await _until(lambda: "OK, I will talk to you in English" in out.getvalue())
+    keyboard.type(choice(out.getvalue(), "Help"))
+    await _until(lambda: "find a course" in out.getvalue())
+    keyboard.type(":quit")
+    keyboard.type("never read")
+    assert await asyncio.wait_for(chat, timeout=10) == 0
+    assert "never read" not in out.getvalue()
 
 
 async def test_out_of_range_numbers_and_escaped_numbers_are_sent_as_text(
@@ -73,16 +100,10 @@ async def test_returning_person_is_not_welcomed_twice_and_history_is_not_replaye
 async def test_proactive_messages_and_cards_appear_while_waiting_for_input(
     runtime: Runtime,
 ) -> None:
-    lines: queue.Queue[str] = queue.Queue()
-
-    class Keyboard(io.StringIO):
-        def readline(self, size: int | None = -1) -> str:  # type: ignore[override]
-            return lines.get(timeout=10)
-
-    out = io.StringIO()
+    keyboard, out = Keyboard(), io.StringIO()
     chat = asyncio.create_task(
         run_terminal_chat(
-            runtime.processor, user="citizen-9", stdin=Keyboard(), stdout=out, poll_seconds=0.05
+            runtime.processor, user="citizen-9", stdin=keyboard, stdout=out, poll_seconds=0.05
         )
     )
     await _until(lambda: "歡迎來到臺北e大" in out.getvalue())
@@ -96,7 +117,7 @@ async def test_proactive_messages_and_cards_appear_while_waiting_for_input(
                     Card(
                         title="資通安全",
                         subtitle="3 小時",
-                        buttons=[Button(label="看", action="c:1")],
+                        buttons=[Button(label="看", action="zz.unhandled:1")],
                     ),
                     Card(
                         title="性別平等",
@@ -113,11 +134,11 @@ async def test_proactive_messages_and_cards_appear_while_waiting_for_input(
     assert "│ 3 小時" in shown
     assert "[1] 看" in shown
     assert "[2] 網站 ↗ https://elearn.example/2" in shown
-    lines.put("2\n")  # a link is shown, not sent
+    keyboard.type("2")  # a link is shown, not sent
     await _until(lambda: "    ↗ https://elearn.example/2" in out.getvalue())
-    lines.put("1\n")  # an action is tapped: the router answers (no course handler yet)
+    keyboard.type("1")  # an action is tapped: the router answers (nothing handles it)
     await _until(lambda: "看不懂" in out.getvalue())
-    lines.put(":quit\n")
+    keyboard.type(":quit")
     assert await asyncio.wait_for(chat, timeout=10) == 0
 
 
