@@ -24,8 +24,11 @@ from bot.logs import configure_logging
 from bot.router import Router
 from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
+from bot.sms import build_sms_provider
+from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from models.db import create_engine, create_sessionmaker
 from models.pii import PiiVault
+from models.search.service import SearchService
 from notifications.jobs import Job, JobRegistry
 from notifications.scheduler import build_scheduler
 
@@ -45,11 +48,28 @@ class Runtime:
     jobs: JobRegistry
     channels: dict[str, Channel] = field(default_factory=dict)
     line: LineChannel | None = None
+    telegram: TelegramChannel | None = None
     simulator: SimulatorChannel | None = None
+
+    @property
+    def search(self) -> SearchService:
+        return self.services.extra["search"]  # type: ignore[no-any-return]
+
+    async def start(self) -> None:
+        """Open platform clients and load the search index (before serving or sending)."""
+        if self.telegram is not None:
+            await self.telegram.start()
+        async with self.sessionmaker() as session:
+            await self.search.reload(session)
 
     async def close(self) -> None:
         if self.line is not None:
             await self.line.stop()
+        if self.telegram is not None:
+            await self.telegram.stop()
+        sms = self.services.extra.get("sms")
+        if sms is not None and hasattr(sms, "aclose"):
+            await sms.aclose()
         await self.engine.dispose()
 
 
@@ -58,17 +78,20 @@ def build_runtime(settings: Settings) -> Runtime:
     configure_logging(level=settings.log_level, secrets=settings.secrets())
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)
-    services = Services(
-        settings=settings,
-        catalog=Catalog(),
-        vault=PiiVault(settings.pii_key.get_secret_value()),
-    )
+    previous = [settings.pii_key_previous.get_secret_value()] if settings.pii_key_previous else []
+    vault = PiiVault(settings.pii_key.get_secret_value(), previous=previous)
+    services = Services(settings=settings, catalog=Catalog(), vault=vault)
+    services.extra["sms"] = build_sms_provider(settings, vault=vault)
+    services.extra["search"] = SearchService()
     router = handlers.build_router()
     channels: dict[str, Channel] = {}
-    line = simulator = None
+    line = simulator = telegram = None
     if settings.line_enabled:
         line = LineChannel(settings)
         channels[line.name] = line
+    if settings.telegram_enabled:
+        telegram = TelegramChannel(settings)
+        channels[telegram.name] = telegram
     if settings.simulator_on:
         simulator = SimulatorChannel(sessionmaker)
         channels[simulator.name] = simulator
@@ -102,7 +125,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        scheduler = None
+        scheduler = recovery = polling = None
+        stop_polling = asyncio.Event()
+        await runtime.start()
+        if runtime.telegram is not None and settings.telegram_mode == "polling":
+            polling = asyncio.create_task(
+                run_polling(runtime.telegram, runtime.processor, stop_polling)
+            )
         if settings.background_on:
             # Events recorded before a crash are finished now, then by the periodic sweep.
             recovery = asyncio.create_task(runtime.processor.recover())
@@ -111,8 +140,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            stop_polling.set()
+            if polling is not None:
+                await polling
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
+            if recovery is not None:
                 recovery.cancel()
             await runtime.close()
 
@@ -136,6 +169,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     if runtime.line is not None:
         api.include_router(line_routes(processor=runtime.processor, settings=settings))
+    if runtime.telegram is not None and settings.telegram_mode == "webhook":
+        api.include_router(telegram_routes(processor=runtime.processor, settings=settings))
     if runtime.simulator is not None:
         api.include_router(simulator_routes(processor=runtime.processor))
     return api

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -116,6 +117,222 @@ def run_job(
 
     result = _run(run)
     typer.echo(f"{name}: done ({result})")
+
+
+class _Progress:
+    """A progress line on stderr for long imports (every 2% and at the end)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.last = -1
+
+    def __call__(self, done: int, total: int) -> None:
+        pct = int(done * 100 / total) if total else 100
+        if pct >= self.last + 2 or done == total:
+            self.last = pct
+            end = "\n" if done == total else "\r"
+            typer.echo(f"{self.label}: {done}/{total} ({pct}%)", err=True, nl=False)
+            typer.echo(end, err=True, nl=False)
+
+
+def _fail(lines: list[str], code: int = 1) -> None:
+    for line in lines:
+        typer.secho(line, fg="red", err=True)
+    raise typer.Exit(code)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        _fail([f"cannot read {path}: {exc.strerror}"], 2)
+        raise  # unreachable: _fail raises
+
+
+@cli.command("import-courses")
+def import_courses(
+    file: Annotated[Path, typer.Argument(help="catalog as JSON (courses.json format) or CSV")],
+    skip_invalid: Annotated[bool, typer.Option(help="apply the valid rows, list the rest")] = False,
+    retire_missing: Annotated[bool, typer.Option(help="retire courses absent from FILE")] = False,
+) -> None:
+    """Import or update the course catalog (idempotent upsert by id)."""
+    from models.base import utcnow
+    from models.catalog_import import CatalogError, parse_catalog
+    from models.courses import apply_catalog
+
+    data = _read(file)
+    progress = _Progress("courses")
+
+    async def run(runtime: Any) -> Any:
+        parsed = parse_catalog(data, name=file.name, progress=progress)
+        async with runtime.sessionmaker() as session:
+            report = await apply_catalog(
+                session,
+                parsed=parsed,
+                now=utcnow(),
+                skip_invalid=skip_invalid,
+                retire_absent=retire_missing,
+                progress=progress,
+            )
+            await session.commit()
+        return report, parsed
+
+    try:
+        report, parsed = _run(run)
+    except CatalogError as exc:
+        _fail(
+            [
+                f"{file}: refused, nothing changed ({len(exc.errors)} invalid row(s)):",
+                *(f"  {e}" for e in exc.errors[:50]),
+            ]
+        )
+    for error in getattr(parsed, "errors", [])[:50]:
+        typer.secho(f"  skipped: {error}", fg="yellow", err=True)
+    typer.echo(
+        f"created {report.created}, updated {report.updated}, unchanged "
+        f"{report.unchanged}, retired {report.retired}, skipped {report.skipped}"
+    )
+
+
+@cli.command("import-roster")
+def import_roster(
+    file: Annotated[Path, typer.Argument(help="CSV: employee_id,name,agency,mobile,email,active")],
+) -> None:
+    """Replace the civil-servant roster; status follows it at once."""
+    from bot.phones import normalise_phone, parse_regions
+    from models.base import utcnow
+    from models.roster_import import RosterError
+    from models.roster_import import import_roster as apply_roster
+
+    data = _read(file)
+
+    async def run(runtime: Any) -> Any:
+        regions = parse_regions(runtime.settings.phone_allowed_regions)
+        async with runtime.sessionmaker() as session:
+            result = await apply_roster(
+                session,
+                vault=runtime.services.vault,
+                data=data,
+                normalise_phone=lambda raw: normalise_phone(raw, regions=regions),
+                now=utcnow(),
+                progress=_Progress("roster"),
+            )
+            await session.commit()
+        return result
+
+    try:
+        result = _run(run)
+    except RosterError as exc:
+        _fail([f"{file}: refused, nothing changed:", *(f"  {e}" for e in exc.errors[:50])])
+    typer.echo(
+        f"rows {result.rows}: added {result.added}, updated {result.updated}, "
+        f"deactivated {result.deactivated}, newly verified civil servants "
+        f"{result.linked}, status removed {result.status_removed}"
+    )
+
+
+@cli.command("rotate-pii-key")
+def rotate_pii_key() -> None:
+    """Re-encrypt and re-hash personal data under PII_KEY (the old key in PII_KEY_PREVIOUS)."""
+    from models.pii import PiiVault
+    from models.privacy import dump_report
+    from models.privacy import rotate_pii_key as rotate
+
+    settings = _settings()
+    if settings.pii_key_previous is None:
+        _fail(["set PII_KEY to the new key and PII_KEY_PREVIOUS to the key being replaced"], 2)
+    assert settings.pii_key_previous is not None
+    old_secret = settings.pii_key_previous.get_secret_value()
+    new = PiiVault(settings.pii_key.get_secret_value(), previous=[old_secret])
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            report = await rotate(session, old=PiiVault(old_secret), new=new)
+            await session.commit()
+        return report
+
+    typer.echo(dump_report(_run(run)))
+
+
+@cli.command("seed-demo")
+def seed_demo() -> None:
+    """Load the demo data (course catalog, ...); running it again changes nothing."""
+    from models.base import utcnow
+    from models.catalog_import import read_catalog
+    from models.courses import apply_catalog
+    from models.search.service import demo_catalog_path
+
+    migrate()
+
+    async def run(runtime: Any) -> Any:
+        parsed = read_catalog(demo_catalog_path())
+        async with runtime.sessionmaker() as session:
+            report = await apply_catalog(session, parsed=parsed, now=utcnow())
+            await session.commit()
+        return report
+
+    report = _run(run)
+    typer.echo(
+        f"demo catalog: created {report.created}, updated {report.updated}, "
+        f"unchanged {report.unchanged}"
+    )
+
+
+@cli.command()
+def chat(
+    persona: Annotated[str, typer.Option("--as", help="new, citizen or civil_servant")] = "citizen",
+    user: Annotated[str | None, typer.Option(help="simulator user key")] = None,
+) -> None:
+    """Talk to the bot in this terminal through the simulator channel (no server needed)."""
+    import os
+
+    from bot.terminal_chat import run_terminal_chat
+
+    os.environ.setdefault("LOG_LEVEL", "WARNING")  # keep log lines out of the conversation
+    migrate()
+
+    async def run(runtime: Any) -> int:
+        await runtime.start()
+        return await run_terminal_chat(runtime.processor, persona=persona, user=user)
+
+    raise typer.Exit(_run(run))
+
+
+@cli.command("search-quality")
+def search_quality(verbose: Annotated[bool, typer.Option(help="every query")] = False) -> None:
+    """Print hit@5, MRR and the zero-result rate of the relevance set."""
+    from models.search.evaluate import main as evaluate
+
+    raise typer.Exit(evaluate(["--verbose"] if verbose else []))
+
+
+@cli.command("telegram-setup")
+def telegram_setup() -> None:
+    """Set the Telegram webhook (with its secret) and the command list in zh-TW and en."""
+    from bot.telegram import TelegramConfigError
+    from bot.telegram import telegram_setup as setup
+
+    settings = _settings()
+    if not settings.telegram_enabled:
+        _fail(["TELEGRAM_BOT_TOKEN is not set"], 2)
+
+    async def run(runtime: Any) -> Any:
+        catalog = runtime.services.catalog
+        commands = [
+            (
+                name,
+                catalog.t("zh-TW", f"start.command.{name}"),
+                catalog.t("en", f"start.command.{name}"),
+            )
+            for name in runtime.router.command_names()
+        ]
+        return await setup(runtime.settings, commands, channel=runtime.telegram)
+
+    try:
+        result = _run(run)
+    except TelegramConfigError as exc:
+        _fail([str(exc)], 2)
+    typer.echo(f"telegram: {result}")
 
 
 def main() -> None:

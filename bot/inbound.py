@@ -180,6 +180,7 @@ class InboundProcessor:
                 await set_reachability(
                     session, channel=row.channel, external_id=incoming.user_id, reachable=False
                 )
+                await session.commit()
             except DeliveryError as exc:
                 row.last_error = exc.reason[:200]
                 await session.commit()

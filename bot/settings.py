@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     public_base_url: str = "http://127.0.0.1:8000"
     admin_token: SecretStr | None = SecretStr("dev-admin-token")
     pii_key: SecretStr = SecretStr(DEV_PII_KEY)
+    # During `edoor rotate-pii-key`: the key being replaced, still able to decrypt.
+    pii_key_previous: SecretStr | None = None
     edoor_background: Literal["on", "off"] = "on"
     media_dir: Path = Path("./var/media")
     log_level: str = "INFO"

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import start
+from handlers import courses, settings, start, verification
 
 
 def build_router() -> Router:
-    """The root router: every feature's routes, first match wins, the fallback last."""
+    """The root router: every feature's routes, first match wins, the fallback last.
+
+    Course search comes last among the features: any plain text is a search.
+    """
     root = Router("root")
-    for feature in (start.router,):
+    for feature in (start.router, verification.router, settings.router, courses.router):
         root.include(feature)
     return root

@@ -2,15 +2,24 @@
 
 from models.base import Base
 from models.conversation import ConversationState
+from models.courses import Course, SearchLog
+from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
 from models.members import ChannelAccount, Member
 from models.simulator import SimulatorMessage
 
 __all__ = [
+    "AuditLog",
     "Base",
     "ChannelAccount",
+    "CivilServant",
     "ConversationState",
+    "Course",
     "InboundEvent",
     "Member",
+    "OtpChallenge",
+    "OtpSend",
+    "SearchLog",
     "SimulatorMessage",
+    "VerifiedPhone",
 ]

@@ -21,6 +21,7 @@ class Member(Base):
     is_civil_servant: Mapped[bool] = mapped_column(default=False)
     marketing_opt_in: Mapped[bool] = mapped_column(default=True)
     preferred_channel: Mapped[str | None] = mapped_column(String(16), default=None)
+    reminder_time: Mapped[str | None] = mapped_column(String(5), default=None)  # "HH:MM" Taipei
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     accounts: Mapped[list[ChannelAccount]] = relationship(back_populates="member")
