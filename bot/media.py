@@ -1,0 +1,375 @@
+"""Audio for podcasts: ingest (mp3, m4a, wav) with the duration read from the file, transcoding
+to m4a/AAC with ffmpeg, text to speech behind a Protocol, signed expiring links, and the
+`/media/...` route (Range requests, content types, cache headers).
+
+Files live under MEDIA_DIR; a file appears there only complete (written beside its final name,
+then renamed), so a bad upload leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import hmac
+import logging
+import os
+import shutil
+import tempfile
+import urllib.parse
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Protocol
+
+import mutagen
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from fastapi import APIRouter, HTTPException, Query
+from fastapi.responses import FileResponse
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.settings import Settings
+from models.base import utcnow
+from models.podcasts import episode_by_media_path
+
+log = logging.getLogger("edoor.media")
+
+AUDIO_TYPES = {".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".wav": "audio/wav"}
+CONTENT_TYPES = {
+    **AUDIO_TYPES,
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".json": "application/json",
+}
+MAX_UPLOAD_BYTES = 500 * 1024 * 1024
+# Episode files are named by content hash, so a URL never changes meaning: cache for a year.
+IMMUTABLE = "public, max-age=31536000, immutable"
+SIGNED_LINK_TTL = dt.timedelta(days=7)  # long enough to play a delivered episode next week
+AAC_BITRATE = "64k"  # speech: mono 64 kb/s AAC is clear and small
+
+
+class AudioError(ValueError):
+    """The file is not usable audio; the message says why, for a person to act on."""
+
+
+# -- keys and signed links ---------------------------------------------------------------------
+def derive_key(secret: str, purpose: bytes) -> bytes:
+    """A 32-byte key for one purpose, derived from a server secret (HKDF-SHA256, as models.pii)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=b"edoor-media-v1", info=purpose).derive(
+        secret.encode("utf-8")
+    )
+
+
+def _mac(key: bytes, message: str, length: int = 22) -> str:
+    digest = hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii").rstrip("=")[:length]
+
+
+@dataclass(frozen=True)
+class MediaSigner:
+    """Signs `/media/<path>` links with an expiry; a link cannot be moved to another file."""
+
+    key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MediaSigner:
+        return cls(derive_key(settings.pii_key.get_secret_value(), b"media-link"))
+
+    def query(self, path: str, *, expires_at: dt.datetime) -> str:
+        expires = int(expires_at.timestamp())
+        return urllib.parse.urlencode({"exp": expires, "sig": _mac(self.key, f"{path}\n{expires}")})
+
+    def valid(self, path: str, *, exp: str | None, sig: str | None, now: dt.datetime) -> bool:
+        if not exp or not sig or not exp.isdigit():
+            return False
+        if int(exp) < now.timestamp():
+            return False
+        return hmac.compare_digest(_mac(self.key, f"{path}\n{exp}"), sig)
+
+    def feed_token(self, token_id: int, nonce: str) -> str:
+        """The URL token of a private feed row: id plus an HMAC, so the row alone is no URL."""
+        return f"{token_id}.{_mac(self.key, f'feed:{token_id}:{nonce}', 32)}"
+
+    def feed_token_id(self, token: str) -> tuple[int, str] | None:
+        """(row id, mac) from a URL token, or None when malformed; check the mac afterwards."""
+        head, _, mac = token.partition(".")
+        if not head.isdigit() or not mac or len(head) > 12:
+            return None
+        return int(head), mac
+
+    def feed_token_matches(self, token_id: int, nonce: str, mac: str) -> bool:
+        return hmac.compare_digest(_mac(self.key, f"feed:{token_id}:{nonce}", 32), mac)
+
+
+def media_url(
+    settings: Settings,
+    path: str,
+    *,
+    signer: MediaSigner | None = None,
+    now: dt.datetime | None = None,
+    ttl: dt.timedelta = SIGNED_LINK_TTL,
+) -> str:
+    """The public URL of a file under MEDIA_DIR; signed (expiring) when a signer is given."""
+    base = settings.public_base_url.rstrip("/")
+    url = f"{base}/media/{urllib.parse.quote(path)}"
+    if signer is None:
+        return url
+    if now is None:
+        raise ValueError("a signed link needs `now`")
+    return f"{url}?{signer.query(path, expires_at=now + ttl)}"
+
+
+# -- ingest ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StoredAudio:
+    path: str  # relative to MEDIA_DIR, POSIX separators
+    content_type: str
+    size_bytes: int
+    duration_ms: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str  # "mp3", "m4a" or "wav"
+    duration_ms: int
+
+
+def _tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        raise AudioError(
+            f"{name} is not installed (Debian: apt-get install {name}; "
+            "see scripts/system-packages.sh)"
+        )
+    return found
+
+
+def probe(path: Path) -> Probe:
+    """What kind of audio the file holds and how long it plays, read from the file itself."""
+    try:
+        info = mutagen.File(path)
+    except (mutagen.MutagenError, OSError, ValueError, EOFError) as exc:
+        raise AudioError(f"{path.name}: not a readable mp3, m4a or wav file ({exc})") from None
+    if info is None or getattr(info, "info", None) is None:
+        raise AudioError(f"{path.name}: not a readable mp3, m4a or wav file")
+    name = type(info).__name__
+    if name in ("MP3", "EasyMP3"):
+        kind = "mp3"
+    elif name in ("MP4", "EasyMP4"):
+        codec = str(getattr(info.info, "codec", ""))
+        # LINE and Telegram play AAC in MP4; ALAC or video tracks would need transcoding.
+        kind = "m4a" if codec.startswith("mp4a") else "m4a-other"
+    elif name == "WAVE":
+        kind = "wav"
+    else:
+        raise AudioError(f"{path.name}: {name} audio is not accepted (use mp3, m4a or wav)")
+    length = float(getattr(info.info, "length", 0) or 0)
+    if length <= 0:
+        raise AudioError(f"{path.name}: the audio has no length")
+    return Probe(kind=kind, duration_ms=round(length * 1000))
+
+
+async def _run(*args: str, what: str) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    if proc.returncode != 0:
+        detail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or ["failed"]
+        raise AudioError(f"{what}: {detail[0]}")
+
+
+async def check_decodes(path: Path) -> None:
+    """Decode the whole file once: a truncated or corrupt file fails here, not in a player."""
+    await _run(
+        _tool("ffmpeg"), "-nostdin", "-v", "error", "-xerror", "-i", str(path), "-f", "null", "-",
+        what=f"{path.name}: the audio does not decode",
+    )  # fmt: skip
+
+
+async def transcode_to_m4a(source: Path, target: Path) -> None:
+    """Any audio ffmpeg reads -> mono AAC in MP4, with the index first for streaming."""
+    await _run(
+        _tool("ffmpeg"), "-nostdin", "-v", "error", "-y", "-i", str(source), "-vn",
+        "-ac", "1", "-c:a", "aac", "-b:a", AAC_BITRATE, "-movflags", "+faststart",
+        "-f", "mp4", str(target),
+        what=f"{source.name}: transcoding to m4a failed",
+    )  # fmt: skip
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def safe_relative(path: str) -> PurePosixPath:
+    """A relative POSIX path with no '..', absolute or empty parts (for MEDIA_DIR lookups)."""
+    rel = PurePosixPath(path)
+    if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
+        raise ValueError(f"not a media path: {path!r}")
+    return rel
+
+
+def _check_source(source: Path) -> None:
+    if not source.is_file():
+        raise AudioError(f"{source}: no such file")
+    size = source.stat().st_size
+    if size == 0:
+        raise AudioError(f"{source.name}: the file is empty")
+    if size > MAX_UPLOAD_BYTES:
+        raise AudioError(f"{source.name}: larger than {MAX_UPLOAD_BYTES // 2**20} MB")
+
+
+def _temp_beside(target_dir: Path, suffix: str) -> Path:
+    # Beside its final name, so that the rename is atomic (same filesystem).
+    target_dir.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=".part-", suffix=suffix, dir=target_dir)
+    os.close(fd)
+    return Path(name)
+
+
+def _publish(tmp: Path, target_dir: Path, stem: str, suffix: str) -> tuple[Path, str, int]:
+    digest = _sha256(tmp)
+    final = target_dir / f"{stem}-{digest[:12]}{suffix}"
+    tmp.replace(final)
+    return final, digest, final.stat().st_size
+
+
+async def ingest_audio(source: Path, *, media_dir: Path, folder: str, stem: str) -> StoredAudio:
+    """Check, (trans)code and store an audio file as `<folder>/<stem>-<hash>.<mp3|m4a>`.
+
+    mp3 and AAC m4a are kept as they are; wav and other m4a become AAC m4a. Nothing appears
+    under MEDIA_DIR unless every step succeeded. Raises AudioError with a clear reason.
+    """
+    await asyncio.to_thread(_check_source, source)
+    found = await asyncio.to_thread(probe, source)
+    await check_decodes(source)
+    target_dir = media_dir / safe_relative(folder)
+    keep = found.kind in ("mp3", "m4a")
+    suffix = ".mp3" if found.kind == "mp3" else ".m4a"
+    tmp = await asyncio.to_thread(_temp_beside, target_dir, suffix)
+    try:
+        if keep:
+            await asyncio.to_thread(shutil.copyfile, source, tmp)
+            duration_ms = found.duration_ms
+        else:
+            await transcode_to_m4a(source, tmp)
+            duration_ms = (await asyncio.to_thread(probe, tmp)).duration_ms
+        final, digest, size = await asyncio.to_thread(_publish, tmp, target_dir, stem, suffix)
+    except BaseException:
+        await asyncio.to_thread(tmp.unlink, missing_ok=True)
+        raise
+    return StoredAudio(
+        path=final.relative_to(media_dir).as_posix(),
+        content_type=AUDIO_TYPES[suffix],
+        size_bytes=size,
+        duration_ms=duration_ms,
+        sha256=digest,
+    )
+
+
+def discard(media_dir: Path, stored: StoredAudio) -> None:
+    """Remove a stored file whose database row could not be written (no orphan left)."""
+    with contextlib.suppress(OSError, ValueError):
+        (media_dir / safe_relative(stored.path)).unlink(missing_ok=True)
+
+
+# -- text to speech ----------------------------------------------------------------------------
+class SpeechEngine(Protocol):
+    """Text to speech; writes a wav file. A cloud voice can implement this later."""
+
+    name: str
+
+    async def synthesize(self, text: str, *, out_wav: Path, language: str = "zh-TW") -> None: ...
+
+
+class EspeakNg:
+    """espeak-ng (offline, Debian): Mandarin voice `cmn` for zh-TW, `en` for English."""
+
+    name = "espeak-ng"
+    VOICES = {"zh-TW": "cmn", "en": "en"}
+
+    def __init__(self, *, words_per_minute: int = 150) -> None:
+        self.words_per_minute = words_per_minute
+
+    async def synthesize(self, text: str, *, out_wav: Path, language: str = "zh-TW") -> None:
+        if not text.strip():
+            raise AudioError("the lesson script is empty")
+        voice = self.VOICES.get(language, "cmn")
+        with tempfile.TemporaryDirectory(prefix="edoor-tts-") as work:
+            script = Path(work) / "script.txt"
+            script.write_text(text, encoding="utf-8")
+            await _run(
+                _tool("espeak-ng"), "-v", voice, "-s", str(self.words_per_minute),
+                "-f", str(script), "-w", str(out_wav),
+                what="text to speech failed",
+            )  # fmt: skip
+
+
+async def speak_to_audio(
+    engine: SpeechEngine,
+    text: str,
+    *,
+    media_dir: Path,
+    folder: str,
+    stem: str,
+    language: str = "zh-TW",
+) -> StoredAudio:
+    """A lesson script spoken by `engine`, stored as m4a under MEDIA_DIR."""
+    with tempfile.TemporaryDirectory(prefix="edoor-tts-") as work:
+        wav = Path(work) / f"{stem}.wav"
+        await engine.synthesize(text, out_wav=wav, language=language)
+        return await ingest_audio(wav, media_dir=media_dir, folder=folder, stem=stem)
+
+
+# -- serving -----------------------------------------------------------------------------------
+def media_routes(
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> APIRouter:
+    """`GET /media/<path>`: files under MEDIA_DIR with Range support (206/416, from Starlette's
+    FileResponse). Episodes of restricted podcasts need a valid, unexpired signature."""
+    router = APIRouter()
+    signer = MediaSigner.from_settings(settings)
+
+    @router.api_route("/media/{path:path}", methods=["GET", "HEAD"])
+    async def media(
+        path: str,
+        exp: Annotated[str | None, Query()] = None,
+        sig: Annotated[str | None, Query()] = None,
+    ) -> FileResponse:
+        try:
+            rel = safe_relative(path)
+        except ValueError:
+            raise HTTPException(404) from None
+        root = settings.media_dir.resolve()
+        file = (root / rel).resolve()
+        if not file.is_relative_to(root) or not file.is_file() or rel.name.startswith("."):
+            raise HTTPException(404)
+        async with sessionmaker() as session:
+            episode = await episode_by_media_path(session, path=rel.as_posix())
+            restricted = episode is not None and episode.podcast.restricted
+        if restricted and not signer.valid(rel.as_posix(), exp=exp, sig=sig, now=clock()):
+            raise HTTPException(403, "this link is not valid or has expired")
+        if restricted:
+            # Signed links are personal: no shared caches, and no longer than the link lives.
+            left = max(0, int(exp or 0) - int(clock().timestamp()))
+            cache = f"private, max-age={min(left, 86400)}"
+        else:
+            cache = IMMUTABLE if episode is not None else "public, max-age=3600"
+        return FileResponse(
+            file,
+            media_type=CONTENT_TYPES.get(file.suffix.lower(), "application/octet-stream"),
+            headers={"Cache-Control": cache, "X-Content-Type-Options": "nosniff"},
+        )
+
+    return router
