@@ -114,6 +114,7 @@ def build_runtime(settings: Settings) -> Runtime:
         jobs=jobs,
         channels=channels,
         line=line,
+        telegram=telegram,
         simulator=simulator,
     )
 

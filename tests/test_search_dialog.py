@@ -11,10 +11,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from handlers import courses
 from models.catalog_import import parse_csv, read_catalog
 from models.courses import SearchLog, apply_catalog
-from models.search import SearchService, demo_catalog_path
+from models.search import demo_catalog_path
 from tests.dialog import Chat, buttons, texts
 
 NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
@@ -33,13 +32,8 @@ async def chat(session: AsyncSession, served) -> AsyncIterator[Chat]:  # type: i
     await session.commit()
     async with contextlib.AsyncExitStack() as stack:
         url, api = await stack.enter_async_context(served())
-        runtime = api.state.runtime
-        # What app.py and handlers/__init__.py will do once wired (see the report).
-        if "course.open" not in runtime.router.actions:
-            runtime.router.include(courses.router)
-        service = SearchService()
-        await service.reload(session)
-        runtime.services.extra["search"] = service
+        # The app loaded its search index from this database at start-up.
+        assert len(api.state.runtime.search.index) > 0
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
         yield Chat(http, "sim-searcher")
 
