@@ -485,7 +485,7 @@ async def subscribe(
     now: dt.datetime,
 ) -> PodcastSubscription:
     """Subscribe (or change the time of) a member; deliveries start at the next slot with the
-    first episode they have not finished."""
+    first episode they have neither finished nor been sent."""
     if not may_listen(member, podcast):
         raise PodcastError("this podcast is for verified civil servants")
     parsed = parse_delivery_time(delivery_time)
@@ -500,6 +500,10 @@ async def subscribe(
             member_id=member.id, podcast_id=podcast.id, podcast=podcast, created_at=now
         )
         session.add(sub)
+    else:
+        # Changing the time (or coming back) resumes after the last episode delivered: each
+        # episode reaches a member once (the outbox key is podcast + member + episode).
+        start = max(start, sub.next_number)
     sub.delivery_time = parsed
     sub.weekdays_only = weekdays_only
     sub.active = True
