@@ -254,3 +254,27 @@ async def test_seed_builds_three_short_episodes(
     assert [e.number for e in seeded.episodes] == [1, 2, 3]
     assert len({e.media_path for e in seeded.episodes}) == 3
     assert all(e.duration_ms > 1000 for e in seeded.episodes)
+
+
+async def test_demo_seed_speaks_its_episodes_once(
+    make_settings,  # type: ignore[no-untyped-def]
+    sm: async_sessionmaker[AsyncSession],
+    session: AsyncSession,
+) -> None:
+    from bot.podcasts import DEMO_PODCASTS, seed_demo_podcasts
+
+    settings: Settings = make_settings()
+    first = await seed_demo_podcasts(sm, settings=settings, now=NOW)
+    total = sum(len(d.episodes) for d in DEMO_PODCASTS)
+    assert (first.podcasts_created, first.episodes_created) == (len(DEMO_PODCASTS), total)
+    assert len(DEMO_PODCASTS[0].episodes) == 3
+    again = await seed_demo_podcasts(sm, settings=settings, now=NOW)
+    assert (again.podcasts_created, again.episodes_created, again.unchanged) == (0, 0, total)
+    rows = (await session.scalars(select(Episode).order_by(Episode.id))).all()
+    assert len(rows) == total
+    assert all(r.transcript and r.duration_ms > 1000 for r in rows)
+    # A lost file is spoken again; the rest stays as it was.
+    (settings.media_dir / rows[0].media_path).unlink()
+    repaired = await seed_demo_podcasts(sm, settings=settings, now=NOW)
+    assert (repaired.episodes_repaired, repaired.unchanged) == (1, total - 1)
+    assert len(_files(settings.media_dir)) == total
