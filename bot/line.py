@@ -27,6 +27,7 @@ from linebot.v3.messaging import (
     FlexText,
     ImageMessage,
     Message,
+    MulticastRequest,
     PostbackAction,
     PushMessageRequest,
     QuickReply,
@@ -63,6 +64,9 @@ MAX_CAROUSEL_BYTES = 50_000
 MAX_BUBBLE_BYTES = 30_000
 # A namespace for deterministic retry keys: a re-sent push after a crash reuses its key.
 _RETRY_NS = uuid.UUID("6f1c1f3e-4f7e-4b8a-9a47-0e5c1d9b7a10")
+MAX_MULTICAST = 500
+# Proactive sends wait at most this long (seconds) for LINE; the SDK default is 300.
+SEND_TIMEOUT = 20
 
 
 def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
@@ -311,6 +315,72 @@ class LineChannel:
             if exc.status == 409:
                 return  # LINE already accepted this retry key: the message went out once
             raise _translate(exc) from None
+
+    # -- proactive sends (the dispatcher) ----------------------------------------------------
+    async def push(self, user_id: str, replies: list[Reply], *, retry_key: str) -> int:
+        """Push replies to one person with a caller-chosen retry key (stable across retries:
+        a 409 "already accepted" is success). Returns the number of requests made."""
+        return await self._send_keyed(
+            replies, retry_key, lambda m, k: self._push_once(user_id, m, k)
+        )
+
+    async def multicast(self, user_ids: list[str], replies: list[Reply], *, retry_key: str) -> int:
+        """The same replies to up to 500 people in one call per 5 messages, with a retry key
+        that the caller keeps for this exact group of people. Returns requests made."""
+        if not 0 < len(user_ids) <= MAX_MULTICAST:
+            raise ValueError(f"multicast takes 1 to {MAX_MULTICAST} user ids")
+        return await self._send_keyed(
+            replies, retry_key, lambda m, k: self._multicast_once(user_ids, m, k)
+        )
+
+    async def _send_keyed(self, replies: list[Reply], retry_key: str, send: Any) -> int:
+        chunks = batches(render(replies))
+        for index, chunk in enumerate(chunks):
+            # More than 5 messages take several calls, each with its own derived key.
+            key = retry_key if index == 0 else str(uuid.uuid5(uuid.UUID(retry_key), str(index)))
+            await send(chunk, key)
+        return len(chunks)
+
+    async def _push_once(self, user_id: str, messages: list[Message], key: str) -> None:
+        try:
+            await self.api.push_message_with_http_info(
+                PushMessageRequest(to=user_id, messages=messages),
+                x_line_retry_key=key,
+                _request_timeout=SEND_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return  # already accepted under this key: it went out once
+            raise _translate_send(exc) from None
+
+    async def _multicast_once(self, user_ids: list[str], messages: list[Message], key: str) -> None:
+        try:
+            await self.api.multicast_with_http_info(
+                MulticastRequest(to=user_ids, messages=messages),
+                x_line_retry_key=key,
+                _request_timeout=SEND_TIMEOUT,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                return
+            raise _translate_send(exc) from None
+
+
+class QuotaExhausted(DeliveryError):
+    """LINE's monthly message quota is used up: retrying cannot help until it is raised."""
+
+
+class Refused(DeliveryError):
+    """LINE refused the request itself (4xx other than 429/409): retrying the same fails."""
+
+
+def _translate_send(exc: ApiException) -> Exception:
+    status = exc.status or 0
+    if status == 429 and "monthly limit" in (exc.body or "").lower():
+        return QuotaExhausted("line 429: monthly limit reached")
+    if status == 429 or status >= 500:
+        return DeliveryError(f"line {status}")
+    return Refused(f"line {status} (not retryable)")
 
 
 def _translate(exc: ApiException) -> Exception:

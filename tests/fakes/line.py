@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import deque
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
+    status: int = 0  # what the fake answered (push/multicast)
 
 
 @dataclass
@@ -30,6 +32,19 @@ class FakeLine:
     # Scripted (status, body) answers for push/multicast, consumed in order.
     scripted: deque[tuple[int, dict[str, Any]]] = field(default_factory=deque)
     accepted_retry_keys: set[str] = field(default_factory=set)
+    # Seconds each push/multicast takes (to catch a worker mid-batch).
+    delay: float = 0.0
+
+    def delivered(self) -> dict[str, int]:
+        """user id -> times a push or multicast that LINE accepted (200) was addressed to them."""
+        counts: dict[str, int] = {}
+        for r in self.requests:
+            if r.status != 200 or not r.path.endswith(("/push", "/multicast")):
+                continue
+            to = r.body.get("to")
+            for user in to if isinstance(to, list) else [to]:
+                counts[user] = counts.get(user, 0) + 1
+        return counts
 
     def sent(self, path_suffix: str) -> list[Recorded]:
         return [r for r in self.requests if r.path.endswith(path_suffix)]
@@ -46,13 +61,18 @@ class FakeLine:
 
         async def push_like(request: Request) -> JSONResponse:
             await self._record(request)
+            recorded = self.requests[-1]
+            if self.delay:
+                await asyncio.sleep(self.delay)
             key = request.headers.get("x-line-retry-key")
             if self.scripted:
                 status, answer = self.scripted.popleft()
                 if status == 200 and key:
                     self.accepted_retry_keys.add(key)
+                recorded.status = status
                 return JSONResponse(answer, status_code=status)
             if key and key in self.accepted_retry_keys:
+                recorded.status = 409
                 return JSONResponse(
                     {"message": "The retry key is already accepted"},
                     status_code=409,
@@ -60,6 +80,7 @@ class FakeLine:
                 )
             if key:
                 self.accepted_retry_keys.add(key)
+            recorded.status = 200
             return JSONResponse({"sentMessages": [{"id": "2", "quoteToken": "q"}]})
 
         return Starlette(

@@ -1,0 +1,591 @@
+"""The outbox: one row per recipient and message, for everything the bot says unasked.
+
+Rows are written by handlers, jobs and imports (idempotent by `key`) and sent by the
+dispatcher, which claims due rows with a lease (`FOR UPDATE SKIP LOCKED` on PostgreSQL),
+sends them and records the outcome. A row claimed by a worker that died is taken over when
+its lease ends. LINE groups of identical messages carry a stored `retry_key`, so a retry of
+the same group (after a crash or a 5xx) reuses the key and LINE answers 409, never sends
+twice; such a group always moves as one unit (claimed, retried and marked together).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import random
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import (
+    ForeignKey,
+    Index,
+    String,
+    and_,
+    delete,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped, mapped_column
+
+from models.base import Base
+from models.members import ChannelAccount, Member
+
+PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
+# Lower goes first: a reply that had to fall back to push is an answer someone waits for.
+PRIORITY_REPLY, PRIORITY_REMINDER, PRIORITY_EPISODE, PRIORITY_BROADCAST = 0, 10, 15, 20
+MAX_GROUP = 500  # LINE multicast: at most 500 user ids per call
+# Only one worker at a time claims LINE groups that already carry a retry key, so that a
+# group is never split between two workers (a split could have half of it answered 409).
+_GROUP_LOCK = 0x0ED0_0B0C
+_KEY_NS = uuid.UUID("0b6c5c1e-2f0e-4d55-9d7f-3a1f6f3b9e21")
+
+
+class OutboxMessage(Base):
+    __tablename__ = "outbox"
+    __table_args__ = (
+        # The claim reads due rows in priority order; sent rows stay out of this index.
+        Index(
+            "ix_outbox_due",
+            "priority",
+            "not_before",
+            "id",
+            postgresql_where=text("status = 'pending'"),
+            sqlite_where=text("status = 'pending'"),
+        ),
+        Index(
+            "ix_outbox_leased",
+            "lease_until",
+            postgresql_where=text("status = 'sending'"),
+            sqlite_where=text("status = 'sending'"),
+        ),
+        Index(
+            "ix_outbox_retry_key",
+            "retry_key",
+            postgresql_where=text("retry_key IS NOT NULL"),
+            sqlite_where=text("retry_key IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(160), unique=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
+    account_id: Mapped[int | None] = mapped_column(
+        ForeignKey("channel_account.id", ondelete="CASCADE"), default=None
+    )
+    channel: Mapped[str] = mapped_column(String(16))
+    external_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # reply, reminder, episode, broadcast
+    priority: Mapped[int] = mapped_column(default=PRIORITY_BROADCAST)
+    # Quiet hours apply to proactive messages only (not to replies that fell back to push).
+    proactive: Mapped[bool] = mapped_column(default=True)
+    replies: Mapped[list[Any]] = mapped_column()  # bot.messages.dump_replies(...)
+    body_hash: Mapped[str] = mapped_column(String(32))  # identical bodies may share a multicast
+    not_before: Mapped[dt.datetime]
+    status: Mapped[str] = mapped_column(String(12), default=PENDING)
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    claimed_by: Mapped[str | None] = mapped_column(String(36), default=None)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    lease_until: Mapped[dt.datetime | None] = mapped_column(default=None)
+    retry_key: Mapped[str | None] = mapped_column(String(36), default=None)
+    sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    created_at: Mapped[dt.datetime]
+
+
+class ChannelPause(Base):
+    """A channel no worker may send on until `paused_until` (e.g. LINE's monthly quota)."""
+
+    __tablename__ = "channel_pause"
+
+    channel: Mapped[str] = mapped_column(String(16), primary_key=True)
+    paused_until: Mapped[dt.datetime]
+    reason: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[dt.datetime]
+
+
+# -- writing -----------------------------------------------------------------------------------
+def body_hash(replies: list[dict[str, Any]]) -> str:
+    """A stable digest of a message body: identical bodies may go out in one multicast."""
+    raw = json.dumps(replies, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.blake2b(raw.encode("utf-8"), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a proactive message for one member goes."""
+
+    member_id: int
+    account_id: int
+    channel: str
+    external_id: str
+
+
+@dataclass(frozen=True)
+class NewMessage:
+    key: str
+    target: Target
+    replies: list[dict[str, Any]]
+    kind: str
+    priority: int
+    not_before: dt.datetime
+    proactive: bool = True
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+async def enqueue_many(
+    session: AsyncSession, messages: Sequence[NewMessage], *, now: dt.datetime
+) -> list[str]:
+    """Insert messages whose key is new; returns the keys actually inserted (idempotent)."""
+    if not messages:
+        return []
+    hashes: dict[int, str] = {}
+    values = []
+    for m in messages:
+        digest = hashes.get(id(m.replies)) or body_hash(m.replies)
+        hashes[id(m.replies)] = digest
+        values.append(
+            {
+                "key": m.key,
+                "member_id": m.target.member_id,
+                "account_id": m.target.account_id,
+                "channel": m.target.channel,
+                "external_id": m.target.external_id,
+                "kind": m.kind,
+                "priority": m.priority,
+                "proactive": m.proactive,
+                "replies": m.replies,
+                "body_hash": digest,
+                "not_before": m.not_before,
+                "status": PENDING,
+                "attempts": 0,
+                "created_at": now,
+            }
+        )
+    stmt = (
+        _insert(session)(OutboxMessage)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(OutboxMessage.key)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def enqueue(
+    session: AsyncSession,
+    *,
+    key: str,
+    target: Target,
+    replies: list[dict[str, Any]],
+    kind: str,
+    priority: int,
+    not_before: dt.datetime,
+    now: dt.datetime,
+    proactive: bool = True,
+) -> bool:
+    """Add one message unless a row with `key` exists; True when this call added it."""
+    added = await enqueue_many(
+        session,
+        [NewMessage(key, target, replies, kind, priority, not_before, proactive)],
+        now=now,
+    )
+    return bool(added)
+
+
+async def choose_targets(
+    session: AsyncSession, *, member_ids: Iterable[int], channels: Iterable[str] | None = None
+) -> dict[int, Target]:
+    """Each member's channel for a proactive message: the one they chose in settings if it
+    is reachable, else the one they used most recently. Members with none are left out."""
+    ids = list(member_ids)
+    if not ids:
+        return {}
+    query = (
+        select(
+            ChannelAccount.member_id,
+            ChannelAccount.id,
+            ChannelAccount.channel,
+            ChannelAccount.external_id,
+            ChannelAccount.last_seen_at,
+            Member.preferred_channel,
+        )
+        .join(Member, Member.id == ChannelAccount.member_id)
+        .where(
+            ChannelAccount.member_id.in_(ids),
+            ChannelAccount.unreachable.is_(False),
+            ChannelAccount.following.is_(True),
+        )
+    )
+    if channels is not None:
+        query = query.where(ChannelAccount.channel.in_(list(channels)))
+    best: dict[int, tuple[tuple[bool, dt.datetime, int], Target]] = {}
+    for member_id, account_id, channel, external_id, seen, preferred in await session.execute(
+        query
+    ):
+        rank = (channel == preferred, seen, account_id)
+        current = best.get(member_id)
+        if current is None or rank > current[0]:
+            best[member_id] = (rank, Target(member_id, account_id, channel, external_id))
+    return {m: t for m, (_, t) in best.items()}
+
+
+# -- claiming ----------------------------------------------------------------------------------
+@dataclass
+class Claimed:
+    """A row a worker holds under its lease."""
+
+    id: int
+    key: str
+    member_id: int
+    account_id: int | None
+    channel: str
+    external_id: str
+    kind: str
+    proactive: bool
+    replies: list[dict[str, Any]]
+    body_hash: str
+    attempts: int
+    retry_key: str | None
+    priority: int
+
+
+_RETURNING = (
+    OutboxMessage.id,
+    OutboxMessage.key,
+    OutboxMessage.member_id,
+    OutboxMessage.account_id,
+    OutboxMessage.channel,
+    OutboxMessage.external_id,
+    OutboxMessage.kind,
+    OutboxMessage.proactive,
+    OutboxMessage.replies,
+    OutboxMessage.body_hash,
+    OutboxMessage.attempts,
+    OutboxMessage.retry_key,
+    OutboxMessage.priority,
+)
+
+
+def _due(now: dt.datetime) -> Any:
+    return or_(
+        and_(OutboxMessage.status == PENDING, OutboxMessage.not_before <= now),
+        and_(OutboxMessage.status == SENDING, OutboxMessage.lease_until < now),
+    )
+
+
+async def paused_channels(session: AsyncSession, *, now: dt.datetime) -> dict[str, dt.datetime]:
+    rows = await session.execute(
+        select(ChannelPause.channel, ChannelPause.paused_until).where(
+            ChannelPause.paused_until > now
+        )
+    )
+    return {str(c): u for c, u in rows}
+
+
+async def claim_batch(
+    session: AsyncSession,
+    *,
+    worker: str,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    limit: int = 500,
+    channels: Sequence[str] | None = None,
+) -> list[Claimed]:
+    """Take up to `limit` due rows (plus whole keyed LINE groups) for `worker` until the
+    lease ends; rows of a dead worker's expired lease count as due. The caller commits."""
+    pg = session.get_bind().dialect.name == "postgresql"
+    paused = list(await paused_channels(session, now=now))
+    lease_until = now + lease
+    claim_values = {
+        "status": SENDING,
+        "claimed_by": worker,
+        "claimed_at": now,
+        "lease_until": lease_until,
+        "attempts": OutboxMessage.attempts + 1,
+    }
+    allowed = []
+    if channels is not None:
+        allowed.append(OutboxMessage.channel.in_(list(channels)))
+    if paused:
+        allowed.append(OutboxMessage.channel.not_in(paused))
+
+    # 1. Unkeyed rows whose worker died go back to pending (their lease is over).
+    await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.status == SENDING,
+            OutboxMessage.lease_until < now,
+            OutboxMessage.retry_key.is_(None),
+        )
+        .values(status=PENDING, claimed_by=None)
+        .execution_options(synchronize_session=False)
+    )
+    claimed: list[Claimed] = []
+    # 2. Keyed LINE groups (retries and take-overs), whole, by one worker at a time.
+    locked = True
+    if pg:
+        locked = bool(await session.scalar(select(func.pg_try_advisory_xact_lock(_GROUP_LOCK))))
+    if locked:
+        keys = (
+            select(OutboxMessage.retry_key)
+            .where(OutboxMessage.retry_key.is_not(None), _due(now), *allowed)
+            .distinct()
+            .limit(max(1, limit // 50))
+        )
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.retry_key.in_(keys.scalar_subquery()), _due(now))
+            .values(**claim_values)
+            .returning(*_RETURNING)
+            .execution_options(synchronize_session=False)
+        )
+        claimed.extend(Claimed(*row) for row in result)
+    # 3. Fresh rows, in priority order, skipping rows another worker is claiming right now.
+    room = limit - len(claimed)
+    if room > 0:
+        due = (
+            select(OutboxMessage.id)
+            .where(
+                OutboxMessage.status == PENDING,
+                OutboxMessage.not_before <= now,
+                OutboxMessage.retry_key.is_(None),
+                *allowed,
+            )
+            .order_by(OutboxMessage.priority, OutboxMessage.not_before, OutboxMessage.id)
+            .limit(room)
+            .with_for_update(skip_locked=True)
+        )
+        result = await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(due.scalar_subquery()))
+            .values(**claim_values)
+            .returning(*_RETURNING)
+            .execution_options(synchronize_session=False)
+        )
+        claimed.extend(Claimed(*row) for row in result)
+    claimed.sort(key=lambda c: (c.priority, c.id))
+    return claimed
+
+
+def group_key(ids: Iterable[int]) -> str:
+    """The X-Line-Retry-Key of a group: derived from its rows, so it is the same on retry."""
+    return str(uuid.uuid5(_KEY_NS, ",".join(str(i) for i in sorted(ids))))
+
+
+def row_key(row_id: int) -> str:
+    """The retry key of a message sent to one person alone (push): derived from the row."""
+    return str(uuid.uuid5(_KEY_NS, f"row:{row_id}"))
+
+
+async def assign_retry_keys(
+    session: AsyncSession, *, worker: str, groups: Sequence[Sequence[int]]
+) -> list[str]:
+    """Store a retry key on each group of rows before it is sent (the caller commits first)."""
+    keys = []
+    for ids in groups:
+        key = group_key(ids)
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.claimed_by == worker)
+            .values(retry_key=key)
+            .execution_options(synchronize_session=False)
+        )
+        keys.append(key)
+    return keys
+
+
+# -- outcomes ----------------------------------------------------------------------------------
+def _mine(ids: Sequence[int], worker: str) -> tuple[Any, ...]:
+    # A worker whose lease ran out may no longer decide about rows another worker took over.
+    return (
+        OutboxMessage.id.in_(list(ids)),
+        OutboxMessage.claimed_by == worker,
+        OutboxMessage.status == SENDING,
+    )
+
+
+async def mark_sent(
+    session: AsyncSession, *, ids: Sequence[int], worker: str, now: dt.datetime
+) -> int:
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine(ids, worker))
+        .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+def backoff(
+    attempts: int, *, base: float = 5.0, cap: float = 3600.0, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait after `attempts` failed tries: exponential, capped, half of it jittered
+    so that rows that failed together do not come back together."""
+    ceiling = min(cap, base * 2 ** max(0, attempts - 1))
+    return ceiling / 2 + (rng or random).random() * ceiling / 2
+
+
+async def mark_retry(
+    session: AsyncSession,
+    *,
+    ids: Sequence[int],
+    worker: str,
+    error: str,
+    not_before: dt.datetime,
+) -> int:
+    """Back to pending until `not_before` (the caller chose backoff, jitter or retry_after)."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine(ids, worker))
+        .values(
+            status=PENDING,
+            not_before=not_before,
+            lease_until=None,
+            claimed_by=None,
+            last_error=error[:200],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def defer(
+    session: AsyncSession, *, ids: Sequence[int], worker: str, not_before: dt.datetime, reason: str
+) -> int:
+    """Put rows back without counting an attempt (quiet hours, a paused channel)."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine(ids, worker))
+        .values(
+            status=PENDING,
+            not_before=not_before,
+            lease_until=None,
+            claimed_by=None,
+            attempts=OutboxMessage.attempts - 1,
+            last_error=reason[:200],
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_failed(
+    session: AsyncSession, *, ids: Sequence[int], worker: str, error: str, now: dt.datetime
+) -> int:
+    """Give up on rows (recipient gone, refused by the platform, too many attempts)."""
+    if not ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine(ids, worker))
+        .values(status=FAILED, lease_until=None, last_error=error[:200], sent_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def reroute(session: AsyncSession, *, row_id: int, worker: str, target: Target) -> int:
+    """Send an unkeyed row to another of the member's accounts (the first one is gone)."""
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine([row_id], worker), OutboxMessage.retry_key.is_(None))
+        .values(
+            status=PENDING,
+            account_id=target.account_id,
+            channel=target.channel,
+            external_id=target.external_id,
+            lease_until=None,
+            claimed_by=None,
+            attempts=OutboxMessage.attempts - 1,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def pause_channel(
+    session: AsyncSession, *, channel: str, until: dt.datetime, reason: str, now: dt.datetime
+) -> bool:
+    """Pause a channel for every worker; True when it was not paused already (alert once)."""
+    current = await session.get(ChannelPause, channel, with_for_update=True)
+    if current is not None and current.paused_until > now:
+        current.paused_until = max(current.paused_until, until)
+        return False
+    if current is None:
+        session.add(
+            ChannelPause(channel=channel, paused_until=until, reason=reason, created_at=now)
+        )
+    else:
+        current.paused_until, current.reason, current.created_at = until, reason, now
+    await session.flush()
+    return True
+
+
+async def resume_channel(session: AsyncSession, *, channel: str) -> None:
+    """An operator lifts a pause (e.g. after raising LINE's monthly quota)."""
+    await session.execute(delete(ChannelPause).where(ChannelPause.channel == channel))
+
+
+async def cancel_pending(
+    session: AsyncSession, *, member_ids: Sequence[int], kind: str, now: dt.datetime
+) -> int:
+    """Withdraw not-yet-sent messages of one kind (e.g. reminders that became moot)."""
+    if not member_ids:
+        return 0
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.member_id.in_(list(member_ids)),
+            OutboxMessage.kind == kind,
+            OutboxMessage.status == PENDING,
+            OutboxMessage.retry_key.is_(None),
+        )
+        .values(status=CANCELLED, last_error="no longer needed", lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+# -- figures and retention -------------------------------------------------------------------
+async def stats(session: AsyncSession) -> dict[str, dict[str, int]]:
+    """{channel: {status: rows}} for the admin console and the CLI."""
+    out: dict[str, dict[str, int]] = {}
+    rows = await session.execute(
+        select(OutboxMessage.channel, OutboxMessage.status, func.count()).group_by(
+            OutboxMessage.channel, OutboxMessage.status
+        )
+    )
+    for channel, status, count in rows:
+        out.setdefault(channel, {})[status] = int(count)
+    return out
+
+
+async def purge_finished(
+    session: AsyncSession, *, now: dt.datetime, keep: dt.timedelta = dt.timedelta(days=30)
+) -> int:
+    """Delete rows finished (sent, failed, cancelled) before `now - keep` (retention job)."""
+    result = await session.execute(
+        delete(OutboxMessage).where(
+            OutboxMessage.status.in_([SENT, FAILED, CANCELLED]),
+            OutboxMessage.created_at < now - keep,
+        )
+    )
+    await session.execute(delete(ChannelPause).where(ChannelPause.paused_until < now - keep))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

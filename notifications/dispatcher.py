@@ -1,0 +1,540 @@
+"""The dispatcher: claims due outbox rows, sends them within the platforms' limits, records
+every outcome. Any number of these may run (in-process under `make run`, or `edoor worker`
+on several machines); the outbox's claims and leases keep them from sending a row twice.
+
+- LINE: identical messages go out as multicast calls of at most 500 people, others as push;
+  every call carries an X-Line-Retry-Key stored with (or derived from) the rows, so a retry
+  after a crash or a 5xx reuses it and LINE answers 409 (already accepted) instead of sending
+  again. "Monthly limit reached" pauses LINE for every worker and alerts the admins.
+- Telegram: one chat at a time, about 30 messages/s overall and 1/s per chat (shared through
+  Redis when REDIS_URL is set); 429 pauses Telegram sends for `retry_after`. Each row is marked
+  sent in its own commit right after its call, so a crash can repeat at most that one call.
+- Quiet hours are checked again at send time; a member who blocked the bot is marked
+  unreachable and their other channel (if any) takes the message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import random
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from limits import RateLimitItem, parse
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import MovingWindowRateLimiter
+from sqlalchemy import literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.channels import Channel, DeliveryError, RecipientGone
+from bot.line import QuotaExhausted, Refused
+from bot.messages import Incoming, Reply, load_replies
+from models import outbox
+from models.identity import record_audit
+from models.members import ChannelAccount, Member, set_reachability
+from models.outbox import Claimed
+from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
+
+log = logging.getLogger("edoor.dispatcher")
+# member.quiet_hours (migration 0004), read by name whether or not Member maps it yet.
+_QUIET: Any = literal_column("member.quiet_hours")
+
+
+class KeyedSender(Protocol):
+    """A channel that accepts an idempotency key per call (LINE)."""
+
+    name: str
+
+    async def push(self, user_id: str, replies: list[Reply], *, retry_key: str) -> int: ...
+
+    async def multicast(
+        self, user_ids: list[str], replies: list[Reply], *, retry_key: str
+    ) -> int: ...
+
+
+@dataclass
+class DispatcherConfig:
+    batch_size: int = 500
+    lease: dt.timedelta = dt.timedelta(seconds=120)
+    poll_seconds: float = 1.0
+    max_attempts: int = 10
+    backoff_base: float = 5.0
+    backoff_cap: float = 3600.0
+    concurrency: int = 32  # calls in flight at once (LINE pushes, Telegram chats)
+    per_chat_batch: int = 5  # rows of one Telegram chat per batch (1/s keeps the lease short)
+    limits_on: bool = True
+    telegram_rate: str = "30/second"
+    telegram_chat_rate: str = "1/second"
+    line_push_rate: str = "2000/second"
+    line_multicast_rate: str = "200/second"
+    quiet: QuietWindow = DEFAULT_WINDOW
+    quota_pause: dt.timedelta = dt.timedelta(hours=1)
+
+
+@dataclass
+class DrainReport:
+    claimed: int = 0
+    sent: int = 0
+    retried: int = 0
+    failed: int = 0
+    deferred: int = 0
+    requests: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def add_error(self, reason: str) -> None:
+        self.errors[reason] = self.errors.get(reason, 0) + 1
+
+
+class RateLimits:
+    """Moving-window limits through `limits`: Redis when configured (shared by every worker),
+    memory otherwise. `acquire` waits until every named budget has room."""
+
+    def __init__(self, config: DispatcherConfig, *, redis_url: str | None = None) -> None:
+        self.on = config.limits_on
+        storage: Storage
+        if redis_url:
+            uri = redis_url.replace("redis://", "async+redis://", 1)
+            storage = RedisStorage(uri, implementation="redispy")
+        else:
+            storage = MemoryStorage()
+        self.limiter = MovingWindowRateLimiter(storage)
+        self.items: dict[str, RateLimitItem] = {
+            "telegram": parse(config.telegram_rate),
+            "telegram_chat": parse(config.telegram_chat_rate),
+            "line_push": parse(config.line_push_rate),
+            "line_multicast": parse(config.line_multicast_rate),
+        }
+        self.waited = 0.0
+
+    async def acquire(self, *budgets: tuple[str, str]) -> None:
+        """Take one unit of each (budget, identifier), waiting for room in all of them."""
+        if not self.on:
+            return
+        while True:
+            wait = 0.0
+            for name, ident in budgets:
+                item = self.items[name]
+                if not await self.limiter.test(item, "edoor", name, ident):
+                    stats = await self.limiter.get_window_stats(item, "edoor", name, ident)
+                    wait = max(wait, stats.reset_time - time.time())
+            if wait <= 0:
+                taken = []
+                for name, ident in budgets:
+                    if await self.limiter.hit(self.items[name], "edoor", name, ident):
+                        taken.append(name)
+                    else:
+                        break
+                if len(taken) == len(budgets):
+                    return
+                wait = 0.01  # another worker took the room between test and hit
+            self.waited += wait
+            await asyncio.sleep(min(max(wait, 0.002), 1.0))
+
+
+@dataclass
+class _LineUnit:
+    ids: list[int]
+    user_ids: list[str]
+    replies: list[dict[str, Any]]
+    key: str
+    attempts: int
+
+
+class Dispatcher:
+    """Claims, sends and records; `drain(now)` is the `drain-outbox` job, `run()` the worker."""
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        channels: Mapping[str, Channel],
+        *,
+        config: DispatcherConfig | None = None,
+        redis_url: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.sessionmaker = sessionmaker
+        self.channels = dict(channels)
+        self.config = config or DispatcherConfig()
+        self.limits = RateLimits(self.config, redis_url=redis_url)
+        self.rng = rng or random.Random()  # noqa: S311 (jitter, not crypto)
+        self.worker = str(uuid.uuid4())
+        self.wake = asyncio.Event()  # set by in-process writers for a prompt send
+        self._sem = asyncio.Semaphore(self.config.concurrency)
+        self._telegram_resume = 0.0  # loop time before which Telegram is paused (429)
+        self._line_paused: QuotaExhausted | None = None  # quota hit during this batch
+
+    # -- the loop ----------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event, *, clock: Any = None) -> None:
+        """Drain until `stop` is set; sleep `poll_seconds` (or until woken) when idle."""
+        from models.base import utcnow
+
+        now_fn = clock or utcnow
+        while not stop.is_set():
+            try:
+                report = await self.drain(now_fn(), stop=stop)
+            except Exception:
+                log.exception("dispatcher batch failed; retrying shortly")
+                report = DrainReport()
+            if report.claimed == 0:
+                self.wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(
+                        _first(stop.wait(), self.wake.wait()), self.config.poll_seconds
+                    )
+
+    async def drain(self, now: dt.datetime, *, stop: asyncio.Event | None = None) -> DrainReport:
+        """Send everything due at `now`, batch after batch, until nothing is due."""
+        report = DrainReport()
+        while stop is None or not stop.is_set():
+            claimed = await self.run_batch(now, report)
+            if claimed == 0:
+                break
+        return report
+
+    # -- one batch ---------------------------------------------------------------------------
+    async def run_batch(self, now: dt.datetime, report: DrainReport) -> int:
+        async with self.sessionmaker() as session:
+            rows = await outbox.claim_batch(
+                session,
+                worker=self.worker,
+                now=now,
+                lease=self.config.lease,
+                limit=self.config.batch_size,
+                channels=list(self.channels),
+            )
+            if not rows:
+                await session.commit()
+                return 0
+            report.claimed += len(rows)
+            self._line_paused = None  # the database pause (channel_pause) is what lasts
+            rows = await self._screen(session, rows, now, report)
+            line_units, others = await self._plan(session, rows, now)
+            await session.commit()  # claims and retry keys are durable before any call
+
+        tasks: list[Any] = [self._send_line(u, now, report) for u in line_units]
+        by_chat: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
+        for row in others:
+            by_chat[(row.channel, row.external_id)].append(row)
+        tasks.extend(self._send_chat(chat_rows, now, report) for chat_rows in by_chat.values())
+        outcomes = await asyncio.gather(*tasks)
+        await self._record(outcomes, now, report)
+        return len(rows) or 1
+
+    async def _screen(
+        self, session: AsyncSession, rows: list[Claimed], now: dt.datetime, report: DrainReport
+    ) -> list[Claimed]:
+        """Quiet hours and reachability, checked now (they may have changed since writing)."""
+        account_ids = {r.account_id for r in rows if r.account_id is not None}
+        facts: dict[int, tuple[bool, str | None]] = {}
+        for i in range(0, len(account_ids), 1000):
+            chunk = sorted(account_ids)[i : i + 1000]
+            result = await session.execute(
+                select(ChannelAccount.id, ChannelAccount.unreachable, _QUIET)
+                .join(Member, Member.id == ChannelAccount.member_id)
+                .where(ChannelAccount.id.in_(chunk))
+            )
+            facts.update({a: (bool(gone), quiet) for a, gone, quiet in result})
+
+        def quiet_until(row: Claimed) -> dt.datetime | None:
+            if not row.proactive:
+                return None
+            window = window_for(
+                facts.get(row.account_id or -1, (False, None))[1], self.config.quiet
+            )
+            return window.until(now)
+
+        keep: list[Claimed] = []
+        deferred: dict[dt.datetime, list[int]] = defaultdict(list)
+        groups: dict[str, list[Claimed]] = defaultdict(list)
+        for row in rows:
+            if row.retry_key is not None:
+                groups[row.retry_key].append(row)
+                continue
+            until = quiet_until(row)
+            if until is not None:
+                deferred[until].append(row.id)
+                continue
+            gone = facts.get(row.account_id or -1, (False, None))[0]
+            if gone:
+                await self._reroute(session, row, now, report)
+                continue
+            keep.append(row)
+        # A keyed LINE group moves as one: quiet for one of its people holds the whole group.
+        for members in groups.values():
+            ends = [u for u in map(quiet_until, members) if u is not None]
+            if ends:
+                deferred[max(ends)].extend(r.id for r in members)
+            else:
+                keep.extend(members)
+        for until, ids in deferred.items():
+            report.deferred += await outbox.defer(
+                session, ids=ids, worker=self.worker, not_before=until, reason="quiet hours"
+            )
+        return keep
+
+    async def _reroute(
+        self, session: AsyncSession, row: Claimed, now: dt.datetime, report: DrainReport
+    ) -> None:
+        targets = await outbox.choose_targets(
+            session, member_ids=[row.member_id], channels=list(self.channels)
+        )
+        target = targets.get(row.member_id)
+        if target is not None and target.account_id != row.account_id:
+            await outbox.reroute(session, row_id=row.id, worker=self.worker, target=target)
+            report.deferred += 1
+        else:
+            report.failed += await outbox.mark_failed(
+                session, ids=[row.id], worker=self.worker, error="recipient unreachable", now=now
+            )
+
+    async def _plan(
+        self, session: AsyncSession, rows: list[Claimed], now: dt.datetime
+    ) -> tuple[list[_LineUnit], list[Claimed]]:
+        """LINE rows into calls (keyed groups as they were; identical bodies into multicast
+        groups of ≤500 with a stored key; the rest as pushes with a key from the row id)."""
+        units: list[_LineUnit] = []
+        others: list[Claimed] = []
+        keyed: dict[str, list[Claimed]] = defaultdict(list)
+        fresh: dict[str, list[Claimed]] = defaultdict(list)
+        per_chat: dict[str, int] = defaultdict(int)
+        later: list[int] = []
+        keyed_line = hasattr(self.channels.get("line"), "multicast")
+        for row in rows:
+            if row.channel == "line" and keyed_line:
+                (keyed[row.retry_key] if row.retry_key else fresh[row.body_hash]).append(row)
+            elif (
+                row.channel == "telegram"
+                and per_chat[row.external_id] >= self.config.per_chat_batch
+            ):
+                later.append(row.id)  # 1 msg/s per chat: the rest waits for the next batch
+            else:
+                per_chat[row.external_id] += 1
+                others.append(row)
+        if later:
+            await outbox.defer(
+                session, ids=later, worker=self.worker, not_before=now, reason="chat busy"
+            )
+        for key, members in keyed.items():
+            units.append(_unit(members, key))
+        groups: list[list[Claimed]] = []
+        for members in fresh.values():
+            for i in range(0, len(members), outbox.MAX_GROUP):
+                chunk = members[i : i + outbox.MAX_GROUP]
+                if len(chunk) == 1:
+                    units.append(_unit(chunk, outbox.row_key(chunk[0].id)))
+                else:
+                    groups.append(chunk)
+        keys = await outbox.assign_retry_keys(
+            session, worker=self.worker, groups=[[r.id for r in g] for g in groups]
+        )
+        units.extend(_unit(g, k) for g, k in zip(groups, keys, strict=True))
+        return units, others
+
+    # -- sending -----------------------------------------------------------------------------
+    async def _send_line(self, unit: _LineUnit, now: dt.datetime, report: DrainReport) -> _Outcome:
+        line: Any = self.channels["line"]
+        replies = load_replies(unit.replies)
+        budget = "line_multicast" if len(unit.user_ids) > 1 else "line_push"
+        async with self._sem:
+            if self._line_paused:
+                return _Outcome(unit.ids, unit.attempts, self._line_paused, "line", unit.user_ids)
+            await self.limits.acquire((budget, "all"))
+            try:
+                if len(unit.user_ids) > 1:
+                    report.requests += await line.multicast(
+                        unit.user_ids, replies, retry_key=unit.key
+                    )
+                else:
+                    report.requests += await line.push(
+                        unit.user_ids[0], replies, retry_key=unit.key
+                    )
+            except Exception as exc:
+                if isinstance(exc, QuotaExhausted):
+                    self._line_paused = exc  # the rest of this batch waits too
+                return _Outcome(unit.ids, unit.attempts, exc, "line", unit.user_ids)
+        return _Outcome(unit.ids, unit.attempts, None, "line", unit.user_ids)
+
+    async def _send_chat(
+        self, rows: list[Claimed], now: dt.datetime, report: DrainReport
+    ) -> _Outcome | None:
+        """One chat's rows in order; Telegram rows are marked one by one as they go."""
+        async with self._sem:
+            for index, row in enumerate(rows):
+                channel = self.channels[row.channel]
+                if row.channel == "telegram":
+                    await self._telegram_pause()
+                    await self.limits.acquire(
+                        ("telegram", "all"), ("telegram_chat", row.external_id)
+                    )
+                incoming = Incoming(
+                    channel=row.channel,
+                    user_id=row.external_id,
+                    kind="unknown",
+                    event_id=f"outbox:{row.id}",
+                )
+                try:
+                    delivery = await channel.deliver(
+                        row.external_id, load_replies(row.replies), incoming=incoming
+                    )
+                    report.requests += delivery.requests
+                except Exception as exc:
+                    if (
+                        isinstance(exc, DeliveryError)
+                        and exc.retry_after
+                        and row.channel == "telegram"
+                    ):
+                        self._telegram_resume = max(
+                            self._telegram_resume,
+                            asyncio.get_running_loop().time() + exc.retry_after,
+                        )
+                    # The rest of this chat waits: order matters within a conversation.
+                    rest = rows[index + 1 :]
+                    await self._commit(
+                        [_Outcome([row.id], row.attempts, exc, row.channel, [row.external_id])],
+                        now,
+                        report,
+                    )
+                    if rest:
+                        await self._commit_defer(
+                            [r.id for r in rest], now, report, "after a failure"
+                        )
+                    return None
+                await self._commit(
+                    [_Outcome([row.id], row.attempts, None, row.channel, [])], now, report
+                )
+        return None
+
+    async def _telegram_pause(self) -> None:
+        wait = self._telegram_resume - asyncio.get_running_loop().time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    # -- outcomes ----------------------------------------------------------------------------
+    async def _commit(
+        self, outcomes: Sequence[_Outcome], now: dt.datetime, report: DrainReport
+    ) -> None:
+        async with self.sessionmaker() as session:
+            await self._apply(session, outcomes, now, report)
+            await session.commit()
+
+    async def _commit_defer(
+        self, ids: list[int], now: dt.datetime, report: DrainReport, reason: str
+    ) -> None:
+        async with self.sessionmaker() as session:
+            report.deferred += await outbox.defer(
+                session, ids=ids, worker=self.worker, not_before=now, reason=reason
+            )
+            await session.commit()
+
+    async def _record(
+        self, outcomes: Sequence[_Outcome | None], now: dt.datetime, report: DrainReport
+    ) -> None:
+        done = [o for o in outcomes if o is not None]
+        if done:
+            await self._commit(done, now, report)
+
+    async def _apply(
+        self,
+        session: AsyncSession,
+        outcomes: Sequence[_Outcome],
+        now: dt.datetime,
+        report: DrainReport,
+    ) -> None:
+        sent = [i for o in outcomes if o.error is None for i in o.ids]
+        report.sent += await outbox.mark_sent(session, ids=sent, worker=self.worker, now=now)
+        for o in outcomes:
+            exc = o.error
+            if exc is None:
+                continue
+            reason = _reason(exc)
+            report.add_error(reason)
+            if isinstance(exc, QuotaExhausted):
+                until = now + self.config.quota_pause
+                if await outbox.pause_channel(
+                    session, channel=o.channel, until=until, reason=reason, now=now
+                ):
+                    log.error("LINE monthly message limit reached: LINE sends paused")
+                    await record_audit(
+                        session,
+                        actor="system",
+                        action="alert.line_monthly_limit",
+                        subject=f"channel:{o.channel}",
+                        details={"paused_until": until.isoformat(), "rows": len(o.ids)},
+                        now=now,
+                    )
+                report.deferred += await outbox.defer(
+                    session, ids=o.ids, worker=self.worker, not_before=until, reason=reason
+                )
+            elif isinstance(exc, RecipientGone):
+                for external_id in o.external_ids:
+                    await set_reachability(
+                        session, channel=o.channel, external_id=external_id, reachable=False
+                    )
+                report.failed += await outbox.mark_failed(
+                    session, ids=o.ids, worker=self.worker, error=reason, now=now
+                )
+            elif isinstance(exc, Refused) or o.attempts >= self.config.max_attempts:
+                report.failed += await outbox.mark_failed(
+                    session, ids=o.ids, worker=self.worker, error=reason, now=now
+                )
+            else:
+                # 429 with retry_after: exactly that; 5xx, timeouts, anything else: backoff.
+                retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
+                delay = (
+                    retry_after
+                    if retry_after
+                    else outbox.backoff(
+                        o.attempts,
+                        base=self.config.backoff_base,
+                        cap=self.config.backoff_cap,
+                        rng=self.rng,
+                    )
+                )
+                report.retried += await outbox.mark_retry(
+                    session,
+                    ids=o.ids,
+                    worker=self.worker,
+                    error=reason,
+                    not_before=now + dt.timedelta(seconds=delay),
+                )
+
+
+@dataclass
+class _Outcome:
+    ids: list[int]
+    attempts: int
+    error: BaseException | None
+    channel: str
+    external_ids: list[str]
+
+
+def _unit(rows: list[Claimed], key: str) -> _LineUnit:
+    return _LineUnit(
+        ids=[r.id for r in rows],
+        user_ids=[r.external_id for r in rows],
+        replies=rows[0].replies,
+        key=key,
+        attempts=max(r.attempts for r in rows),
+    )
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, DeliveryError | RecipientGone):
+        return str(exc)[:200] or type(exc).__name__
+    return f"{type(exc).__name__}"[:200]  # timeouts, connection errors: never the text
+
+
+async def _first(*aws: Any) -> None:
+    tasks = [asyncio.ensure_future(a) for a in aws]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,331 @@
+"""The reminder sweep: a digest of open mandatory hours for each verified civil servant, on a
+cadence that tightens as the deadline nears.
+
+For each person the sweep computes the hours gap per requirement this Taipei year. A digest
+goes out when some open requirement has a cadence point (30, 14, 7, 3, 1 days before the
+deadline, then weekly while overdue) on or before today that no earlier digest covered, so a
+sweep that missed days catches up once. At most one digest per member and Taipei day; none
+while snoozed; none once completions close the gap. Members are read in chunks by id, so
+memory does not grow with their number; each chunk commits on its own, and every effect is
+keyed (member+day, requirement+member+point, outbox key), so a second scheduler or a re-run
+adds nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import literal_column, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.i18n import TAIPEI, Catalog
+from bot.messages import Button, Reply, Text, dump_replies
+from models.courses import Course
+from models.identity import CivilServant
+from models.learning import (
+    NewDigest,
+    Person,
+    Requirement,
+    completed_hours,
+    covered_points,
+    digests_on,
+    load_requirements,
+    record_digests,
+    snoozed,
+    taipei_day,
+)
+from models.members import Member
+from models.outbox import PRIORITY_REMINDER, NewMessage, Target, choose_targets, enqueue_many
+from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
+
+log = logging.getLogger("edoor.reminders")
+
+KIND = "reminder"
+CHUNK = 2000
+MAX_COURSE_BUTTONS = 3  # + "remind me next week": LINE shows four buttons under a message
+SUGGESTIONS = 20
+# Columns other features added to member (0003 reminder_time, 0004 quiet_hours), by name.
+_REMINDER_TIME: Any = literal_column("member.reminder_time")
+_QUIET: Any = literal_column("member.quiet_hours")
+
+
+@dataclass
+class SweepReport:
+    people: int = 0
+    digests: int = 0
+    up_to_date: int = 0  # nothing open, or every due point already covered
+    snoozed: int = 0
+    already_today: int = 0
+    no_channel: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.people} civil servants, {self.digests} digests queued, "
+            f"{self.up_to_date} up to date, {self.snoozed} snoozed, "
+            f"{self.already_today} already reminded today, {self.no_channel} unreachable"
+        )
+
+
+async def suggest_courses(
+    session: AsyncSession, requirements: Sequence[Requirement]
+) -> dict[int, list[tuple[str, str]]]:
+    """{requirement id: [(course id, title), ...]} the most popular open courses that count."""
+    out: dict[int, list[tuple[str, str]]] = {r.id: [] for r in requirements}
+    rows = await session.execute(
+        select(Course.id, Course.title, Course.category, Course.tags)
+        .where(Course.retired.is_(False), Course.password_hash.is_(None))
+        .order_by(Course.popularity.desc(), Course.id)
+    )
+    for cid, title, category, tags in rows:
+        if len(f"course.open:{cid}".encode()) > 64:
+            continue
+        for r in requirements:
+            picks = out[r.id]
+            if len(picks) < SUGGESTIONS and r.counts(cid, category, tags or ()):
+                picks.append((cid, title))
+    return out
+
+
+def _hours(value: float) -> str:
+    return f"{round(value, 1):g}"
+
+
+def render_digest(
+    catalog: Catalog,
+    lang: str,
+    *,
+    open_items: Sequence[tuple[Requirement, float]],
+    today: dt.date,
+    suggestions: dict[int, list[tuple[str, str]]],
+    taken: set[str],
+) -> list[Reply]:
+    """The digest: every open requirement with hours done/needed, course buttons, snooze."""
+    lines = [catalog.t(lang, "reminders.title")]
+    nearest = min(r.deadline_in(today.year) for r, _ in open_items)
+    days = (nearest - today).days
+    if days > 0:
+        lines.append(catalog.t(lang, "reminders.days_left", days=days, date=f"{nearest:%m/%d}"))
+    elif days == 0:
+        lines.append(catalog.t(lang, "reminders.due_today", date=f"{nearest:%m/%d}"))
+    else:
+        lines.append(catalog.t(lang, "reminders.overdue", date=f"{nearest:%m/%d}"))
+    for req, done in open_items:
+        lines.append(
+            catalog.t(
+                lang,
+                "reminders.line",
+                title=req.title_in(lang),
+                done=_hours(done),
+                needed=_hours(req.hours),
+                missing=_hours(req.hours - done),
+            )
+        )
+    buttons: list[Button] = []
+    chosen: set[str] = set()
+    # Topics first (a course there also counts toward the yearly total).
+    for req, _ in sorted(open_items, key=lambda item: item[0].scope == "any"):
+        if len(buttons) >= MAX_COURSE_BUTTONS:
+            break
+        pick = next(
+            (cid for cid, _ in suggestions.get(req.id, []) if cid not in taken | chosen), None
+        )
+        if pick is None:
+            continue
+        chosen.add(pick)
+        buttons.append(
+            Button(
+                label=catalog.t(lang, "reminders.take", topic=req.title_in(lang)),
+                action=f"course.open:{pick}",
+            )
+        )
+    buttons.append(Button(label=catalog.t(lang, "reminders.snooze"), action="learning.snooze"))
+    lines.append(catalog.t(lang, "reminders.footer"))
+    return [
+        Text(
+            text="\n".join(lines),
+            buttons=buttons,
+            quick_replies=[
+                Button(label=catalog.t(lang, "reminders.my_learning"), action="cmd:learning")
+            ],
+        )
+    ]
+
+
+def _send_time(
+    now: dt.datetime, today: dt.date, reminder_time: str | None, quiet: QuietWindow
+) -> dt.datetime:
+    """The member's chosen time today if still ahead, else now; then out of quiet hours."""
+    moment = now
+    if reminder_time:
+        try:
+            hour, minute = (int(x) for x in reminder_time.split(":"))
+            chosen = dt.datetime.combine(today, dt.time(hour, minute), tzinfo=TAIPEI)
+            moment = max(now, chosen.astimezone(dt.UTC))
+        except ValueError:
+            pass
+    return quiet.next_allowed(moment)
+
+
+async def sweep_reminders(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    catalog: Catalog,
+    now: dt.datetime,
+    channels: Sequence[str] | None = None,
+    quiet: QuietWindow = DEFAULT_WINDOW,
+    chunk: int = CHUNK,
+) -> SweepReport:
+    """Queue today's reminder digests (the `reminders` job); safe to run any number of times."""
+    today = taipei_day(now)
+    day = today.isoformat()
+    report = SweepReport()
+    async with sessionmaker() as session:
+        requirements = await load_requirements(session, now=now)
+        suggestions = await suggest_courses(session, requirements)
+        await session.commit()
+    due = {r.id: r.due_point(today) for r in requirements}
+    points = sorted({p.isoformat() for p in due.values() if p is not None})
+    if not points:
+        return report  # no requirement is near its deadline: nothing can be due today
+    facts: dict[str, object] = {}
+    after = 0
+    while True:
+        async with sessionmaker() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        Member.id,
+                        Member.language,
+                        _REMINDER_TIME,
+                        _QUIET,
+                        CivilServant.employee_id,
+                        CivilServant.agency,
+                    )
+                    .outerjoin(CivilServant, CivilServant.member_id == Member.id)
+                    .where(Member.is_civil_servant.is_(True), Member.id > after)
+                    .order_by(Member.id)
+                    .limit(chunk)
+                )
+            ).all()
+            if not rows:
+                break
+            after = rows[-1][0]
+            report.people += len(rows)
+            await _sweep_chunk(
+                session,
+                rows,
+                catalog=catalog,
+                now=now,
+                today=today,
+                day=day,
+                requirements=requirements,
+                due=due,
+                points=points,
+                suggestions=suggestions,
+                channels=channels,
+                quiet=quiet,
+                facts=facts,
+                report=report,
+            )
+            await session.commit()
+    log.info("reminder sweep %s: %s", day, report)
+    return report
+
+
+async def _sweep_chunk(
+    session: AsyncSession,
+    rows: Sequence[object],
+    *,
+    catalog: Catalog,
+    now: dt.datetime,
+    today: dt.date,
+    day: str,
+    requirements: Sequence[Requirement],
+    due: dict[int, dt.date | None],
+    points: list[str],
+    suggestions: dict[int, list[tuple[str, str]]],
+    channels: Sequence[str] | None,
+    quiet: QuietWindow,
+    facts: dict[str, object],
+    report: SweepReport,
+) -> None:
+    people = [Person(r[0], r[4], r[5]) for r in rows]  # type: ignore[index]
+    ids = [p.member_id for p in people]
+    sleeping = await snoozed(session, member_ids=ids, now=now)
+    done_today = await digests_on(session, member_ids=ids, day=day)
+    taken: dict[int, set[str]] = {}
+    hours = await completed_hours(
+        session,
+        people=people,
+        year=today.year,
+        requirements=requirements,
+        facts=facts,  # type: ignore[arg-type]
+        courses_out=taken,
+    )
+    covered = await covered_points(session, member_ids=ids, points=points)
+    candidates: list[
+        tuple[Person, object, list[tuple[Requirement, float]], list[tuple[int, str]]]
+    ] = []
+    for person, row in zip(people, rows, strict=True):
+        m = person.member_id
+        if m in sleeping:
+            report.snoozed += 1
+            continue
+        if m in done_today:
+            report.already_today += 1
+            continue
+        open_items = [
+            (r, hours[m].get(r.id, 0.0))
+            for r in requirements
+            if r.applies_to(person.agency) and hours[m].get(r.id, 0.0) + 1e-9 < r.hours
+        ]
+        fresh = [
+            (r.id, point.isoformat())
+            for r, _ in open_items
+            if (point := due[r.id]) is not None and (r.id, m, point.isoformat()) not in covered
+        ]
+        if not fresh:
+            report.up_to_date += 1
+            continue
+        candidates.append((person, row, open_items, fresh))
+    if not candidates:
+        return
+    targets = await choose_targets(
+        session, member_ids=[c[0].member_id for c in candidates], channels=channels
+    )
+    digests: list[NewDigest] = []
+    messages: dict[int, NewMessage] = {}
+    for person, row, open_items, fresh in candidates:
+        m = person.member_id
+        target: Target | None = targets.get(m)
+        if target is None:
+            report.no_channel += 1
+            continue
+        language, reminder_time, own_quiet = row[1], row[2], row[3]  # type: ignore[index]
+        replies = render_digest(
+            catalog,
+            language,
+            open_items=open_items,
+            today=today,
+            suggestions=suggestions,
+            taken=taken.get(m, set()),
+        )
+        key = f"{KIND}:{m}:{day}"
+        window = window_for(own_quiet, quiet)
+        messages[m] = NewMessage(
+            key=key,
+            target=target,
+            replies=dump_replies(replies),
+            kind=KIND,
+            priority=PRIORITY_REMINDER,
+            not_before=_send_time(now, today, reminder_time, window),
+        )
+        digests.append(NewDigest(m, key, len(open_items), fresh))
+    won = await record_digests(session, digests, day=day, now=now)
+    added = await enqueue_many(session, [messages[m] for m in sorted(won)], now=now)
+    report.digests += len(added)
+    report.already_today += len(digests) - len(won)

@@ -1,0 +1,255 @@
+"""The dispatcher against a fake LINE API on loopback: multicast grouping, retry keys, 409,
+5xx retries, the monthly limit, quiet hours and the simulator channel."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy import text as sql
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from bot.line import LineChannel
+from bot.simulator import SimulatorChannel
+from models.db import create_sessionmaker
+from models.identity import AuditLog
+from models.outbox import (
+    PRIORITY_REPLY,
+    ChannelPause,
+    OutboxMessage,
+    group_key,
+    row_key,
+)
+from models.simulator import SimulatorMessage
+from notifications.dispatcher import Dispatcher, DispatcherConfig
+from tests.fakes.line import FakeLine
+from tests.outbox_support import LINE_SECRET, LINE_TOKEN, NOON, add_member, queue, text
+
+EVENING = NOON + dt.timedelta(hours=10)  # 22:00 in Taipei: quiet hours
+
+
+@pytest.fixture
+async def line(fake_line: tuple[FakeLine, str], make_settings: Any) -> AsyncIterator[LineChannel]:
+    _, url = fake_line
+    channel = LineChannel(
+        make_settings(
+            line_channel_secret=LINE_SECRET,
+            line_channel_access_token=LINE_TOKEN,
+            line_api_base_url=url,
+        )
+    )
+    yield channel
+    await channel.stop()
+
+
+def dispatcher(engine: AsyncEngine, channels: dict[str, Any], **config: Any) -> Dispatcher:
+    return Dispatcher(create_sessionmaker(engine), channels, config=DispatcherConfig(**config))
+
+
+async def statuses(engine: AsyncEngine) -> dict[str, int]:
+    async with create_sessionmaker(engine)() as s:
+        rows = await s.execute(
+            select(OutboxMessage.status, func.count()).group_by(OutboxMessage.status)
+        )
+        return {str(status): int(count) for status, count in rows.all()}
+
+
+async def test_identical_messages_go_as_one_multicast_and_the_rest_as_pushes(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(5)]
+        await queue(s, people[:4], text("新課程上架"), key="news")
+        await queue(s, people[4:], text("只給你的訊息"), key="personal")
+        await s.commit()
+
+    report = await dispatcher(engine, {"line": line}).drain(NOON)
+
+    assert (report.sent, report.failed) == (5, 0)
+    multicast, push = fake.sent("/multicast"), fake.sent("/push")
+    assert len(multicast) == 1
+    assert len(push) == 1
+    assert sorted(multicast[0].body["to"]) == sorted(p.external_id for p in people[:4])
+    assert multicast[0].body["messages"][0]["text"] == "新課程上架"
+    assert push[0].body["to"] == people[4].external_id
+    async with create_sessionmaker(engine)() as s:
+        rows = (await s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+    # The group's key is stored on its rows and derived from them; a push's from its row.
+    assert multicast[0].headers["x-line-retry-key"] == group_key(r.id for r in rows[:4])
+    assert {r.retry_key for r in rows[:4]} == {group_key(r.id for r in rows[:4])}
+    assert push[0].headers["x-line-retry-key"] == row_key(rows[4].id)
+    assert all(r.status == "sent" and r.sent_at == NOON for r in rows)
+    assert fake.delivered() == {p.external_id: 1 for p in people}
+    # Nothing is due any more: a second drain sends nothing.
+    assert (await dispatcher(engine, {"line": line}).drain(NOON)).claimed == 0
+
+
+async def test_more_than_500_identical_messages_are_split_into_multicasts_of_500(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [
+            await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(1201)
+        ]
+        await queue(s, people, text("broadcast"), key="b")
+        await s.commit()
+
+    report = await dispatcher(engine, {"line": line}, batch_size=2000).drain(NOON)
+
+    assert report.sent == 1201
+    sizes = sorted(len(r.body["to"]) for r in fake.sent("/multicast"))
+    assert sizes == [201, 500, 500]
+    assert len(fake.sent("/push")) == 0
+    assert fake.delivered() == {p.external_id: 1 for p in people}
+
+
+async def test_a_5xx_is_retried_later_with_the_same_key_and_409_counts_as_sent(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(3)]
+        await queue(s, people, text("hello"), key="k")
+        await s.commit()
+    fake.scripted.append((500, {"message": "Internal error"}))
+    work = dispatcher(engine, {"line": line}, backoff_base=10)
+
+    report = await work.drain(NOON)
+
+    assert (report.sent, report.retried) == (0, 3)
+    key = fake.sent("/multicast")[0].headers["x-line-retry-key"]
+    # As if LINE had accepted the call before failing: the retry must not send it again.
+    fake.accepted_retry_keys.add(key)
+    async with create_sessionmaker(engine)() as s:
+        rows = (await s.scalars(select(OutboxMessage))).all()
+        retry_at = {r.not_before for r in rows}
+    assert len(retry_at) == 1  # a group retries as one
+    (when,) = retry_at
+    assert NOON + dt.timedelta(seconds=5) <= when <= NOON + dt.timedelta(seconds=10)
+    assert (await work.drain(NOON + dt.timedelta(seconds=4))).claimed == 0  # not yet due
+
+    report = await work.drain(when)
+
+    assert report.sent == 3
+    calls = fake.sent("/multicast")
+    assert [c.headers["x-line-retry-key"] for c in calls] == [key, key]
+    assert [c.status for c in calls] == [500, 409]
+    assert await statuses(engine) == {"sent": 3}
+
+
+async def test_monthly_limit_pauses_line_alerts_admins_once_and_resumes_later(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        a = await add_member(s, channel="line", external_id="U" + "a" * 32)
+        b = await add_member(s, channel="line", external_id="U" + "b" * 32)
+        await queue(s, [a], text("one"), key="x")
+        await queue(s, [b], text("two"), key="y")
+        await s.commit()
+    fake.scripted.append((429, {"message": "You have reached your monthly limit."}))
+    work = dispatcher(engine, {"line": line}, concurrency=1)
+
+    report = await work.drain(NOON)
+
+    assert report.sent == 0
+    assert report.retried == 0
+    assert len(fake.sent("/push")) == 1  # the pause stops the rest of the batch too
+    async with create_sessionmaker(engine)() as s:
+        pause = await s.get(ChannelPause, "line")
+        alerts = (
+            await s.scalars(select(AuditLog).where(AuditLog.action == "alert.line_monthly_limit"))
+        ).all()
+        rows = (await s.scalars(select(OutboxMessage))).all()
+    assert pause is not None
+    assert pause.paused_until == NOON + dt.timedelta(hours=1)
+    assert len(alerts) == 1
+    assert {r.status for r in rows} == {"pending"}
+    assert {r.attempts for r in rows} == {0}
+    # While paused, nothing is claimed for LINE, however often the job runs.
+    assert (await work.drain(NOON + dt.timedelta(minutes=30))).claimed == 0
+    assert len(fake.sent("/push")) == 1
+
+    report = await work.drain(NOON + dt.timedelta(hours=1, seconds=1))
+
+    assert report.sent == 2
+    assert fake.delivered() == {a.external_id: 1, b.external_id: 1}
+
+
+async def test_quiet_hours_defer_proactive_messages_but_not_replies(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        a = await add_member(s, channel="line", external_id="U" + "a" * 32)
+        b = await add_member(s, channel="line", external_id="U" + "b" * 32)
+        await queue(s, [a], text("broadcast at night"), key="night", now=EVENING)
+        await queue(
+            s,
+            [b],
+            text("your answer"),
+            key="reply",
+            now=EVENING,
+            proactive=False,
+            priority=PRIORITY_REPLY,
+        )
+        await s.commit()
+    work = dispatcher(engine, {"line": line})
+
+    report = await work.drain(EVENING)
+
+    assert (report.sent, report.deferred) == (1, 1)
+    assert [r.body["to"] for r in fake.sent("/push")] == [b.external_id]
+    morning = dt.datetime(2026, 3, 3, 0, 0, tzinfo=dt.UTC)  # 08:00 Taipei
+    async with create_sessionmaker(engine)() as s:
+        deferred = await s.scalar(
+            select(OutboxMessage).where(OutboxMessage.member_id == a.member_id)
+        )
+    assert deferred is not None
+    assert deferred.not_before == morning
+    assert deferred.status == "pending"
+    assert deferred.attempts == 0
+    assert (await work.drain(morning - dt.timedelta(minutes=1))).sent == 0
+
+    assert (await work.drain(morning)).sent == 1
+    assert fake.delivered() == {a.external_id: 1, b.external_id: 1}
+
+
+async def test_a_member_may_choose_their_own_quiet_window(
+    engine: AsyncEngine, line: LineChannel
+) -> None:
+    async with create_sessionmaker(engine)() as s:
+        a = await add_member(s, channel="line", external_id="U" + "a" * 32)
+        await queue(s, [a], text("at noon"), key="noon")
+        await s.execute(
+            sql("UPDATE member SET quiet_hours = '11:00-13:30' WHERE id = :id"), {"id": a.member_id}
+        )
+        await s.commit()
+
+    report = await dispatcher(engine, {"line": line}).drain(NOON)
+
+    assert (report.sent, report.deferred) == (0, 1)
+    async with create_sessionmaker(engine)() as s:
+        row = await s.get(OutboxMessage, 1)
+    assert row is not None
+    assert row.not_before == NOON + dt.timedelta(minutes=90)
+
+
+async def test_the_simulator_channel_delivers_by_storing(engine: AsyncEngine) -> None:
+    maker = create_sessionmaker(engine)
+    async with maker() as s:
+        a = await add_member(s, channel="simulator", external_id="sim-1")
+        await queue(s, [a], text("hello from the outbox"), key="sim")
+        await s.commit()
+
+    report = await dispatcher(engine, {"simulator": SimulatorChannel(maker)}).drain(NOON)
+
+    assert report.sent == 1
+    async with maker() as s:
+        stored = (await s.scalars(select(SimulatorMessage))).all()
+    assert [m.reply["text"] for m in stored] == ["hello from the outbox"]
