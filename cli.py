@@ -335,6 +335,23 @@ def telegram_setup() -> None:
     typer.echo(f"telegram: {result}")
 
 
+@cli.command("line-richmenu")
+def line_richmenu() -> None:
+    """Draw, upload and set the default LINE rich menu (找課程 聽課 我的學習 活動領獎 設定)."""
+    from linebot.v3.messaging import ApiException
+
+    from bot.line_richmenu import install_rich_menu
+
+    settings = _settings()
+    if not settings.line_enabled:
+        _fail(["LINE_CHANNEL_SECRET and LINE_CHANNEL_ACCESS_TOKEN are not set"], 2)
+    try:
+        menu_id = asyncio.run(install_rich_menu(settings))
+    except ApiException as exc:
+        _fail([f"LINE refused the rich menu: HTTP {exc.status}"])
+    typer.echo(f"default rich menu set: {menu_id}")
+
+
 def main() -> None:
     cli()
 
