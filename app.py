@@ -15,6 +15,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.courses import course_admin_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.i18n import Catalog
@@ -174,4 +175,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(telegram_routes(processor=runtime.processor, settings=settings))
     if runtime.simulator is not None:
         api.include_router(simulator_routes(processor=runtime.processor))
+    api.include_router(
+        course_admin_routes(
+            settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search
+        )
+    )
     return api

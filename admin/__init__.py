@@ -1,0 +1,1 @@
+"""The admin API (/admin/api/...): bearer tokens with roles on every endpoint."""
