@@ -24,11 +24,14 @@ from sqlalchemy import (
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
 from models.courses import Course
+from models.learning import Completion, taipei_day
 from models.members import Member
 
 TAIPEI = ZoneInfo("Asia/Taipei")
@@ -135,7 +138,9 @@ class EpisodeListen(Base):
 
 
 class PodcastCompletion(Base):
-    """Every episode of a podcast finished; counts toward learning hours when it says so."""
+    """Every episode of a podcast finished (once per member and podcast). When the podcast
+    belongs to a course, a learning `Completion` of that course is recorded too, so the hours
+    count toward the member's learning hours and mandatory requirements."""
 
     __tablename__ = "podcast_completion"
     __table_args__ = (UniqueConstraint("member_id", "podcast_id"),)
@@ -424,8 +429,37 @@ async def mark_finished(
         completed_at=now,
     )
     session.add(completion)
+    if podcast.course_id is not None:
+        await _record_course_completion(
+            session,
+            member_id=member_id,
+            course_id=podcast.course_id,
+            hours=completion.hours,
+            now=now,
+        )
     await session.flush()
     return done, completion
+
+
+async def _record_course_completion(
+    session: AsyncSession, *, member_id: int, course_id: str, hours: float, now: dt.datetime
+) -> None:
+    """A course-linked podcast finished counts as that course completed (learning hours,
+    mandatory-course reminders); the same person, course and Taipei day is one completion."""
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(
+        insert(Completion)
+        .values(
+            person=f"member:{member_id}",
+            member_id=member_id,
+            course_id=course_id,
+            completed_at=now,
+            day=taipei_day(now).isoformat(),
+            hours=hours,
+            imported_at=now,
+        )
+        .on_conflict_do_nothing(index_elements=["person", "course_id", "day"])
+    )
 
 
 # -- subscriptions ----------------------------------------------------------------------------

@@ -19,6 +19,9 @@ from bot.line import render as line_render
 from bot.messages import Audio, load_replies
 from bot.telegram.render import render as telegram_render
 from handlers import podcasts as podcast_handlers
+from models.catalog_import import parse_csv
+from models.courses import apply_catalog
+from models.learning import Completion
 from models.members import ChannelAccount, Member
 from models.podcasts import PodcastCompletion, PodcastSubscription
 from tests.dialog import Chat, buttons, texts
@@ -28,6 +31,11 @@ from tests.telegram_spec import call_errors, load_spec
 
 NOW = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
 BASE = "https://edoor.example"
+COURSES = (
+    "id,title,category,hours,audience,password\n"
+    "pod-infosec,資安小學堂,資訊安全,1.5,public,\n"
+    "pod-ethics,公務倫理,公務知能,1,civil_servant,\n"
+)
 
 
 @pytest.fixture(scope="module")
@@ -49,9 +57,13 @@ async def world(served, tone: Path) -> AsyncIterator[dict[str, Any]]:  # type: i
                 podcast_routes(sessionmaker=runtime.sessionmaker, settings=runtime.settings)
             )
         sm, settings = runtime.sessionmaker, runtime.settings
-        public = await seed_podcast(sm, settings, tone, hours=1.5, now=NOW)
+        async with sm() as session:
+            await apply_catalog(session, parsed=parse_csv(COURSES.encode()), now=NOW)
+            await session.commit()
+        public = await seed_podcast(sm, settings, tone, course_id="pod-infosec", now=NOW)
+        # Public itself, but its course is for civil servants: the course's audience rules.
         private = await seed_podcast(
-            sm, settings, tone, slug="ethics", title="公務倫理", audience="civil_servant", now=NOW
+            sm, settings, tone, slug="ethics", title="公務倫理", course_id="pod-ethics", now=NOW
         )
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
         yield {
@@ -163,7 +175,12 @@ async def test_finishing_every_episode_records_a_completion(world: dict[str, Any
         (completion,) = (await session.scalars(select(PodcastCompletion))).all()
     assert completion.member_id == member_id
     assert completion.podcast_id == public.podcast.id
-    assert completion.hours == 1.5
+    assert completion.hours == 1.5  # what the course says
+    # The course counts as completed: learning hours and mandatory reminders see it.
+    async with runtime.sessionmaker() as session:
+        (learned,) = (await session.scalars(select(Completion))).all()
+    assert (learned.member_id, learned.course_id, learned.hours) == (member_id, "pod-infosec", 1.5)
+    assert learned.person == f"member:{member_id}"
     again = await chat.tap(f"pod.done:{first.id}")
     assert "恭喜" not in texts(again)
     assert "全部 3 集" in texts(again)
