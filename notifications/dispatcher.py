@@ -274,9 +274,10 @@ class Dispatcher:
             else:
                 keep.extend(members)
         for until, ids in deferred.items():
-            report.deferred += await outbox.defer(
+            counted = await outbox.defer(
                 session, ids=ids, worker=self.worker, not_before=until, reason="quiet hours"
             )
+            report.deferred += counted
         return keep
 
     async def _reroute(
@@ -290,9 +291,10 @@ class Dispatcher:
             await outbox.reroute(session, row_id=row.id, worker=self.worker, target=target)
             report.deferred += 1
         else:
-            report.failed += await outbox.mark_failed(
+            counted = await outbox.mark_failed(
                 session, ids=[row.id], worker=self.worker, error="recipient unreachable", now=now
             )
+            report.failed += counted
 
     async def _plan(
         self, session: AsyncSession, rows: list[Claimed], now: dt.datetime
@@ -348,13 +350,11 @@ class Dispatcher:
             await self.limits.acquire((budget, "all"))
             try:
                 if len(unit.user_ids) > 1:
-                    report.requests += await line.multicast(
-                        unit.user_ids, replies, retry_key=unit.key
-                    )
+                    counted = await line.multicast(unit.user_ids, replies, retry_key=unit.key)
+                    report.requests += counted
                 else:
-                    report.requests += await line.push(
-                        unit.user_ids[0], replies, retry_key=unit.key
-                    )
+                    counted = await line.push(unit.user_ids[0], replies, retry_key=unit.key)
+                    report.requests += counted
             except Exception as exc:
                 if isinstance(exc, QuotaExhausted):
                     self._line_paused = exc  # the rest of this batch waits too
@@ -428,9 +428,10 @@ class Dispatcher:
         self, ids: list[int], now: dt.datetime, report: DrainReport, reason: str
     ) -> None:
         async with self.sessionmaker() as session:
-            report.deferred += await outbox.defer(
+            counted = await outbox.defer(
                 session, ids=ids, worker=self.worker, not_before=now, reason=reason
             )
+            report.deferred += counted
             await session.commit()
 
     async def _record(
@@ -448,7 +449,8 @@ class Dispatcher:
         report: DrainReport,
     ) -> None:
         sent = [i for o in outcomes if o.error is None for i in o.ids]
-        report.sent += await outbox.mark_sent(session, ids=sent, worker=self.worker, now=now)
+        counted = await outbox.mark_sent(session, ids=sent, worker=self.worker, now=now)
+        report.sent += counted
         for o in outcomes:
             exc = o.error
             if exc is None:
@@ -469,21 +471,24 @@ class Dispatcher:
                         details={"paused_until": until.isoformat(), "rows": len(o.ids)},
                         now=now,
                     )
-                report.deferred += await outbox.defer(
+                counted = await outbox.defer(
                     session, ids=o.ids, worker=self.worker, not_before=until, reason=reason
                 )
+                report.deferred += counted
             elif isinstance(exc, RecipientGone):
                 for external_id in o.external_ids:
                     await set_reachability(
                         session, channel=o.channel, external_id=external_id, reachable=False
                     )
-                report.failed += await outbox.mark_failed(
+                counted = await outbox.mark_failed(
                     session, ids=o.ids, worker=self.worker, error=reason, now=now
                 )
+                report.failed += counted
             elif isinstance(exc, Refused) or o.attempts >= self.config.max_attempts:
-                report.failed += await outbox.mark_failed(
+                counted = await outbox.mark_failed(
                     session, ids=o.ids, worker=self.worker, error=reason, now=now
                 )
+                report.failed += counted
             else:
                 # 429 with retry_after: exactly that; 5xx, timeouts, anything else: backoff.
                 retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
@@ -497,13 +502,14 @@ class Dispatcher:
                         rng=self.rng,
                     )
                 )
-                report.retried += await outbox.mark_retry(
+                counted = await outbox.mark_retry(
                     session,
                     ids=o.ids,
                     worker=self.worker,
                     error=reason,
                     not_before=now + dt.timedelta(seconds=delay),
                 )
+                report.retried += counted
 
 
 @dataclass

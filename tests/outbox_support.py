@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.messages import Reply, Text, dump_replies
@@ -49,6 +50,11 @@ async def add_member(
     session.add(account)
     await session.flush()
     return Target(member.id, account.id, channel, external_id)
+
+
+async def never_quiet(session: AsyncSession) -> None:
+    """No quiet hours for anyone (tests whose processes run on the real clock, day or night)."""
+    await session.execute(sql("UPDATE member SET quiet_hours = '00:00-00:00'"))
 
 
 def text(words: str) -> list[dict[str, Any]]:
