@@ -29,10 +29,12 @@ from bot.media import (
     media_url,
     speak_to_audio,
 )
-from bot.messages import Audio, Button, Reply, Text
+from bot.messages import Audio, Button, Reply, Text, dump_replies
 from bot.settings import Settings
+from models import outbox
 from models.courses import Course
 from models.members import Member
+from models.outbox import Target
 from models.podcasts import (
     Episode,
     Podcast,
@@ -105,18 +107,21 @@ def episode_audio(
 
 # -- episode drops -----------------------------------------------------------------------------
 class Enqueue(Protocol):
-    """The outbox's idempotent enqueue (models.outbox): one row per recipient and message."""
+    """models.outbox.enqueue: adds one row unless its key exists (True when added)."""
 
     async def __call__(
         self,
         session: AsyncSession,
         *,
         key: str,
-        member_id: int,
-        replies: list[Reply],
-        not_before: dt.datetime,
+        target: Target,
+        replies: list[dict[str, Any]],
         kind: str,
-    ) -> object: ...
+        priority: int,
+        not_before: dt.datetime,
+        now: dt.datetime,
+        proactive: bool = True,
+    ) -> bool: ...
 
 
 def drop_key(*, podcast_id: int, member_id: int, episode_id: int) -> str:
@@ -128,21 +133,29 @@ async def podcast_drops(
     sessionmaker: async_sessionmaker[AsyncSession],
     *,
     now: dt.datetime,
-    enqueue: Enqueue,
     settings: Settings,
     catalog: Catalog,
+    enqueue: Enqueue = outbox.enqueue,
 ) -> int:
-    """Write an outbox row for every subscription whose Taipei delivery time has come: the next
-    episode they have not finished. Idempotent; returns the number of rows written."""
+    """The `podcast-drops` job: an outbox row for every subscription whose Taipei delivery
+    time has come, carrying the next episode the member has not finished, not before that
+    time (the dispatcher holds it through quiet hours). Idempotent; returns rows written."""
     signer = MediaSigner.from_settings(settings)
+    written = 0
     async with sessionmaker() as session:
         drops = await due_drops(session, now=now)
+        targets = await outbox.choose_targets(
+            session, member_ids={d.subscription.member_id for d in drops}
+        )
         listing: dict[int, list[Episode]] = {}
         for drop in drops:
             sub, ep = drop.subscription, drop.episode
+            target = targets.get(sub.member_id)
             member = await session.get(Member, sub.member_id)
-            assert member is not None  # due_drops checked it
-
+            if target is None or member is None:
+                # Nobody to send to now: keep the episode for their next slot.
+                sub.next_number = ep.number
+                continue
             t = functools.partial(catalog.t, member.language)
             if ep.podcast_id not in listing:
                 listing[ep.podcast_id] = await episodes_of(
@@ -161,16 +174,19 @@ async def podcast_drops(
                     t, settings, ep, episodes=listing[ep.podcast_id], now=now, signer=signer
                 ),
             ]
-            await enqueue(
+            added = await enqueue(
                 session,
                 key=drop_key(podcast_id=ep.podcast_id, member_id=member.id, episode_id=ep.id),
-                member_id=member.id,
-                replies=replies,
+                target=target,
+                replies=dump_replies(replies),
+                kind="episode",
+                priority=outbox.PRIORITY_EPISODE,
                 not_before=drop.slot,
-                kind="podcast",
+                now=now,
             )
+            written += int(added)
         await session.commit()
-    return len(drops)
+    return written
 
 
 # -- import (CLI and admin) --------------------------------------------------------------------

@@ -15,15 +15,19 @@ from linebot.v3.messaging import PushMessageRequest
 from sqlalchemy import select, update
 
 from bot.feeds import podcast_routes
+from bot.i18n import TAIPEI, Catalog
 from bot.line import render as line_render
 from bot.messages import Audio, load_replies
+from bot.podcasts import podcast_drops
 from bot.telegram.render import render as telegram_render
 from handlers import podcasts as podcast_handlers
+from models.base import utcnow
 from models.catalog_import import parse_csv
 from models.courses import apply_catalog
 from models.learning import Completion
 from models.members import ChannelAccount, Member
-from models.podcasts import PodcastCompletion, PodcastSubscription
+from models.podcasts import PodcastCompletion, PodcastSubscription, latest_slot
+from notifications.dispatcher import Dispatcher, DispatcherConfig
 from tests.dialog import Chat, buttons, texts
 from tests.openapi import line_schema_errors
 from tests.podcast_support import Seeded, make_tone, seed_podcast
@@ -270,3 +274,46 @@ async def test_english_speaker_gets_english(world: dict[str, Any]) -> None:
     played = await chat.tap(f"pod.ep:{public.episodes[0].id}")
     assert _audio(played)["title"] == "Ep. 1 | 第1課"
     assert "✅ I finished this" in buttons(played)
+
+
+async def test_a_subscription_delivers_through_the_outbox_at_the_chosen_time(
+    world: dict[str, Any],
+) -> None:
+    """Subscribe in chat, then the podcast-drops job and the dispatcher (as the scheduler runs
+    them) bring the next episode to the simulator at the chosen Taipei time, not before, and
+    hold a slot inside quiet hours until they end."""
+    chat: Chat = world["chat"]
+    runtime = world["runtime"]
+    public: Seeded = world["public"]
+    await chat.say("聽課")
+    days = await chat.tap(f"pod.time:{public.podcast.id}:0830")
+    await chat.tap(buttons(days)["週一至週五"])
+    # The chat ran on the real clock: the first weekday 08:30 after it.
+    real = utcnow()
+    candidates = (
+        latest_slot(real + dt.timedelta(days=k), delivery_time="08:30", weekdays_only=True)
+        for k in range(1, 5)
+    )
+    slot = next(s for s in candidates if s > real)
+    dispatcher = Dispatcher(
+        runtime.sessionmaker, runtime.channels, config=DispatcherConfig(limits_on=False)
+    )
+
+    async def tick(now: dt.datetime) -> list[dict[str, Any]]:
+        await podcast_drops(
+            runtime.sessionmaker, now=now, settings=runtime.settings, catalog=Catalog()
+        )
+        await dispatcher.drain(now)
+        return await chat.pending()
+
+    assert await tick(slot - dt.timedelta(minutes=1)) == []
+    arrived = await tick(slot)
+    assert "新的一集" in texts(arrived)
+    assert _audio(arrived)["url"] == f"{BASE}/media/{public.episodes[0].media_path}"
+    assert await tick(slot + dt.timedelta(minutes=5)) == []  # once per slot
+    # 07:30 is inside the default quiet hours (21:30-08:00): it waits until 08:00.
+    await chat.tap(f"pod.subok:{public.podcast.id}:0730:d")
+    early = latest_slot(slot + dt.timedelta(days=1), delivery_time="07:30", weekdays_only=False)
+    assert await tick(early) == []
+    later = await tick(early.astimezone(TAIPEI).replace(hour=8, minute=0))
+    assert _audio(later)["title"] == "第2集｜第2課"

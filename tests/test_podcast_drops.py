@@ -6,17 +6,18 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import TAIPEI, Catalog
-from bot.messages import Audio, Reply, Text
+from bot.messages import Audio, Reply, Text, load_replies
 from bot.podcasts import drop_key, podcast_drops
 from bot.settings import Settings
 from models.db import create_sessionmaker
 from models.members import ensure_account
+from models.outbox import OutboxMessage
 from models.podcasts import (
     add_episode,
     latest_slot,
@@ -40,19 +41,28 @@ class Row:
     replies: list[Reply]
     not_before: dt.datetime
     kind: str
+    channel: str
 
 
 class Outbox:
-    """Stands in for models.outbox.enqueue until it lands: idempotent by key, like it."""
+    """Reads what the job wrote to the real outbox."""
 
-    def __init__(self) -> None:
+    def __init__(self, sm: async_sessionmaker[AsyncSession]) -> None:
+        self.sm = sm
         self.rows: dict[str, Row] = {}
 
-    async def __call__(self, session: AsyncSession, **row: Any) -> bool:
-        if row["key"] in self.rows:
-            return False
-        self.rows[row["key"]] = Row(**row)
-        return True
+    async def refresh(self) -> list[Row]:
+        async with self.sm() as session:
+            found = (await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
+        new = []
+        for m in found:
+            if m.key not in self.rows:
+                row = Row(
+                    m.key, m.member_id, load_replies(m.replies), m.not_before, m.kind, m.channel
+                )
+                self.rows[m.key] = row
+                new.append(row)
+        return new
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +115,12 @@ async def _subscribe(
 async def test_an_episode_goes_out_at_the_chosen_taipei_time_once(sm, setup) -> None:  # type: ignore[no-untyped-def]
     settings, seeded, member_id = setup
     seeded: Seeded
-    outbox = Outbox()
+    outbox = Outbox(sm)
     catalog = Catalog()
 
     async def run(now: dt.datetime) -> list[Row]:
-        before = set(outbox.rows)
-        await podcast_drops(sm, now=now, enqueue=outbox, settings=settings, catalog=catalog)
-        return [r for k, r in outbox.rows.items() if k not in before]
+        await podcast_drops(sm, now=now, settings=settings, catalog=catalog)
+        return await outbox.refresh()
 
     # Subscribed on Monday 09:00 for 07:30 on weekdays: this morning's slot has passed.
     await _subscribe(sm, member_id, time="07:30", weekdays_only=True, now=taipei(2, 9))
@@ -123,7 +132,8 @@ async def test_an_episode_goes_out_at_the_chosen_taipei_time_once(sm, setup) -> 
         podcast_id=seeded.podcast.id, member_id=member_id, episode_id=first.id
     )
     assert row.member_id == member_id
-    assert row.kind == "podcast"
+    assert row.kind == "episode"
+    assert row.channel == "simulator"
     assert row.not_before == taipei(3, 7, 30)
     text, audio = row.replies
     assert isinstance(text, Text)
@@ -163,25 +173,20 @@ async def test_an_episode_goes_out_at_the_chosen_taipei_time_once(sm, setup) -> 
 
 async def test_weekdays_only_skips_the_weekend_and_daily_does_not(sm, setup) -> None:  # type: ignore[no-untyped-def]
     settings, seeded, member_id = setup
-    outbox = Outbox()
+    outbox = Outbox(sm)
     catalog = Catalog()
     first, second, _ = seeded.episodes
     # Subscribed on Friday evening, weekdays at 18:00.
     await _subscribe(sm, member_id, time="18:00", weekdays_only=True, now=taipei(6, 19))
     for day in (7, 8):  # Saturday, Sunday
-        await podcast_drops(
-            sm, now=taipei(day, 18, 5), enqueue=outbox, settings=settings, catalog=catalog
-        )
-    assert outbox.rows == {}
-    await podcast_drops(
-        sm, now=taipei(9, 18, 0), enqueue=outbox, settings=settings, catalog=catalog
-    )
-    assert [r.not_before for r in outbox.rows.values()] == [taipei(9, 18)]
+        await podcast_drops(sm, now=taipei(day, 18, 5), settings=settings, catalog=catalog)
+    assert await outbox.refresh() == []
+    await podcast_drops(sm, now=taipei(9, 18, 0), settings=settings, catalog=catalog)
+    assert [r.not_before for r in await outbox.refresh()] == [taipei(9, 18)]
     # Changed to daily 08:00: Saturday counts, and delivery resumes after episode 1.
     await _subscribe(sm, member_id, time="08:00", weekdays_only=False, now=taipei(13, 9))
-    await podcast_drops(
-        sm, now=taipei(14, 8, 0), enqueue=outbox, settings=settings, catalog=catalog
-    )
+    await podcast_drops(sm, now=taipei(14, 8, 0), settings=settings, catalog=catalog)
+    await outbox.refresh()
     assert [k.rsplit(":", 1)[1] for k in outbox.rows] == [str(first.id), str(second.id)]
 
 
