@@ -76,6 +76,7 @@ class Runtime:
 
 def build_runtime(settings: Settings) -> Runtime:
     """Wire the parts together; nothing here talks to the network or the database yet."""
+    settings.ensure_valid()
     configure_logging(level=settings.log_level, secrets=settings.secrets())
     engine = create_engine(settings.database_url)
     sessionmaker = create_sessionmaker(engine)

@@ -26,7 +26,7 @@ cli = typer.Typer(
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        return Settings().ensure_valid()
     except (ConfigError, ValueError) as exc:
         typer.secho(f"configuration error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None

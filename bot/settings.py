@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Values that must never reach production: the shipped examples and obvious placeholders.
@@ -87,8 +87,9 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
 
-    @model_validator(mode="after")
-    def _check_consistency(self) -> Settings:
+    def ensure_valid(self) -> Settings:
+        """Raise ConfigError naming every problem (not a pydantic error, which would quote the
+        offending values, secrets included)."""
         problems = self.problems()
         if problems:
             raise ConfigError("; ".join(problems))
