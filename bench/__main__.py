@@ -23,8 +23,10 @@ def main(argv: list[str]) -> int:
     chosen = argv or list(BENCHES)
     unknown = [name for name in chosen if name not in BENCHES]
     if unknown:
-        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}",
-              file=sys.stderr)
+        print(
+            f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(BENCHES)}",
+            file=sys.stderr,
+        )
         return 2
     failed = 0
     for name in chosen:
@@ -33,8 +35,7 @@ def main(argv: list[str]) -> int:
             print(f"\n== {name}: not present in this checkout", file=sys.stderr)
             continue
         print(f"\n== {name} ({module})", flush=True)
-        failed |= subprocess.run([sys.executable, "-m", module], cwd=ROOT,
-                                 check=False).returncode
+        failed |= subprocess.run([sys.executable, "-m", module], cwd=ROOT, check=False).returncode
     return 1 if failed else 0
 
 
