@@ -544,3 +544,31 @@ async def _first(*aws: Any) -> None:
     finally:
         for t in tasks:
             t.cancel()
+
+
+# -- wiring (app.py and cli.py) --------------------------------------------------------------
+def build_dispatcher(
+    settings: Any,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    channels: Mapping[str, Channel],
+) -> Dispatcher:
+    """The process's dispatcher from the settings (REDIS_URL for shared rate limits,
+    QUIET_HOURS once bot.settings has it)."""
+    from notifications.quiet_hours import DEFAULT_QUIET_HOURS, parse_window
+
+    quiet = parse_window(getattr(settings, "quiet_hours", None) or DEFAULT_QUIET_HOURS)
+    return Dispatcher(
+        sessionmaker,
+        channels,
+        config=DispatcherConfig(quiet=quiet),
+        redis_url=getattr(settings, "redis_url", None),
+    )
+
+
+async def run_worker(runtime: Any, *, stop: asyncio.Event) -> None:
+    """`edoor worker`: drain the outbox until `stop` is set (SIGTERM/SIGINT in the CLI)."""
+    dispatcher = getattr(runtime, "dispatcher", None) or build_dispatcher(
+        runtime.settings, runtime.sessionmaker, runtime.channels
+    )
+    log.info("worker %s started (channels: %s)", dispatcher.worker, ", ".join(runtime.channels))
+    await dispatcher.run(stop)

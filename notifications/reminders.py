@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -329,3 +329,34 @@ async def _sweep_chunk(
     added = await enqueue_many(session, [messages[m] for m in sorted(won)], now=now)
     report.digests += len(added)
     report.already_today += len(digests) - len(won)
+
+
+# -- wiring (app.py) ---------------------------------------------------------------------------
+def reminders_job(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    *,
+    catalog: Catalog,
+    channels: Sequence[str],
+    quiet: QuietWindow = DEFAULT_WINDOW,
+) -> Callable[[dt.datetime], Awaitable[SweepReport]]:
+    """The `reminders` job: a plain function of `now`."""
+
+    async def run(now: dt.datetime) -> SweepReport:
+        return await sweep_reminders(
+            sessionmaker, catalog=catalog, now=now, channels=channels, quiet=quiet
+        )
+
+    return run
+
+
+async def retention(sessionmaker: async_sessionmaker[AsyncSession], *, now: dt.datetime) -> int:
+    """This feature's part of the `retention` job: finished outbox rows after 30 days,
+    reminder records after ~13 months, ended snoozes. Returns outbox rows deleted."""
+    from models.learning import purge_reminders
+    from models.outbox import purge_finished
+
+    async with sessionmaker() as session:
+        deleted = await purge_finished(session, now=now)
+        await purge_reminders(session, now=now)
+        await session.commit()
+    return deleted
