@@ -32,7 +32,9 @@ from models.podcasts import (
 router = Router("podcasts")
 
 PAGE = 10  # episode cards per answer (LINE carousels hold 12 bubbles, one is "more")
-TIMES = ("07:30", "12:30", "18:00", "20:00")  # suggested delivery times, Taipei
+# Suggested delivery times (Taipei), outside the default quiet hours (21:30-08:00); any
+# other time can be typed, and one inside quiet hours waits until they end.
+TIMES = ("08:00", "12:30", "18:00", "20:00")
 
 
 def _id(text: str) -> int | None:

@@ -235,7 +235,7 @@ async def test_subscribe_with_a_typed_time_weekdays_only_then_unsubscribe(
     await chat.say("聽課")
     ask = await chat.tap(f"pod.sub:{public.podcast.id}")
     assert "幾點" in texts(ask)
-    assert buttons(ask)["07:30"] == f"pod.time:{public.podcast.id}:0730"
+    assert buttons(ask)["08:00"] == f"pod.time:{public.podcast.id}:0800"
     assert "看不懂" in texts(await chat.say("明天吧"))
     days = await chat.say("7:30")
     assert "07:30" in texts(days)
