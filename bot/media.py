@@ -291,10 +291,12 @@ class SpeechEngine(Protocol):
 
 
 class EspeakNg:
-    """espeak-ng (offline, Debian): Mandarin voice `cmn` for zh-TW, `en` for English."""
+    """espeak-ng (offline, Debian): Mandarin for zh-TW, English for en."""
 
     name = "espeak-ng"
-    VOICES = {"zh-TW": "cmn", "en": "en"}
+    # Mandarin `cmn` turns characters into tone-numbered pinyin and, in its default variant
+    # ("latin as English"), then reads "ni3" as "ni three"; the pinyin variant speaks tones.
+    VOICES = {"zh-TW": "cmn-latn-pinyin", "en": "en"}
 
     def __init__(self, *, words_per_minute: int = 150) -> None:
         self.words_per_minute = words_per_minute
@@ -302,7 +304,7 @@ class EspeakNg:
     async def synthesize(self, text: str, *, out_wav: Path, language: str = "zh-TW") -> None:
         if not text.strip():
             raise AudioError("the lesson script is empty")
-        voice = self.VOICES.get(language, "cmn")
+        voice = self.VOICES.get(language, self.VOICES["zh-TW"])
         with tempfile.TemporaryDirectory(prefix="edoor-tts-") as work:
             script = Path(work) / "script.txt"
             script.write_text(text, encoding="utf-8")

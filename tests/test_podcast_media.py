@@ -4,6 +4,7 @@ types, cache headers, signed expiring links), through the real import functions 
 from __future__ import annotations
 
 import datetime as dt
+import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -145,9 +146,17 @@ async def test_tts_turns_a_zh_tw_script_into_an_episode(
     stored = settings.media_dir / episode.media_path
     assert 1000 < episode.duration_ms < 15_000
     assert abs(mutagen.File(stored).info.length * 1000 - episode.duration_ms) < 50
-    assert EspeakNg.VOICES["zh-TW"] == "cmn"
+    # The voice speaks Mandarin with tones ("ni3 hao3" -> n'i35 X'Au214), not "ni three".
+    phonemes = espeak_phonemes("你好，密碼要長")
+    assert "(en)" not in phonemes
+    assert "m'i51" in phonemes
     with pytest.raises(AudioError, match="empty"):
         await tts_episode(sm, settings=settings, podcast="infosec", script="  ", title="x", now=NOW)
+
+
+def espeak_phonemes(text: str) -> str:
+    args = ["espeak-ng", "-q", "-x", "-v", EspeakNg.VOICES["zh-TW"], text]
+    return subprocess.run(args, capture_output=True, text=True, check=True).stdout
 
 
 # -- serving ---------------------------------------------------------------------------------------
