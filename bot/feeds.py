@@ -105,7 +105,7 @@ def render_feed(
     _sub(channel, f"{{{ITUNES}}}summary", podcast.description or podcast.title)
     _sub(channel, f"{{{ITUNES}}}type", "serial")
     _sub(channel, f"{{{ITUNES}}}explicit", "false")
-    _sub(channel, f"{{{ITUNES}}}category", text="Education")
+    ET.SubElement(channel, f"{{{ITUNES}}}category", {"text": "Education"})
     if private:
         # A personal feed must not be listed by directories or imported elsewhere.
         _sub(channel, f"{{{ITUNES}}}block", "Yes")

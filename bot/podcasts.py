@@ -343,7 +343,7 @@ DEMO_PODCASTS = (
     DemoPodcast(
         slug="demo-infosec",
         title="資安小學堂（示範）",
-        description="三集各十秒的資訊安全小提醒，通勤時就能聽完。",
+        description="三集各十幾秒的資訊安全小提醒，通勤時就能聽完。",
         audience="public",
         course_id="egov-pg-706050ad94",
         episodes=(

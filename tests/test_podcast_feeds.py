@@ -60,6 +60,7 @@ async def test_public_feed_has_the_fields_podcast_apps_need(feeds_app: dict[str,
     assert feed.feed.title == "資安小學堂"
     assert feed.feed.itunes_type == "serial"
     assert feed.feed.language == "zh-tw"
+    assert [t.term for t in feed.feed.tags] == ["Education"]
     assert len(feed.entries) == 3
     for entry, episode in zip(feed.entries, seeded.episodes, strict=True):
         assert entry.title == episode.title
