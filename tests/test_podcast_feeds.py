@@ -77,6 +77,9 @@ async def test_public_feed_has_the_fields_podcast_apps_need(feeds_app: dict[str,
     channel = root.find("channel")
     assert channel is not None
     assert channel.findtext(f"{{{PODCAST}}}medium") == "course"
+    category = channel.find(f"{{{ITUNES}}}category")
+    assert category is not None
+    assert category.get("text") == "Education"  # Apple reads the attribute, not the text
     assert channel.find(f"{{{ITUNES}}}block") is None
     first = channel.findall("item")[0]
     transcript = first.find(f"{{{PODCAST}}}transcript")
