@@ -1,21 +1,37 @@
-"""Course search, browsing by category, course cards and the course-password step."""
+"""Course search with filters, browsing by category, course cards (save, similar), saved
+courses, recommendations and the course-password step."""
 
 from __future__ import annotations
 
+import hashlib
+import math
+import re
+import secrets
+from dataclasses import replace
+
 from bot.context import Context
 from bot.messages import MAX_ACTION_BYTES, Button, Card, Cards, Incoming, Reply, Text
-from bot.router import Router
+from bot.router import COMMAND_ACTION, Router
 from models.courses import (
+    MAX_SAVED,
     Course,
+    SavedCoursesFull,
+    count_saved,
     courses_in_category,
     get_course,
+    is_saved,
     list_categories,
     newest_courses,
     popular_courses,
+    save_course,
+    saved_courses,
     short_courses,
+    unsave_course,
     verify_course_password,
 )
 from models.search import Filters, SearchResult, SearchService
+from models.search.recommend import Recommendation, recommend
+from models.search.typed_filters import split_filters
 
 router = Router("courses")
 
@@ -23,6 +39,11 @@ PAGE = 5  # cards per answer: LINE carousels and Telegram lists both stay readab
 PASSWORD_TRIES = 3
 PORTAL = "https://elearning.taipei/"
 TAIPEI_COURSE = "https://ap1.elearning.taipei/elearn/course/view.php?id={}"
+MAX_QUICK = 13  # LINE's quick-reply limit; Telegram shows them all anyway
+# A query too long for an action id rests in the conversation state under this name, and
+# buttons refer to it as "~<nonce>" (the nonce tells an older search's buttons apart).
+RESULTS_STATE = "courses.results"
+_REF = re.compile(r"~[0-9a-f]{4}")
 
 
 async def _search(ctx: Context) -> SearchService:
@@ -40,11 +61,8 @@ def _audience(ctx: Context) -> str | None:
     return None if ctx.member.is_civil_servant else "public"
 
 
-def _fit(prefix: str, text: str) -> str:
-    """`prefix + text`, with text shortened until the action id fits Telegram's 64 bytes."""
-    while len((prefix + text).encode("utf-8")) > MAX_ACTION_BYTES:
-        text = text[:-1]
-    return prefix + text
+def _fits(action: str) -> bool:
+    return len(action.encode("utf-8")) <= MAX_ACTION_BYTES
 
 
 def course_url(course_id: str, url: str | None) -> str:
@@ -59,66 +77,302 @@ def _hours(ctx: Context, hours: float) -> str:
     return ctx.t("courses.hours", hours=f"{hours:g}")
 
 
-def _card(ctx: Context, *, cid: str, title: str, category: str, hours: float) -> Card:
+def _card(
+    ctx: Context, *, cid: str, title: str, category: str, hours: float, body: str = ""
+) -> Card:
     return Card(
         title=title,
         subtitle=f"{category}・{_hours(ctx, hours)}",
+        body=body,
         buttons=[Button(label=ctx.t("courses.open"), action=f"course.open:{cid}")],
     )
 
 
 def _category_buttons(ctx: Context, names: list[str]) -> list[Button]:
     return [
-        Button(label=name, action=_fit("course.cat:", name))
+        Button(label=name, action=f"course.cat:{name}")
         for name in names
-        if len(f"course.cat:{name}".encode()) <= MAX_ACTION_BYTES
+        if _fits(f"course.cat:{name}")
     ]
 
 
-def _results(ctx: Context, found: SearchResult, query: str) -> list[Reply]:
+def _recommend_button(ctx: Context) -> Button:
+    return Button(label=ctx.t("courses.recommend_button"), action="course.rec")
+
+
+def _saved_button(ctx: Context) -> Button:
+    return Button(label=ctx.t("courses.saved_button"), action="course.saved")
+
+
+# -- filters on buttons ---------------------------------------------------------------------
+# A search travels in an action id as `course.<more|f>:<offset>[,<flag>...]:<query>`. Flags:
+# `h<n>` at most n hours, `g<n>` at least n hours, `c<6 hex>` a category (by a short hash of
+# its name, since names cost 3 bytes a character), `ac` civil-servant courses only.
+
+
+def _category_key(name: str) -> str:
+    return hashlib.blake2s(name.encode("utf-8"), digest_size=3).hexdigest()
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
+
+
+def _flags(filters: Filters) -> str:
+    out = []
+    if filters.max_hours is not None:
+        out.append(f"h{_num(filters.max_hours)}")
+    if filters.min_hours is not None:
+        out.append(f"g{_num(filters.min_hours)}")
+    if filters.category is not None:
+        out.append(f"c{_category_key(filters.category)}")
+    if filters.audience == "civil_servant":
+        out.append("ac")
+    return "".join("," + f for f in out)
+
+
+def _parse_spec(spec: str, service: SearchService) -> tuple[int, Filters]:
+    """`<offset>[,<flag>...]` -> (offset, filters); unknown or stale flags are dropped."""
+    head, *flags = spec.split(",")
+    offset = int(head) if head.isdigit() else 0
+    filters = Filters()
+    for flag in flags:
+        kind, value = flag[:1], flag[1:]
+        if kind in ("h", "g"):
+            try:
+                hours = float(value)
+            except ValueError:
+                continue
+            if math.isfinite(hours) and 0 < hours < 1000:
+                if kind == "h":
+                    filters = replace(filters, max_hours=hours)
+                else:
+                    filters = replace(filters, min_hours=hours)
+        elif kind == "c":
+            name = next(
+                (c for c in service.index.category_counts if _category_key(c) == value), None
+            )
+            filters = replace(filters, category=name)
+        elif flag == "ac":
+            filters = replace(filters, audience="civil_servant")
+    return offset, filters
+
+
+class _Query:
+    """Turns (offset, filters) into action ids for one query, storing a long query once."""
+
+    def __init__(self, ctx: Context, query: str) -> None:
+        self.ctx = ctx
+        self.query = query
+        self.ref: str | None = None
+
+    async def action(self, name: str, offset: int, filters: Filters) -> str:
+        head = f"course.{name}:{offset}{_flags(filters)}:"
+        if self.ref is None and not self.query.startswith("~") and _fits(head + self.query):
+            return head + self.query
+        if self.ref is None:
+            nonce = secrets.token_hex(2)
+            await self.ctx.enter(RESULTS_STATE, {"q": self.query, "n": nonce})
+            self.ref = f"~{nonce}"
+        return head + self.ref
+
+
+def _describe(ctx: Context, filters: Filters) -> str:
+    parts = []
+    if filters.category is not None:
+        parts.append(ctx.t("courses.filter_category", category=filters.category))
+    if filters.max_hours is not None:
+        parts.append(ctx.t("courses.filter_max_hours", hours=_num(filters.max_hours)))
+    if filters.min_hours is not None:
+        parts.append(ctx.t("courses.filter_min_hours", hours=_num(filters.min_hours)))
+    if filters.audience == "civil_servant":
+        parts.append(ctx.t("courses.filter_civil_servant"))
+    return ctx.t("courses.filter_join").join(parts)
+
+
+def _effective(ctx: Context, chosen: Filters) -> Filters:
+    """The filters the person chose, with the audience rule on top."""
+    audience = _audience(ctx)
+    return chosen if audience is None else replace(chosen, audience=audience)
+
+
+async def _filter_buttons(
+    ctx: Context, q: _Query, found: SearchResult, chosen: Filters
+) -> list[Button]:
+    """Buttons that narrow these results (only those that keep some and drop some)."""
+    out: list[Button] = []
+    total = found.total
+    if chosen.max_hours is None and 0 < found.within_hour < total:
+        out.append(
+            Button(
+                label=ctx.t("courses.only_within_hour", n=found.within_hour),
+                action=await q.action("f", 0, replace(chosen, max_hours=1.0)),
+            )
+        )
+    if chosen.category is None and len(found.categories) > 1:
+        for name, n in list(found.categories.items())[:3]:
+            out.append(
+                Button(
+                    label=ctx.t("courses.only_category", category=name, n=n),
+                    action=await q.action("f", 0, replace(chosen, category=name)),
+                )
+            )
+    if ctx.member.is_civil_servant and chosen.audience is None and 0 < found.civil_servant < total:
+        out.append(
+            Button(
+                label=ctx.t("courses.only_civil_servant", n=found.civil_servant),
+                action=await q.action("f", 0, replace(chosen, audience="civil_servant")),
+            )
+        )
+    if not chosen.empty():
+        out.append(
+            Button(label=ctx.t("courses.clear_filters"), action=await q.action("f", 0, Filters()))
+        )
+    return out
+
+
+async def _answer(
+    ctx: Context,
+    query: str,
+    chosen: Filters,
+    *,
+    offset: int = 0,
+    typed: str | None = None,
+) -> list[Reply]:
+    """Search `query` with the filters the person chose; `typed` logs a new search."""
+    service = await _search(ctx)
     replies: list[Reply] = []
+    if chosen.audience == "civil_servant" and not ctx.member.is_civil_servant:
+        # Citizens are told such courses exist and how to see them, then get the rest.
+        replies.append(
+            Text(
+                text=ctx.t("courses.civil_servant_filter"),
+                buttons=[Button(label=ctx.t("courses.verify"), action=f"{COMMAND_ACTION}:verify")],
+            )
+        )
+        chosen = replace(chosen, audience=None)
+    if not query and chosen.empty():
+        return [*replies, await _ask_query(ctx)]
+    filters = _effective(ctx, chosen)
+    if typed is not None:
+        found = await service.search_and_log(
+            ctx.session,
+            query,
+            channel=ctx.channel,
+            now=ctx.now,
+            filters=filters,
+            offset=offset,
+            limit=PAGE,
+            facets=True,
+            logged_as=typed,
+        )
+    else:
+        found = service.search(query, filters=filters, offset=offset, limit=PAGE, facets=True)
+    q = _Query(ctx, query)
     if found.corrected:
         replies.append(Text(text=ctx.t("courses.corrected", query=found.corrected)))
     if not found.hits:
-        suggestions = [
-            Button(label=s, action=_fit("course.q:", s)) for s in found.suggestions
-        ] + _category_buttons(ctx, found.related_categories)
-        key = "courses.none_suggest" if found.suggestions else "courses.none"
-        return [Text(text=ctx.t(key, query=query), quick_replies=suggestions[:8])]
+        replies.append(await _nothing(ctx, q, found, chosen, service))
+        return replies
     more = None
     if found.has_more:
         more = Button(
             label=ctx.t("courses.more"),
-            action=_fit(f"course.more:{found.offset + found.limit}:", query),
+            action=await q.action("more", found.offset + found.limit, chosen),
         )
+    described = _describe(ctx, chosen)
+    if query:
+        title = ctx.t("courses.found", total=found.total, query=query)
+    else:
+        title = ctx.t("courses.found_filtered", total=found.total)
+    if described:
+        title += ctx.t("courses.with_filters", filters=described)
+    quick = [
+        *await _filter_buttons(ctx, q, found, chosen),
+        _recommend_button(ctx),
+        *_category_buttons(ctx, found.related_categories),
+    ]
     replies.append(
         Cards(
-            alt_text=ctx.t("courses.found", total=found.total, query=query),
+            alt_text=title,
             cards=[
                 _card(ctx, cid=h.id, title=h.title, category=h.category, hours=h.hours)
                 for h in found.hits
             ],
             more=more,
-            quick_replies=_category_buttons(ctx, found.related_categories),
+            quick_replies=quick[:MAX_QUICK],
         )
     )
     return replies
 
 
-async def run_search(ctx: Context, query: str, *, offset: int = 0) -> list[Reply]:
-    """Search, log the query (first page), and answer with cards or alternatives."""
-    query = " ".join(query.split())[:100]
+async def _nothing(
+    ctx: Context, q: _Query, found: SearchResult, chosen: Filters, service: SearchService
+) -> Reply:
+    """Never an empty answer: relax the filters, did-you-mean, related categories."""
+    if not chosen.empty():
+        wide = service.search(q.query, filters=_effective(ctx, Filters()), limit=1, facets=True)
+        if wide.total:
+            # The words find courses; the filters are what is too narrow.
+            buttons = [
+                Button(
+                    label=ctx.t("courses.all_results", n=wide.total),
+                    action=await q.action("f", 0, Filters()),
+                )
+            ]
+            if chosen.max_hours is not None and chosen.category is not None:
+                buttons.append(
+                    Button(
+                        label=ctx.t("courses.drop_hours"),
+                        action=await q.action("f", 0, replace(chosen, max_hours=None)),
+                    )
+                )
+            key = "courses.too_narrow" if q.query else "courses.too_narrow_only"
+            return Text(
+                text=ctx.t(key, query=q.query, filters=_describe(ctx, chosen)),
+                quick_replies=[*buttons, *_category_buttons(ctx, wide.related_categories)][
+                    :MAX_QUICK
+                ],
+            )
+    suggestions = []
+    for s in found.suggestions:
+        action = f"course.f:0{_flags(chosen)}:{s}"
+        if _fits(action):
+            suggestions.append(Button(label=s, action=action))
+    if chosen.empty():
+        related = _category_buttons(ctx, found.related_categories)
+    else:
+        related = [
+            Button(label=name, action=action)
+            for name in found.related_categories
+            if _fits(action := f"course.f:0{_flags(replace(chosen, category=name))}:")
+        ]
+    key = "courses.none_suggest" if found.suggestions else "courses.none"
+    text = ctx.t(key, query=q.query)
+    if not chosen.empty():
+        text = ctx.t(f"{key}_filtered", query=q.query, filters=_describe(ctx, chosen))
+    return Text(text=text, quick_replies=[*suggestions, *related][:MAX_QUICK])
+
+
+async def run_search(ctx: Context, text: str, *, offset: int = 0) -> list[Reply]:
+    """A typed search: filters taken out of the words, the query logged, cards or help."""
+    text = " ".join(text.split())[:100]
     service = await _search(ctx)
-    found = await service.search_and_log(
-        ctx.session,
-        query,
-        channel=ctx.channel,
-        now=ctx.now,
-        filters=Filters(audience=_audience(ctx)),
-        offset=offset,
-        limit=PAGE,
+    query, chosen = split_filters(text, categories=service.index.category_counts)
+    return await _answer(ctx, query, chosen, offset=offset, typed=text)
+
+
+async def _ask_query(ctx: Context) -> Reply:
+    await ctx.enter("courses.await_query")
+    cats = [c for c, _ in await list_categories(ctx.session, audience=_audience(ctx))]
+    return Text(
+        text=ctx.t("courses.ask_query"),
+        quick_replies=[
+            *_category_buttons(ctx, cats[:8]),
+            _recommend_button(ctx),
+            _saved_button(ctx),
+        ],
     )
-    return _results(ctx, found, query)
 
 
 @router.on_command("search", words=("找課程", "搜尋課程", "搜尋", "search"))
@@ -126,9 +380,7 @@ async def search(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     """`找課程 資安` searches at once; `找課程` alone asks for words and shows categories."""
     if ctx.args.strip():
         return await run_search(ctx, ctx.args)
-    await ctx.enter("courses.await_query")
-    cats = [c for c, _ in await list_categories(ctx.session, audience=_audience(ctx))]
-    return Text(text=ctx.t("courses.ask_query"), quick_replies=_category_buttons(ctx, cats[:8]))
+    return await _ask_query(ctx)
 
 
 @router.on_state("courses.await_query")
@@ -150,11 +402,29 @@ async def suggested(ctx: Context, msg: Incoming) -> list[Reply]:
     return await run_search(ctx, ctx.args)
 
 
+async def _tapped_search(ctx: Context) -> list[Reply]:
+    """Paging and filter buttons: the same search seen differently, so it is not logged."""
+    spec, _, query = ctx.args.partition(":")
+    service = await _search(ctx)
+    offset, chosen = _parse_spec(spec, service)
+    if _REF.fullmatch(query):
+        data = ctx.state_data
+        if ctx.state_name != RESULTS_STATE or data.get("n") != query[1:]:
+            return [Text(text=ctx.t("courses.expired"), quick_replies=[_recommend_button(ctx)])]
+        query = str(data.get("q", ""))
+    return await _answer(ctx, query, chosen, offset=offset)
+
+
 @router.on_action("course.more")
 async def more(ctx: Context, msg: Incoming) -> list[Reply]:
-    """The next page of a search (`course.more:<offset>:<query>`)."""
-    offset, _, query = ctx.args.partition(":")
-    return await run_search(ctx, query, offset=int(offset) if offset.isdigit() else 0)
+    """The next page of a search, filters kept (`course.more:<offset>[,flags]:<query>`)."""
+    return await _tapped_search(ctx)
+
+
+@router.on_action("course.f")
+async def filtered(ctx: Context, msg: Incoming) -> list[Reply]:
+    """A filter button on results, or a did-you-mean that keeps the filters."""
+    return await _tapped_search(ctx)
 
 
 @router.on_action("course.cats")
@@ -164,7 +434,10 @@ async def categories(ctx: Context, msg: Incoming) -> Reply:
     lines = "\n".join(f"・{c}（{n}）" for c, n in cats)
     return Text(
         text=ctx.t("courses.categories", list=lines),
-        quick_replies=_category_buttons(ctx, [c for c, _ in cats][:13]),
+        quick_replies=[
+            _recommend_button(ctx),
+            *_category_buttons(ctx, [c for c, _ in cats][: MAX_QUICK - 1]),
+        ],
     )
 
 
@@ -192,9 +465,11 @@ async def category(ctx: Context, msg: Incoming) -> Reply:
         ctx.session, category=name, limit=PAGE + 1, offset=offset, audience=_audience(ctx)
     )
     next_action = f"course.cat:{name}|{offset + PAGE}"
-    fits = len(next_action.encode()) <= MAX_ACTION_BYTES
     return _course_cards(
-        ctx, found, ctx.t("courses.in_category", category=name), next_action if fits else None
+        ctx,
+        found,
+        ctx.t("courses.in_category", category=name),
+        next_action if _fits(next_action) else None,
     )
 
 
@@ -212,18 +487,20 @@ async def browse(ctx: Context, msg: Incoming) -> Reply:
     return _course_cards(ctx, found, ctx.t(f"courses.browse_{kind}"), None)
 
 
+def _may_see(ctx: Context, course: Course | None) -> bool:
+    if course is None or course.retired:
+        return False
+    return course.audience != "civil_servant" or ctx.member.is_civil_servant
+
+
 async def _visible(ctx: Context, course_id: str) -> Course | None:
     course = await get_course(ctx.session, course_id=course_id)
-    if course is None or course.retired:
-        return None
-    if course.audience == "civil_servant" and not ctx.member.is_civil_servant:
-        return None
-    return course
+    return course if course is not None and _may_see(ctx, course) else None
 
 
 @router.on_action("course.open")
 async def open_course(ctx: Context, msg: Incoming) -> Reply:
-    """One course: details, and either the link or a button to enter its password."""
+    """One course: details, the link (or password), save for later and similar courses."""
     course = await _visible(ctx, ctx.args)
     if course is None:
         return Text(text=ctx.t("courses.gone"))
@@ -237,13 +514,187 @@ async def open_course(ctx: Context, msg: Incoming) -> Reply:
         lines.append(course.description[:300])
     if course.password_protected:
         lines.append(ctx.t("courses.needs_password"))
-        button = Button(label=ctx.t("courses.enter_password"), action=f"course.pw:{course.id}")
+        go = Button(label=ctx.t("courses.enter_password"), action=f"course.pw:{course.id}")
     else:
-        button = Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))
+        go = Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))
+    if await is_saved(ctx.session, member_id=ctx.member.id, course_id=course.id):
+        keep = Button(label=ctx.t("courses.unsave"), action=f"course.unsave:{course.id}")
+    else:
+        keep = Button(label=ctx.t("courses.save"), action=f"course.save:{course.id}")
+    similar = Button(label=ctx.t("courses.similar"), action=f"course.sim:{course.id}")
     return Cards(
         alt_text=course.title,
-        cards=[Card(title=course.title, body="\n".join(lines), buttons=[button])],
+        cards=[Card(title=course.title, body="\n".join(lines), buttons=[go, keep, similar])],
     )
+
+
+# -- saved courses --------------------------------------------------------------------------
+
+
+@router.on_action("course.save")
+async def save(ctx: Context, msg: Incoming) -> Reply:
+    """Save a course for later."""
+    course = await _visible(ctx, ctx.args)
+    if course is None:
+        return Text(text=ctx.t("courses.gone"))
+    try:
+        added = await save_course(
+            ctx.session, member_id=ctx.member.id, course_id=course.id, now=ctx.now
+        )
+    except SavedCoursesFull:
+        return Text(
+            text=ctx.t("courses.saved_full", n=MAX_SAVED), quick_replies=[_saved_button(ctx)]
+        )
+    key = "courses.saved_ok" if added else "courses.saved_already"
+    return Text(
+        text=ctx.t(key, title=course.title),
+        quick_replies=[
+            _saved_button(ctx),
+            Button(label=ctx.t("courses.similar"), action=f"course.sim:{course.id}"),
+            _recommend_button(ctx),
+        ],
+    )
+
+
+@router.on_action("course.unsave")
+async def unsave(ctx: Context, msg: Incoming) -> Reply:
+    """Remove a course from the saved list (also one that is no longer available)."""
+    course = await get_course(ctx.session, course_id=ctx.args)
+    removed = await unsave_course(ctx.session, member_id=ctx.member.id, course_id=ctx.args)
+    title = course.title if course is not None else ctx.args
+    key = "courses.unsaved_ok" if removed else "courses.unsaved_missing"
+    return Text(text=ctx.t(key, title=title), quick_replies=[_saved_button(ctx)])
+
+
+@router.on_command("saved", words=("我的收藏", "收藏清單", "收藏", "saved", "saved courses"))
+async def saved(ctx: Context, msg: Incoming) -> Reply:
+    """The saved courses, newest first, each with a remove button."""
+    return await _saved_page(ctx, 0)
+
+
+@router.on_action("course.saved")
+async def saved_page(ctx: Context, msg: Incoming) -> Reply:
+    """A page of the saved courses (`course.saved[:<offset>]`)."""
+    return await _saved_page(ctx, int(ctx.args) if ctx.args.isdigit() else 0)
+
+
+async def _saved_page(ctx: Context, offset: int) -> Reply:
+    total = await count_saved(ctx.session, member_id=ctx.member.id)
+    if not total:
+        return Text(
+            text=ctx.t("courses.saved_empty"),
+            quick_replies=[
+                _recommend_button(ctx),
+                Button(label=ctx.t("courses.search_button"), action=f"{COMMAND_ACTION}:search"),
+            ],
+        )
+    courses = await saved_courses(ctx.session, member_id=ctx.member.id, limit=PAGE, offset=offset)
+    cards = []
+    for c in courses:
+        remove = Button(label=ctx.t("courses.remove"), action=f"course.unsave:{c.id}")
+        if _may_see(ctx, c):
+            card = _card(ctx, cid=c.id, title=c.title, category=c.category, hours=c.hours)
+            card.buttons.append(remove)
+        else:
+            card = Card(title=c.title, body=ctx.t("courses.gone"), buttons=[remove])
+        cards.append(card)
+    if not cards:
+        return await _saved_page(ctx, 0) if offset else Text(text=ctx.t("courses.saved_empty"))
+    more = None
+    if offset + PAGE < total:
+        more = Button(label=ctx.t("courses.more"), action=f"course.saved:{offset + PAGE}")
+    return Cards(
+        alt_text=ctx.t("courses.saved_title", n=total),
+        cards=cards,
+        more=more,
+        quick_replies=[_recommend_button(ctx)],
+    )
+
+
+# -- similar and recommended ----------------------------------------------------------------
+
+
+@router.on_action("course.sim")
+async def similar(ctx: Context, msg: Incoming) -> Reply:
+    """Courses like this one (same category, shared title words or tags) the person may see."""
+    course = await _visible(ctx, ctx.args)
+    if course is None:
+        return Text(text=ctx.t("courses.gone"))
+    service = await _search(ctx)
+    hits = service.index.similar(course.id, filters=Filters(audience=_audience(ctx)), limit=PAGE)
+    if not hits:
+        return Text(
+            text=ctx.t("courses.similar_none", title=course.title),
+            quick_replies=[*_category_buttons(ctx, [course.category]), _recommend_button(ctx)],
+        )
+    return Cards(
+        alt_text=ctx.t("courses.similar_title", title=course.title),
+        cards=[
+            _card(ctx, cid=h.id, title=h.title, category=h.category, hours=h.hours) for h in hits
+        ],
+        quick_replies=[_recommend_button(ctx), _saved_button(ctx)],
+    )
+
+
+def _reason(ctx: Context, rec: Recommendation) -> str:
+    if rec.reason == "gap" and rec.requirement is not None:
+        return ctx.t(
+            "courses.why_gap",
+            topic=rec.requirement.title_in(ctx.lang),
+            hours=_num(rec.missing_hours),
+        )
+    if rec.reason in ("saved", "completed"):
+        return ctx.t(f"courses.why_{rec.reason}", title=rec.because)
+    return ctx.t(f"courses.why_{rec.reason}")
+
+
+@router.on_command("recommend", words=("推薦", "為你推薦", "推薦課程", "recommend", "recommended"))
+async def recommended(ctx: Context, msg: Incoming) -> Reply:
+    """為你推薦: courses from saved, completed and missing mandatory hours; else popular/short."""
+    return await _recommended(ctx)
+
+
+@router.on_action("course.rec")
+async def recommended_button(ctx: Context, msg: Incoming) -> Reply:
+    """The 為你推薦 button."""
+    return await _recommended(ctx)
+
+
+async def _recommended(ctx: Context) -> Reply:
+    service = await _search(ctx)
+    recs = await recommend(
+        ctx.session,
+        service.index,
+        member_id=ctx.member.id,
+        civil_servant=ctx.member.is_civil_servant,
+        now=ctx.now,
+        limit=PAGE,
+    )
+    if not recs:
+        return Text(text=ctx.t("courses.empty_list"))
+    return Cards(
+        alt_text=ctx.t("courses.recommend_title"),
+        cards=[
+            _card(
+                ctx,
+                cid=r.id,
+                title=r.title,
+                category=r.category,
+                hours=r.hours,
+                body=_reason(ctx, r),
+            )
+            for r in recs
+        ],
+        quick_replies=[
+            _saved_button(ctx),
+            Button(label=ctx.t("courses.browse_popular"), action="course.browse:popular"),
+            Button(label=ctx.t("courses.browse_short"), action="course.browse:short"),
+            Button(label=ctx.t("courses.categories_button"), action="course.cats"),
+        ],
+    )
+
+
+# -- password step --------------------------------------------------------------------------
 
 
 @router.on_action("course.pw")

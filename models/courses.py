@@ -9,7 +9,21 @@ from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import Float, Index, String, Text, func, insert, select, update
+from sqlalchemy import (
+    Float,
+    ForeignKey,
+    Index,
+    String,
+    Text,
+    UniqueConstraint,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -61,6 +75,20 @@ class SearchLog(Base):
     result_count: Mapped[int]
     channel: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+class SavedCourse(Base):
+    """A course a member saved for later ("收藏"); erased with the member."""
+
+    __tablename__ = "saved_course"
+    __table_args__ = (UniqueConstraint("member_id", "course_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
+    course_id: Mapped[str] = mapped_column(
+        String(48), ForeignKey("course.id", ondelete="CASCADE"), index=True
+    )
+    saved_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
 class CourseNotFound(LookupError):
@@ -400,3 +428,90 @@ async def zero_result_queries(
         .limit(limit)
     )
     return [(q, int(k)) for q, k in rows.all()]
+
+
+# -- saved courses ------------------------------------------------------------------------
+
+# Enough for any real reading list; stops one account from growing the table without bound.
+MAX_SAVED = 200
+
+
+async def save_course(
+    session: AsyncSession, *, member_id: int, course_id: str, now: dt.datetime
+) -> bool:
+    """Save a course for later; False when it was saved already (saving twice is harmless).
+
+    Raises `SavedCoursesFull` at MAX_SAVED. The caller checks the course is visible.
+    """
+    if await is_saved(session, member_id=member_id, course_id=course_id):
+        return False
+    if await count_saved(session, member_id=member_id) >= MAX_SAVED:
+        raise SavedCoursesFull(member_id)
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    stmt = (
+        make(SavedCourse)
+        .values(member_id=member_id, course_id=course_id, saved_at=now)
+        .on_conflict_do_nothing(index_elements=["member_id", "course_id"])
+    )
+    result = await session.execute(stmt)
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+class SavedCoursesFull(Exception):
+    """The member has MAX_SAVED courses saved already."""
+
+
+async def unsave_course(session: AsyncSession, *, member_id: int, course_id: str) -> bool:
+    """Remove a saved course; False when it was not saved."""
+    result = await session.execute(
+        delete(SavedCourse).where(
+            SavedCourse.member_id == member_id, SavedCourse.course_id == course_id
+        )
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def is_saved(session: AsyncSession, *, member_id: int, course_id: str) -> bool:
+    found = await session.scalar(
+        select(SavedCourse.id).where(
+            SavedCourse.member_id == member_id, SavedCourse.course_id == course_id
+        )
+    )
+    return found is not None
+
+
+async def count_saved(session: AsyncSession, *, member_id: int) -> int:
+    n = await session.scalar(
+        select(func.count(SavedCourse.id)).where(SavedCourse.member_id == member_id)
+    )
+    return int(n or 0)
+
+
+async def saved_courses(
+    session: AsyncSession, *, member_id: int, limit: int = 10, offset: int = 0
+) -> list[Course]:
+    """The member's saved courses, most recently saved first (retired ones included)."""
+    rows = await session.scalars(
+        select(Course)
+        .join(SavedCourse, SavedCourse.course_id == Course.id)
+        .where(SavedCourse.member_id == member_id)
+        .order_by(SavedCourse.saved_at.desc(), SavedCourse.id.desc())
+        .limit(limit)
+        .offset(offset)
+    )
+    return list(rows)
+
+
+async def saved_course_ids(
+    session: AsyncSession, *, member_id: int, limit: int | None = None
+) -> list[str]:
+    """Ids of the member's saved courses, most recently saved first."""
+    stmt = (
+        select(SavedCourse.course_id)
+        .where(SavedCourse.member_id == member_id)
+        .order_by(SavedCourse.saved_at.desc(), SavedCourse.id.desc())
+    )
+    if limit is not None:
+        stmt = stmt.limit(limit)
+    return list((await session.scalars(stmt)).all())

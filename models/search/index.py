@@ -79,6 +79,10 @@ class SearchResult:
     corrected: str | None = None  # what we searched for instead of a typo ("did you mean")
     suggestions: list[str] = field(default_factory=list)  # other words to try
     related_categories: list[str] = field(default_factory=list)
+    # Facets of every match (not only this page), when asked for: what a filter would keep.
+    categories: dict[str, int] = field(default_factory=dict)  # category -> matches
+    within_hour: int = 0  # matches of one hour or less
+    civil_servant: int = 0  # matches for civil servants only
 
     @property
     def has_more(self) -> bool:
@@ -113,7 +117,14 @@ class SearchIndex:
         latin: set[str] = set()
         self.category_counts: Counter[str] = Counter()
         tag_df: Counter[str] = Counter()
+        self._by_id: dict[str, int] = {}
+        self._by_category: dict[str, list[int]] = {}
+        self._by_tag: dict[str, list[int]] = {}
         for d, doc in enumerate(self.docs):
+            self._by_id[doc.id] = d
+            self._by_category.setdefault(doc.category, []).append(d)
+            for tag in set(doc.tags):
+                self._by_tag.setdefault(tag, []).append(d)
             folded = fold(doc.title)
             self._titles.append(compact(folded))
             for g in grams(folded):
@@ -152,6 +163,7 @@ class SearchIndex:
                 vocab.setdefault(key, name)
         self._vocab_keys = list(vocab)
         self._vocab = vocab
+        self._tag_df = tag_df
 
     @classmethod
     def from_records(
@@ -408,9 +420,19 @@ class SearchIndex:
         )
 
     def search(
-        self, query: str, *, filters: Filters | None = None, offset: int = 0, limit: int = 10
+        self,
+        query: str,
+        *,
+        filters: Filters | None = None,
+        offset: int = 0,
+        limit: int = 10,
+        facets: bool = False,
     ) -> SearchResult:
-        """Ranked courses for a typed query, with paging, suggestions and related categories."""
+        """Ranked courses for a typed query, with paging, suggestions and related categories.
+
+        With `facets`, the result also counts every match by category, by "one hour or
+        less" and by "civil servants only" (what a chat filter button would keep).
+        """
         filters = filters or Filters()
         offset, limit = max(offset, 0), max(limit, 1)
         forms: QueryForms = query_forms(query)
@@ -469,7 +491,155 @@ class SearchIndex:
             corrected=corrected,
             suggestions=suggestions,
             related_categories=related,
+            **(self._facets(final) if facets else {}),
         )
+
+    def _facets(self, matches: Iterable[int]) -> dict[str, Any]:
+        categories: Counter[str] = Counter()
+        within_hour = civil = 0
+        for d in matches:
+            doc = self.docs[d]
+            categories[doc.category] += 1
+            within_hour += doc.hours <= 1.0
+            civil += doc.audience == "civil_servant"
+        return {
+            "categories": dict(categories.most_common()),
+            "within_hour": within_hour,
+            "civil_servant": civil,
+        }
+
+    def _hit(self, d: int, score: float) -> Hit:
+        doc = self.docs[d]
+        return Hit(
+            id=doc.id,
+            title=doc.title,
+            category=doc.category,
+            hours=doc.hours,
+            audience=doc.audience,
+            score=round(score, 4),
+        )
+
+    # -- without words ----------------------------------------------------------------------
+    def get(self, course_id: str) -> CourseDoc | None:
+        d = self._by_id.get(course_id)
+        return None if d is None else self.docs[d]
+
+    def listing(
+        self, *, filters: Filters | None = None, offset: int = 0, limit: int = 10
+    ) -> SearchResult:
+        """Courses that pass the filters, most popular first (a filter typed without words)."""
+        filters = filters or Filters()
+        offset, limit = max(offset, 0), max(limit, 1)
+        pool: Iterable[int] = (
+            self._by_category.get(filters.category, [])
+            if filters.category is not None
+            else range(len(self.docs))
+        )
+        matches = [d for d in pool if self._passes(d, filters)]
+        matches.sort(key=lambda d: (-self.docs[d].popularity, self.docs[d].id))
+        hits = [self._hit(d, 0.0) for d in matches[offset : offset + limit]]
+        return SearchResult(
+            query="",
+            normalised="",
+            total=len(matches),
+            offset=offset,
+            limit=limit,
+            hits=hits,
+            related_categories=self._related(hits, []),
+            **self._facets(matches),
+        )
+
+    def similar(
+        self,
+        course_id: str,
+        *,
+        filters: Filters | None = None,
+        exclude: Iterable[str] = (),
+        limit: int = 5,
+    ) -> list[Hit]:
+        """Courses like this one: shared title bigrams and informative tags (idf-weighted),
+        the same category. Never the course itself, nor any id in `exclude`.
+
+        A course in the same category with no shared words still qualifies (ranked below
+        those that share words); a course in another category needs a good part of the
+        title's weight in common.
+        """
+        src = self._by_id.get(course_id)
+        if src is None:
+            return []
+        filters = filters or Filters()
+        doc = self.docs[src]
+        skip = {src, *(self._by_id[i] for i in exclude if i in self._by_id)}
+        scores: dict[int, float] = {}
+        # Title: idf-weighted share of the source title's distinct bigrams and words; digits
+        # (years, session numbers) say nothing about the topic.
+        weights: dict[str, float] = {}
+        for g in set(grams(fold(doc.title))):
+            idf = self._idf(g)
+            if idf is not None and not g.isdigit():
+                weights[g] = idf
+        total = sum(weights.values()) or 1.0
+        n = len(self.docs)
+        for g, w in weights.items():
+            postings = self._postings.get(g, ())
+            if len(postings) > max(50, n // 5):
+                continue  # too common to find anything alike on its own ("課程", "年度")
+            for d in postings:
+                scores[d] = scores.get(d, 0.0) + w / total
+        # Tags: informative ones only (a platform name on every course says nothing).
+        tag_weights = {
+            t: math.log(1 + n / self._tag_df[t])
+            for t in set(doc.tags)
+            if 0 < self._tag_df[t] <= max(2, n // 10)
+        }
+        tag_total = sum(tag_weights.values()) or 1.0
+        for t, w in tag_weights.items():
+            for d in self._by_tag.get(t, ()):
+                scores[d] = scores.get(d, 0.0) + 0.3 * w / tag_total
+        same = set(self._by_category.get(doc.category, ()))
+        ranked: dict[int, float] = {}
+        for d, sc in scores.items():
+            if d in same:
+                ranked[d] = sc + 0.25
+            elif sc >= 0.35:
+                ranked[d] = sc
+        for d in same:
+            ranked.setdefault(d, 0.25)
+        candidates = [d for d in ranked if d not in skip and self._passes(d, filters)]
+        top = heapq.nsmallest(
+            limit,
+            candidates,
+            key=lambda d: (-round(ranked[d], 4), -self.docs[d].popularity, self.docs[d].id),
+        )
+        return [self._hit(d, ranked[d]) for d in top]
+
+    def matching(
+        self,
+        *,
+        categories: Iterable[str] = (),
+        tags: Iterable[str] = (),
+        course_ids: Iterable[str] = (),
+        filters: Filters | None = None,
+        exclude: Iterable[str] = (),
+        limit: int = 5,
+    ) -> list[Hit]:
+        """Courses in any of these categories, with any of these tags or ids; most popular
+        first, then shorter (a mandatory-hours requirement's courses)."""
+        filters = filters or Filters()
+        skip = {self._by_id[i] for i in exclude if i in self._by_id}
+        found: set[int] = set()
+        for c in categories:
+            found.update(self._by_category.get(c, ()))
+        for t in tags:
+            found.update(self._by_tag.get(t, ()))
+        found.update(self._by_id[i] for i in course_ids if i in self._by_id)
+        candidates = [d for d in found if d not in skip and self._passes(d, filters)]
+        top = heapq.nsmallest(
+            limit,
+            candidates,
+            key=lambda d: (-self.docs[d].popularity, self.docs[d].hours, self.docs[d].id),
+        )
+        return [self._hit(d, 0.0) for d in top]
 
     # -- when little is found ---------------------------------------------------------------
     def did_you_mean(self, folded: str, *, limit: int = 3) -> list[str]:

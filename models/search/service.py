@@ -53,9 +53,18 @@ class SearchService:
         return len(self.index)
 
     def search(
-        self, query: str, *, filters: Filters | None = None, offset: int = 0, limit: int = 10
+        self,
+        query: str,
+        *,
+        filters: Filters | None = None,
+        offset: int = 0,
+        limit: int = 10,
+        facets: bool = False,
     ) -> SearchResult:
-        return self.index.search(query, filters=filters, offset=offset, limit=limit)
+        """Ranked matches for typed words; with no words, the filtered courses by popularity."""
+        if not query.strip():
+            return self.index.listing(filters=filters, offset=offset, limit=limit)
+        return self.index.search(query, filters=filters, offset=offset, limit=limit, facets=facets)
 
     async def search_and_log(
         self,
@@ -67,13 +76,19 @@ class SearchService:
         filters: Filters | None = None,
         offset: int = 0,
         limit: int = 10,
+        facets: bool = False,
+        logged_as: str | None = None,
     ) -> SearchResult:
-        """Search and record the query for analytics (first page only: paging is no new search)."""
-        result = self.search(query, filters=filters, offset=offset, limit=limit)
+        """Search and record the query for analytics (first page only: paging is no new search).
+
+        `logged_as` is what the person typed when it differs from the words searched (typed
+        filters such as "1小時內" are taken out of the query but kept in the log).
+        """
+        result = self.search(query, filters=filters, offset=offset, limit=limit, facets=facets)
         if offset == 0:
             await log_search(
                 session,
-                query=query,
+                query=logged_as or query,
                 normalised=result.normalised,
                 result_count=result.total,
                 channel=channel,
