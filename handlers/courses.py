@@ -16,6 +16,7 @@ from models.courses import (
     MAX_SAVED,
     Course,
     SavedCoursesFull,
+    active_course_ids,
     count_saved,
     courses_in_category,
     get_course,
@@ -171,7 +172,11 @@ class _Query:
         if self.ref is None and not self.query.startswith("~") and _fits(head + self.query):
             return head + self.query
         if self.ref is None:
-            nonce = secrets.token_hex(2)
+            data = self.ctx.state_data
+            if self.ctx.state_name == RESULTS_STATE and data.get("q") == self.query:
+                nonce = str(data.get("n"))  # the same search again: older buttons stay good
+            else:
+                nonce = secrets.token_hex(2)
             await self.ctx.enter(RESULTS_STATE, {"q": self.query, "n": nonce})
             self.ref = f"~{nonce}"
         return head + self.ref
@@ -621,7 +626,11 @@ async def similar(ctx: Context, msg: Incoming) -> Reply:
     if course is None:
         return Text(text=ctx.t("courses.gone"))
     service = await _search(ctx)
-    hits = service.index.similar(course.id, filters=Filters(audience=_audience(ctx)), limit=PAGE)
+    hits = service.index.similar(
+        course.id, filters=Filters(audience=_audience(ctx)), limit=PAGE + 3
+    )
+    live = await active_course_ids(ctx.session, course_ids=[h.id for h in hits])
+    hits = [h for h in hits if h.id in live][:PAGE]
     if not hits:
         return Text(
             text=ctx.t("courses.similar_none", title=course.title),

@@ -374,6 +374,21 @@ async def bump_popularity(session: AsyncSession, *, course_id: str, by: int = 1)
     )
 
 
+async def active_course_ids(session: AsyncSession, *, course_ids: Sequence[str]) -> set[str]:
+    """Which of these courses are active (not retired) right now."""
+    out: set[str] = set()
+    ids = list(dict.fromkeys(course_ids))
+    for start in range(0, len(ids), CHUNK):
+        out.update(
+            await session.scalars(
+                select(Course.id).where(
+                    Course.id.in_(ids[start : start + CHUNK]), Course.retired.is_(False)
+                )
+            )
+        )
+    return out
+
+
 async def active_course_records(session: AsyncSession) -> list[dict[str, Any]]:
     """The fields the search index needs, for every active course (no ORM objects: 100k rows)."""
     rows = await session.execute(

@@ -18,13 +18,20 @@ from dataclasses import dataclass
 from sqlalchemy import or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from models.courses import Course, popular_courses, saved_course_ids, short_courses
+from models.courses import (
+    Course,
+    active_course_ids,
+    popular_courses,
+    saved_course_ids,
+    short_courses,
+)
 from models.learning import Completion, Requirement, get_person, member_progress
 from models.search.index import Filters, SearchIndex
 
 # How many saved or completed courses seed "more like this" (the most recent ones).
 SEEDS = 3
 PER_GAP = 2
+GAPS = 3  # at most this many gap courses in one list
 
 
 @dataclass(frozen=True)
@@ -52,11 +59,7 @@ async def completed_course_ids(session: AsyncSession, *, member_id: int) -> list
         .where(or_(*who))
         .order_by(Completion.completed_at.desc(), Completion.id.desc())
     )
-    out: list[str] = []
-    for course_id, _ in rows.all():
-        if course_id not in out:
-            out.append(course_id)
-    return out
+    return list(dict.fromkeys(course_id for course_id, _ in rows.all()))
 
 
 async def recommend(
@@ -79,9 +82,12 @@ async def recommend(
         return len(out) < limit
 
     if civil_servant:
+        # One course per open requirement first, then a second round; at most GAPS of the
+        # list, so the member's own interests still show.
+        rounds = []
         for progress in await member_progress(session, member_id=member_id, now=now):
             req = progress.requirement
-            if not progress.open or req.scope == "any" or not room():
+            if not progress.open or req.scope == "any":
                 continue
             hits = index.matching(
                 categories=req.categories,
@@ -91,7 +97,13 @@ async def recommend(
                 exclude=taken,
                 limit=PER_GAP,
             )
-            for h in hits[: limit - len(out)]:
+            rounds.append((progress, hits))
+        cap = min(GAPS, limit)
+        for rank in range(PER_GAP):
+            for progress, hits in rounds:
+                if rank >= len(hits) or len(out) >= cap or hits[rank].id in taken:
+                    continue
+                h = hits[rank]
                 taken.add(h.id)
                 out.append(
                     Recommendation(
@@ -100,30 +112,32 @@ async def recommend(
                         h.category,
                         h.hours,
                         "gap",
-                        requirement=req,
+                        requirement=progress.requirement,
                         missing_hours=round(progress.needed - progress.done, 1),
                     )
                 )
     taken.update(saved)
-    for reason, seeds in (("saved", saved[:SEEDS]), ("completed", completed[:SEEDS])):
-        # Round-robin over the seeds, so three saved topics each get a turn.
-        lists = []
-        for seed in seeds:
-            doc = index.get(seed)
-            if doc is not None:
-                hits = index.similar(seed, filters=filters, exclude=taken, limit=limit)
-                lists.append((doc.title, hits))
-        for rank in range(limit):
-            for title, hits in lists:
-                if rank < len(hits) and room() and hits[rank].id not in taken:
-                    h = hits[rank]
-                    taken.add(h.id)
-                    out.append(
-                        Recommendation(h.id, h.title, h.category, h.hours, reason, because=title)
-                    )
+    # Round-robin over the seeds (saved first, then completed), so each gets a turn.
+    lists = []
+    for reason, seed in [
+        *(("saved", i) for i in saved[:SEEDS]),
+        *(("completed", i) for i in completed[:SEEDS]),
+    ]:
+        doc = index.get(seed)
+        if doc is not None:
+            hits = index.similar(seed, filters=filters, exclude=taken, limit=limit)
+            lists.append((reason, doc.title, hits))
+    for rank in range(limit):
+        for reason, title, hits in lists:
+            if rank < len(hits) and room() and hits[rank].id not in taken:
+                h = hits[rank]
+                taken.add(h.id)
+                out.append(
+                    Recommendation(h.id, h.title, h.category, h.hours, reason, because=title)
+                )
     if room():
         audience = filters.audience
-        want = limit + len(taken)
+        want = min(limit + len(taken), 100)
         popular = await popular_courses(session, limit=want, audience=audience)
         short = await short_courses(session, limit=want, audience=audience)
         fill: list[tuple[str, Course]] = []
@@ -140,4 +154,6 @@ async def recommend(
                 out.append(
                     Recommendation(course.id, course.title, course.category, course.hours, reason)
                 )
-    return out
+    # The index is rebuilt after imports; a course retired since then is dropped here.
+    live = await active_course_ids(session, course_ids=[r.id for r in out])
+    return [r for r in out if r.id in live]
