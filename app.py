@@ -16,12 +16,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
 from admin.courses import course_admin_routes
+from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
+from bot.feeds import podcast_routes
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
 from bot.logs import configure_logging
+from bot.podcasts import podcast_drops
 from bot.router import Router
 from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
@@ -106,6 +109,13 @@ def build_runtime(settings: Settings) -> Runtime:
         return await processor.recover()
 
     jobs.add(Job("recover-inbound", recover_inbound, every_seconds=settings.inbound_sweep_seconds))
+
+    async def drops(now: dt.datetime) -> int:
+        return await podcast_drops(
+            sessionmaker, now=now, settings=settings, catalog=services.catalog
+        )
+
+    jobs.add(Job("podcast-drops", drops, every_seconds=60))
     return Runtime(
         settings=settings,
         engine=engine,
@@ -146,6 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             stop_polling.set()
             if polling is not None:
                 await polling
+            await runtime.processor.drain()
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             if recovery is not None:
@@ -176,6 +187,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(telegram_routes(processor=runtime.processor, settings=settings))
     if runtime.simulator is not None:
         api.include_router(simulator_routes(processor=runtime.processor))
+    api.include_router(
+        podcast_routes(
+            sessionmaker=runtime.sessionmaker,
+            settings=settings,
+            # The app's one notion of "now" (tests move it to check link expiry).
+            clock=lambda: runtime.processor.clock(),
+        )
+    )
+    api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search

@@ -276,6 +276,165 @@ def seed_demo() -> None:
         f"demo catalog: created {report.created}, updated {report.updated}, "
         f"unchanged {report.unchanged}"
     )
+    seed_demo_podcasts_cmd()
+
+
+def seed_demo_podcasts_cmd() -> None:
+    """The demo podcasts, spoken by espeak-ng (after the catalog, so they link to courses)."""
+    from bot.media import AudioError
+    from bot.podcasts import seed_demo_podcasts
+    from models.base import utcnow
+
+    async def run(runtime: Any) -> Any:
+        return await seed_demo_podcasts(
+            runtime.sessionmaker, settings=runtime.settings, now=utcnow()
+        )
+
+    try:
+        report = _run(run)
+    except AudioError as exc:
+        _fail([f"demo podcasts: {exc}"])
+    typer.echo(
+        f"demo podcasts: created {report.podcasts_created} podcasts and "
+        f"{report.episodes_created} episodes, repaired {report.episodes_repaired}, "
+        f"unchanged {report.unchanged}"
+    )
+
+
+podcast_cli = typer.Typer(help="Audio lessons: create podcasts, upload audio, text to speech.")
+cli.add_typer(podcast_cli, name="podcast")
+
+
+def _podcast_errors() -> tuple[type[Exception], ...]:
+    from bot.media import AudioError
+    from models.podcasts import PodcastError
+
+    return (AudioError, PodcastError)
+
+
+@podcast_cli.command("create")
+def podcast_create(
+    slug: Annotated[str, typer.Argument(help="feed name: a-z, 0-9 and '-'")],
+    title: Annotated[str, typer.Option(help="title shown in chat and feeds")],
+    description: Annotated[str, typer.Option(help="one or two sentences")] = "",
+    audience: Annotated[str, typer.Option(help="public or civil_servant")] = "public",
+    course: Annotated[str | None, typer.Option(help="course id it belongs to")] = None,
+    hours: Annotated[
+        float | None, typer.Option(help="learning hours (default: the course's)")
+    ] = None,
+) -> None:
+    """Create a podcast."""
+    from models.base import utcnow
+    from models.podcasts import create_podcast
+
+    migrate()
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            podcast = await create_podcast(
+                session,
+                slug=slug,
+                title=title,
+                description=description,
+                audience=audience,
+                course_id=course,
+                hours=hours,
+                now=utcnow(),
+            )
+            await session.commit()
+        return podcast
+
+    try:
+        podcast = _run(run)
+    except _podcast_errors() as exc:
+        _fail([str(exc)], 2)
+    typer.echo(f"podcast {podcast.slug}: created")
+
+
+@podcast_cli.command("upload")
+def podcast_upload(
+    slug: Annotated[str, typer.Argument(help="the podcast")],
+    file: Annotated[Path, typer.Argument(help="mp3, m4a or wav")],
+    title: Annotated[str | None, typer.Option(help="episode title (default: file name)")] = None,
+    number: Annotated[int | None, typer.Option(help="episode number (default: next)")] = None,
+    transcript: Annotated[Path | None, typer.Option(help="UTF-8 text file")] = None,
+    chapters: Annotated[
+        Path | None, typer.Option(help='JSON: [{"start_ms":0,"title":"..."}]')
+    ] = None,
+    publish_at: Annotated[
+        str | None, typer.Option(help="ISO 8601; no offset = Asia/Taipei")
+    ] = None,
+) -> None:
+    """Add an episode from an audio file (wav and other m4a are transcoded to AAC m4a)."""
+    from bot.podcasts import read_chapters, upload_episode
+    from models.base import utcnow
+
+    migrate()
+    try:
+        script = transcript.read_text("utf-8") if transcript else ""
+        marks = read_chapters(chapters)
+    except (OSError, UnicodeDecodeError, *_podcast_errors()) as exc:
+        _fail([str(exc)], 2)
+
+    async def run(runtime: Any) -> Any:
+        return await upload_episode(
+            runtime.sessionmaker,
+            settings=runtime.settings,
+            podcast=slug,
+            file=file,
+            title=title,
+            number=number,
+            transcript=script,
+            chapters=marks,
+            published_at=parse_now(publish_at) if publish_at else None,
+            now=utcnow(),
+        )
+
+    try:
+        episode = _run(run)
+    except _podcast_errors() as exc:
+        _fail([f"refused, nothing imported: {exc}"], 2)
+    typer.echo(
+        f"{slug} episode {episode.number}: {episode.media_path} "
+        f"({episode.duration_ms / 1000:.1f} s, {episode.size_bytes} bytes)"
+    )
+
+
+@podcast_cli.command("tts")
+def podcast_tts(
+    slug: Annotated[str, typer.Argument(help="the podcast")],
+    script: Annotated[Path, typer.Argument(help="lesson script, UTF-8 text (zh-TW)")],
+    title: Annotated[str, typer.Option(help="episode title")],
+    number: Annotated[int | None, typer.Option(help="episode number (default: next)")] = None,
+    language: Annotated[str, typer.Option(help="zh-TW or en")] = "zh-TW",
+) -> None:
+    """Turn a lesson script into an episode with the offline voice (espeak-ng)."""
+    from bot.podcasts import tts_episode
+    from models.base import utcnow
+
+    migrate()
+    try:
+        text = script.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        _fail([f"{script}: {exc}"], 2)
+
+    async def run(runtime: Any) -> Any:
+        return await tts_episode(
+            runtime.sessionmaker,
+            settings=runtime.settings,
+            podcast=slug,
+            script=text,
+            title=title,
+            number=number,
+            language=language,
+            now=utcnow(),
+        )
+
+    try:
+        episode = _run(run)
+    except _podcast_errors() as exc:
+        _fail([f"refused, nothing imported: {exc}"], 2)
+    typer.echo(f"{slug} episode {episode.number}: {episode.duration_ms / 1000:.1f} s spoken")
 
 
 @cli.command()

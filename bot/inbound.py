@@ -10,9 +10,11 @@ processing the same event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import json
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +53,10 @@ class InboundProcessor:
         self.router = router
         self.channels = channels
         self.clock = clock
+        self._to_record: list[tuple[str, list[events_db.NewEvent], asyncio.Future[list[int]]]] = []
+        self._recorder: asyncio.Task[None] | None = None
+        self._queue: deque[int] = deque()
+        self._worker: asyncio.Task[None] | None = None
 
     @property
     def lease(self) -> dt.timedelta:
@@ -65,14 +71,62 @@ class InboundProcessor:
     async def record(self, channel: str, rows: list[events_db.NewEvent]) -> list[int]:
         """Store events not seen before and commit; returns the new row ids to process.
 
-        Raises when the database does not answer: the caller must then not acknowledge.
+        Concurrent requests share one INSERT and one COMMIT (group commit): under load, the
+        database sees a few large transactions instead of one per webhook. Raises when the
+        database does not answer: the caller must then not acknowledge.
         """
-        async with self.sessionmaker() as session:
-            ids = await events_db.record_events(
-                session, channel=channel, events=rows, now=self.clock()
-            )
-            await session.commit()
-        return ids
+        if not rows:
+            return []
+        future: asyncio.Future[list[int]] = asyncio.get_running_loop().create_future()
+        self._to_record.append((channel, rows, future))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_pending())
+        return await future
+
+    async def _record_pending(self) -> None:
+        while self._to_record:
+            batch, self._to_record = self._to_record, []
+            try:
+                async with self.sessionmaker() as session:
+                    ids = await events_db.record_events_multi(
+                        session,
+                        events=[(channel, row) for channel, rows, _ in batch for row in rows],
+                        now=self.clock(),
+                    )
+                    await session.commit()
+            except Exception as exc:
+                for _, _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for channel, rows, future in batch:
+                mine = [
+                    ids.pop((channel, row.event_id))
+                    for row in rows
+                    if (channel, row.event_id) in ids
+                ]
+                if not future.done():
+                    future.set_result(mine)
+
+    def submit(self, row_ids: list[int]) -> None:
+        """Process recorded events after the acknowledgement, in arrival order, off the
+        request: one worker task per process takes them in batches."""
+        self._queue.extend(row_ids)
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._work())
+
+    async def _work(self) -> None:
+        while self._queue:
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), 100))]
+            await self.process_many(batch)
+
+    async def drain(self, within: float = 10.0) -> None:
+        """Wait (at most `within` s) for submitted events, e.g. at shutdown; the sweep
+        finishes whatever is left."""
+        for task in (self._recorder, self._worker):
+            if task is not None and not task.done():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), within)
 
     # -- processing ----------------------------------------------------------------------------
     async def process_many(self, row_ids: list[int]) -> None:

@@ -12,7 +12,7 @@ import logging
 import uuid
 from typing import Any
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import APIRouter, Request, Response
 from linebot.v3.messaging import (
     ApiException,
     AsyncApiClient,
@@ -399,7 +399,7 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
     routes = APIRouter()
 
     @routes.post("/webhooks/line", include_in_schema=False)
-    async def webhook(request: Request, background: BackgroundTasks) -> Response:
+    async def webhook(request: Request) -> Response:
         body = await request.body()
         if not verify_signature(secret, body, request.headers.get("x-line-signature")):
             return Response(status_code=401)
@@ -420,8 +420,7 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
             # Not committed, so not acknowledged: LINE redelivers (when enabled) later.
             log.exception("could not record LINE events")
             return Response(status_code=503)
-        if ids:
-            background.add_task(processor.process_many, ids)
+        processor.submit(ids)
         return Response(status_code=200)
 
     return routes

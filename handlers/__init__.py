@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import courses, settings, start, verification
+from handlers import courses, podcasts, settings, start, verification
 
 
 def build_router() -> Router:
@@ -12,6 +12,12 @@ def build_router() -> Router:
     Course search comes last among the features: any plain text is a search.
     """
     root = Router("root")
-    for feature in (start.router, verification.router, settings.router, courses.router):
+    for feature in (
+        start.router,
+        verification.router,
+        settings.router,
+        podcasts.router,
+        courses.router,
+    ):
         root.include(feature)
     return root

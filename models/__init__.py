@@ -6,6 +6,14 @@ from models.courses import Course, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
 from models.members import ChannelAccount, Member
+from models.podcasts import (
+    Episode,
+    EpisodeListen,
+    FeedToken,
+    Podcast,
+    PodcastCompletion,
+    PodcastSubscription,
+)
 from models.simulator import SimulatorMessage
 
 __all__ = [
@@ -15,10 +23,16 @@ __all__ = [
     "CivilServant",
     "ConversationState",
     "Course",
+    "Episode",
+    "EpisodeListen",
+    "FeedToken",
     "InboundEvent",
     "Member",
     "OtpChallenge",
     "OtpSend",
+    "Podcast",
+    "PodcastCompletion",
+    "PodcastSubscription",
     "SearchLog",
     "SimulatorMessage",
     "VerifiedPhone",

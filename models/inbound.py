@@ -68,12 +68,19 @@ class NewEvent:
     sealed: bytes
 
 
-async def record_events(
-    session: AsyncSession, *, channel: str, events: list[NewEvent], now: dt.datetime
-) -> list[int]:
-    """Insert events not seen before; returns the row ids of the new ones only."""
+async def record_events_multi(
+    session: AsyncSession, *, events: list[tuple[str, NewEvent]], now: dt.datetime
+) -> dict[tuple[str, str], int]:
+    """Insert events of any channels not seen before, in one statement.
+
+    Returns {(channel, event_id): row id} for the new ones only; an event seen before (or
+    twice in this batch) is absent, so it is acknowledged and never processed again.
+    """
     if not events:
-        return []
+        return {}
+    unique: dict[tuple[str, str], NewEvent] = {}
+    for channel, event in events:
+        unique.setdefault((channel, event.event_id), event)
     dialect = session.get_bind().dialect.name
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     stmt = (
@@ -90,13 +97,14 @@ async def record_events(
                     "status": PENDING,
                     "attempts": 0,
                 }
-                for e in events
+                for (channel, _), e in unique.items()
             ]
         )
         .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-        .returning(InboundEvent.id)
+        .returning(InboundEvent.id, InboundEvent.channel, InboundEvent.event_id)
     )
-    return list((await session.scalars(stmt)).all())
+    rows = (await session.execute(stmt)).all()
+    return {(r.channel, r.event_id): r.id for r in rows}
 
 
 async def claim_event(

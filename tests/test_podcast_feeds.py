@@ -12,7 +12,7 @@ import feedparser
 import httpx
 import pytest
 
-from bot.feeds import ITUNES, PODCAST, podcast_routes, private_feed_url
+from bot.feeds import ITUNES, PODCAST, private_feed_url
 from bot.media import MediaSigner
 from models.members import ensure_account
 from models.podcasts import ensure_feed_token, revoke_feed_tokens
@@ -30,9 +30,6 @@ def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 async def feeds_app(served, tone: Path) -> AsyncIterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
     async with served(public_base_url="https://edoor.example") as (url, api):
         runtime = api.state.runtime
-        api.include_router(
-            podcast_routes(sessionmaker=runtime.sessionmaker, settings=runtime.settings)
-        )
         sm, settings = runtime.sessionmaker, runtime.settings
         public = await seed_podcast(sm, settings, tone, now=NOW)
         private = await seed_podcast(

@@ -14,7 +14,6 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.feeds import podcast_routes
 from bot.media import AudioError, EspeakNg, MediaSigner, ingest_audio, media_url, probe
 from bot.podcasts import tts_episode, upload_episode
 from bot.settings import Settings
@@ -169,11 +168,7 @@ async def media_app(  # type: ignore[no-untyped-def]
     async with served() as (url, api):
         runtime = api.state.runtime
         settings = runtime.settings
-        api.include_router(
-            podcast_routes(
-                sessionmaker=runtime.sessionmaker, settings=settings, clock=lambda: clock[0]
-            )
-        )
+        runtime.processor.clock = lambda: clock[0]
         public = await seed_podcast(
             runtime.sessionmaker, settings, tones["mp3"], episodes=1, now=NOW
         )

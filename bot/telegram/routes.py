@@ -11,7 +11,7 @@ import re
 from collections.abc import Awaitable, Sequence
 from typing import Any, Protocol, TypeVar
 
-from fastapi import APIRouter, BackgroundTasks, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from telegram import BotCommand, Update
 from telegram.error import Conflict, InvalidToken, NetworkError, RetryAfter, TelegramError
@@ -48,6 +48,8 @@ class Recorder(Protocol):
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]: ...
 
+    def submit(self, row_ids: list[int]) -> None: ...
+
     async def process_many(self, row_ids: list[int]) -> None: ...
 
 
@@ -70,7 +72,7 @@ def telegram_routes(
     expected = secret.get_secret_value().encode() if secret is not None else None
 
     @router.post(path, include_in_schema=False)
-    async def telegram_webhook(request: Request, background: BackgroundTasks) -> Response:
+    async def telegram_webhook(request: Request) -> Response:
         # Header values arrive decoded as latin-1; compare the original bytes in constant time.
         given = request.headers.get(SECRET_HEADER, "").encode("latin-1")
         if expected is None or not hmac.compare_digest(given, expected):
@@ -90,8 +92,8 @@ def telegram_routes(
             # Not acknowledged, so Telegram delivers the update again later.
             log.error("telegram update not recorded: %s", type(exc).__name__)
             return _problem(503, "try again later")
-        if ids:  # empty when this update_id was recorded before: acknowledge, do nothing
-            background.add_task(processor.process_many, ids)
+        # Empty when this update_id was recorded before: acknowledge, do nothing.
+        processor.submit(ids)
         return JSONResponse({"ok": True})
 
     return router
