@@ -22,8 +22,11 @@ from typing import Any
 from sqlalchemy import (
     ForeignKey,
     Index,
+    Integer,
     String,
     and_,
+    any_,
+    bindparam,
     delete,
     func,
     or_,
@@ -31,6 +34,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -397,7 +401,7 @@ async def assign_retry_keys(
         key = group_key(ids)
         await session.execute(
             update(OutboxMessage)
-            .where(OutboxMessage.id.in_(list(ids)), OutboxMessage.claimed_by == worker)
+            .where(ids_match(session, OutboxMessage.id, ids), OutboxMessage.claimed_by == worker)
             .values(retry_key=key)
             .execution_options(synchronize_session=False)
         )
@@ -406,10 +410,19 @@ async def assign_retry_keys(
 
 
 # -- outcomes ----------------------------------------------------------------------------------
-def _mine(ids: Sequence[int], worker: str) -> tuple[Any, ...]:
+def ids_match(session: AsyncSession, column: Any, ids: Iterable[int]) -> Any:
+    """`column IN ids`; on PostgreSQL `= ANY(array)`, one statement shape whatever the
+    count (asyncpg prepares each distinct IN-list length anew)."""
+    values = list(ids)
+    if session.get_bind().dialect.name == "postgresql":
+        return column == any_(bindparam(None, values, type_=ARRAY(Integer)))
+    return column.in_(values)
+
+
+def _mine(session: AsyncSession, ids: Sequence[int], worker: str) -> tuple[Any, ...]:
     # A worker whose lease ran out may no longer decide about rows another worker took over.
     return (
-        OutboxMessage.id.in_(list(ids)),
+        ids_match(session, OutboxMessage.id, ids),
         OutboxMessage.claimed_by == worker,
         OutboxMessage.status == SENDING,
     )
@@ -422,7 +435,7 @@ async def mark_sent(
         return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(*_mine(ids, worker))
+        .where(*_mine(session, ids, worker))
         .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
         .execution_options(synchronize_session=False)
     )
@@ -451,7 +464,7 @@ async def mark_retry(
         return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(*_mine(ids, worker))
+        .where(*_mine(session, ids, worker))
         .values(
             status=PENDING,
             not_before=not_before,
@@ -472,7 +485,7 @@ async def defer(
         return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(*_mine(ids, worker))
+        .where(*_mine(session, ids, worker))
         .values(
             status=PENDING,
             not_before=not_before,
@@ -494,7 +507,7 @@ async def mark_failed(
         return 0
     result = await session.execute(
         update(OutboxMessage)
-        .where(*_mine(ids, worker))
+        .where(*_mine(session, ids, worker))
         .values(status=FAILED, lease_until=None, last_error=error[:200], sent_at=None)
         .execution_options(synchronize_session=False)
     )
@@ -505,7 +518,7 @@ async def reroute(session: AsyncSession, *, row_id: int, worker: str, target: Ta
     """Send an unkeyed row to another of the member's accounts (the first one is gone)."""
     result = await session.execute(
         update(OutboxMessage)
-        .where(*_mine([row_id], worker), OutboxMessage.retry_key.is_(None))
+        .where(*_mine(session, [row_id], worker), OutboxMessage.retry_key.is_(None))
         .values(
             status=PENDING,
             account_id=target.account_id,

@@ -30,7 +30,7 @@ from typing import Any, Protocol
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
-from sqlalchemy import literal_column, select
+from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels import Channel, DeliveryError, RecipientGone
@@ -238,7 +238,7 @@ class Dispatcher:
             result = await session.execute(
                 select(ChannelAccount.id, ChannelAccount.unreachable, _QUIET)
                 .join(Member, Member.id == ChannelAccount.member_id)
-                .where(ChannelAccount.id.in_(chunk))
+                .where(outbox.ids_match(session, ChannelAccount.id, chunk))
             )
             facts.update({a: (bool(gone), quiet) for a, gone, quiet in result})
 
@@ -407,7 +407,10 @@ class Dispatcher:
                         )
                     return None
                 await self._commit(
-                    [_Outcome([row.id], row.attempts, None, row.channel, [])], now, report
+                    [_Outcome([row.id], row.attempts, None, row.channel, [])],
+                    now,
+                    report,
+                    quick=True,
                 )
         return None
 
@@ -418,9 +421,19 @@ class Dispatcher:
 
     # -- outcomes ----------------------------------------------------------------------------
     async def _commit(
-        self, outcomes: Sequence[_Outcome], now: dt.datetime, report: DrainReport
+        self,
+        outcomes: Sequence[_Outcome],
+        now: dt.datetime,
+        report: DrainReport,
+        *,
+        quick: bool = False,
     ) -> None:
         async with self.sessionmaker() as session:
+            if quick and session.get_bind().dialect.name == "postgresql":
+                # One commit per Telegram message: this one need not wait for the disk. A
+                # worker crash cannot lose it (the server has it); only a crash of PostgreSQL
+                # itself within a fraction of a second could, and then one call repeats.
+                await session.execute(select(func.set_config("synchronous_commit", "off", True)))
             await self._apply(session, outcomes, now, report)
             await session.commit()
 
