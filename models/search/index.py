@@ -586,16 +586,17 @@ class SearchIndex:
                 continue  # too common to find anything alike on its own ("課程", "年度")
             for d in postings:
                 scores[d] = scores.get(d, 0.0) + w / total
-        # Tags: informative ones only (a platform name on every course says nothing).
+        # Tags: rare ones only (a platform name or "法" on many courses says nothing); a
+        # course sharing all of them qualifies even from another category.
         tag_weights = {
             t: math.log(1 + n / self._tag_df[t])
             for t in set(doc.tags)
-            if 0 < self._tag_df[t] <= max(2, n // 10)
+            if 0 < self._tag_df[t] <= max(2, n // 50)
         }
         tag_total = sum(tag_weights.values()) or 1.0
         for t, w in tag_weights.items():
             for d in self._by_tag.get(t, ()):
-                scores[d] = scores.get(d, 0.0) + 0.3 * w / tag_total
+                scores[d] = scores.get(d, 0.0) + 0.4 * w / tag_total
         same = set(self._by_category.get(doc.category, ()))
         ranked: dict[int, float] = {}
         for d, sc in scores.items():
