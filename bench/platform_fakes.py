@@ -96,7 +96,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     STATE.first = STATE.first or now
     STATE.last = now
-    if path.endswith("/v2/bot/message/push") or path.endswith("/v2/bot/message/multicast"):
+    if path.endswith(("/v2/bot/message/push", "/v2/bot/message/multicast")):
         name = "multicast" if path.endswith("multicast") else "push"
         if ENFORCE and STATE.over(name, now):
             STATE.too_many[name] += 1
@@ -114,8 +114,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if ENFORCE:
             last = STATE.chat_last.get(chat)
             STATE.chat_last[chat] = now
-            if STATE.over("telegram", now) or (last is not None and now - last < WINDOW):
+            crowded = STATE.over("telegram", now)
+            chat_busy = last is not None and now - last < WINDOW
+            if crowded or chat_busy:
                 STATE.too_many["telegram"] += 1
+                STATE.too_many["telegram_chat" if chat_busy else "telegram_all"] += 1
                 answer = {
                     "ok": False,
                     "error_code": 429,

@@ -22,7 +22,7 @@ import logging
 import random
 import time
 import uuid
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -45,6 +45,7 @@ from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
 log = logging.getLogger("edoor.dispatcher")
 # member.quiet_hours (migration 0004), read by name whether or not Member maps it yet.
 _QUIET: Any = literal_column("member.quiet_hours")
+CHAT_MEMORY = 50_000
 
 
 class KeyedSender(Protocol):
@@ -70,10 +71,13 @@ class DispatcherConfig:
     concurrency: int = 32  # calls in flight at once (LINE pushes, Telegram chats)
     per_chat_batch: int = 5  # rows of one Telegram chat per batch (1/s keeps the lease short)
     limits_on: bool = True
-    telegram_rate: str = "30/second"
+    # A little under the platforms' limits (Telegram ~30/s and 1/s per chat; LINE push
+    # 2,000/s, multicast 200/s), so that network jitter never makes us the cause of a 429.
+    telegram_rate: str = "28/second"
     telegram_chat_rate: str = "1/second"
-    line_push_rate: str = "2000/second"
-    line_multicast_rate: str = "200/second"
+    telegram_chat_gap: float = 1.05  # seconds between two calls to one chat, end to start
+    line_push_rate: str = "1900/second"
+    line_multicast_rate: str = "190/second"
     quiet: QuietWindow = DEFAULT_WINDOW
     quota_pause: dt.timedelta = dt.timedelta(hours=1)
 
@@ -112,11 +116,29 @@ class RateLimits:
             "line_multicast": parse(config.line_multicast_rate),
         }
         self.waited = 0.0
+        # In-process pacing: the moving window allows a whole second's budget in one burst,
+        # which network jitter can squeeze into less than a second; spacing the calls evenly
+        # (1/rate apart) keeps arrivals within the budget. `limits` still holds the shared
+        # budget across processes.
+        self._next_slot: dict[str, float] = {}
+
+    async def _pace(self, name: str) -> None:
+        item = self.items[name]
+        interval = item.get_expiry() / item.amount
+        now = time.monotonic()
+        slot = max(now, self._next_slot.get(name, 0.0))
+        self._next_slot[name] = slot + interval
+        if slot > now:
+            await asyncio.sleep(slot - now)
 
     async def acquire(self, *budgets: tuple[str, str]) -> None:
         """Take one unit of each (budget, identifier), waiting for room in all of them."""
         if not self.on:
             return
+        # Paced on the shared budgets only (per-chat spacing is the caller's, see _send_chat).
+        for name, ident in budgets:
+            if ident == "all":
+                await self._pace(name)
         while True:
             wait = 0.0
             for name, ident in budgets:
@@ -169,6 +191,8 @@ class Dispatcher:
         self._sem = asyncio.Semaphore(self.config.concurrency)
         self._telegram_resume = 0.0  # loop time before which Telegram is paused (429)
         self._line_paused: QuotaExhausted | None = None  # quota hit during this batch
+        # When each recent Telegram chat last got a message (1/s per chat across batches).
+        self._chat_done: OrderedDict[str, float] = OrderedDict()
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, clock: Any = None) -> None:
@@ -369,6 +393,12 @@ class Dispatcher:
             for index, row in enumerate(rows):
                 channel = self.channels[row.channel]
                 if row.channel == "telegram":
+                    previous_done = self._chat_done.get(row.external_id)
+                    if previous_done is not None and self.config.limits_on:
+                        # Spaced from the previous call's end, so arrivals stay ≥1 s apart.
+                        gap = previous_done + self.config.telegram_chat_gap - _clock()
+                        if gap > 0:
+                            await asyncio.sleep(gap)
                     await self._telegram_pause()
                     await self.limits.acquire(
                         ("telegram", "all"), ("telegram_chat", row.external_id)
@@ -384,7 +414,11 @@ class Dispatcher:
                         row.external_id, load_replies(row.replies), incoming=incoming
                     )
                     report.requests += delivery.requests
+                    if row.channel == "telegram":
+                        self._remember_chat(row.external_id)
                 except Exception as exc:
+                    if row.channel == "telegram":
+                        self._remember_chat(row.external_id)  # a refused call counts too
                     if (
                         isinstance(exc, DeliveryError)
                         and exc.retry_after
@@ -413,6 +447,12 @@ class Dispatcher:
                     quick=True,
                 )
         return None
+
+    def _remember_chat(self, chat: str) -> None:
+        self._chat_done[chat] = _clock()
+        self._chat_done.move_to_end(chat)
+        while len(self._chat_done) > CHAT_MEMORY:
+            self._chat_done.popitem(last=False)
 
     async def _telegram_pause(self) -> None:
         wait = self._telegram_resume - asyncio.get_running_loop().time()
@@ -532,6 +572,10 @@ class _Outcome:
     error: BaseException | None
     channel: str
     external_ids: list[str]
+
+
+def _clock() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _unit(rows: list[Claimed], key: str) -> _LineUnit:
