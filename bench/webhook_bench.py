@@ -93,6 +93,7 @@ class Result:
     timeouts: int
     errors: int
     non2xx: int
+    processed_rps: float | None = None  # edoor: events fully answered per second, drain included
 
 
 def parse_ms(value: str) -> float:
@@ -216,6 +217,43 @@ def database_url(backend: str, workdir: Path, label: str) -> tuple[str, str | No
     ] + "/" + name, name
 
 
+async def wait_processed(url: str, limit: float = 180.0) -> int:
+    """Wait until every recorded event is answered; returns how many the last run added."""
+    from sqlalchemy import func, select
+
+    from models.db import create_engine
+    from models.inbound import InboundEvent
+
+    engine = create_engine(url)
+    seen = _processed_before.get(url, 0)
+    try:
+        deadline = time.monotonic() + limit
+        while True:
+            async with engine.connect() as conn:
+                total = int(
+                    (await conn.execute(select(func.count()).select_from(InboundEvent))).scalar()
+                )
+                open_ = int(
+                    (
+                        await conn.execute(
+                            select(func.count())
+                            .select_from(InboundEvent)
+                            .where(InboundEvent.status.in_(["pending", "processing", "answering"]))
+                        )
+                    ).scalar()
+                )
+            if open_ == 0 or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await engine.dispose()
+    _processed_before[url] = total
+    return total - seen
+
+
+_processed_before: dict[str, int] = {}
+
+
 def migrate(url: str) -> None:
     subprocess.run(
         [sys.executable, "-m", "cli", "migrate"],
@@ -255,8 +293,14 @@ def bench_backend(backend: str, seconds: int, bodies: Path, workdir: Path) -> li
             try:
                 server.wait()
                 run_wrk(server.url + "/webhooks/line", 2, bodies)  # warm-up
+                if target.startswith("app:"):
+                    asyncio.run(wait_processed(url))
+                started = time.monotonic()
                 result = run_wrk(server.url + "/webhooks/line", seconds, bodies)
                 result.name = name
+                if target.startswith("app:"):
+                    total = asyncio.run(wait_processed(url))
+                    result.processed_rps = total / (time.monotonic() - started)
                 results.append(result)
             finally:
                 server.stop()
@@ -284,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     header = (
         f"{'backend':<10} {'server':<24} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} "
-        f"{'max ms':>8} {'>2s':>5} {'non-2xx':>8} {'vs bare':>8}"
+        f"{'max ms':>8} {'>2s':>5} {'non-2xx':>8} {'vs bare':>8} {'answered/s':>11}"
     )
     print(header)
     print("-" * len(header))
@@ -294,7 +338,8 @@ def main(argv: list[str] | None = None) -> int:
         for r in results:
             print(
                 f"{backend:<10} {r.name:<24} {r.rps:>8.0f} {r.p50:>8.1f} {r.p99:>8.1f} "
-                f"{r.max_ms:>8.0f} {r.timeouts:>5} {r.non2xx:>8} {r.rps / bare.rps:>7.2f}x"
+                f"{r.max_ms:>8.0f} {r.timeouts:>5} {r.non2xx:>8} {r.rps / bare.rps:>7.2f}x "
+                f"{'-' if r.processed_rps is None else f'{r.processed_rps:.0f}':>11}"
             )
     shutil.rmtree(workdir, ignore_errors=True)
     return 0

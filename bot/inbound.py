@@ -16,6 +16,7 @@ import json
 import logging
 from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -32,6 +33,30 @@ from models.conversation import get_state
 from models.members import ChannelAccount, ensure_account, set_reachability
 
 log = logging.getLogger("edoor.inbound")
+
+# Events handled in one transaction; large enough to amortise commits under load, small
+# enough that a failing batch delays few people.
+BATCH = 20
+
+
+@dataclass
+class _Answer:
+    """One processed event on its way out."""
+
+    row_id: int
+    channel_name: str
+    channel: Channel
+    incoming: Incoming | None
+    replies: list[Reply]
+    error: str | None
+    delivered: bool = False
+    gone: bool = False
+    retry_reason: str | None = None
+
+    @property
+    def handler_failed(self) -> bool:
+        return (self.error or "").startswith("handler:")
+
 
 Clock = Callable[[], dt.datetime]
 
@@ -117,7 +142,12 @@ class InboundProcessor:
 
     async def _work(self) -> None:
         while self._queue:
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), 100))]
+            # Acknowledging comes first: let a pending group commit finish before taking
+            # the database for a batch (on SQLite both need the one write lock).
+            recorder = self._recorder
+            if recorder is not None and not recorder.done():
+                await asyncio.wait([recorder], timeout=1.0)
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
             await self.process_many(batch)
 
     async def drain(self, within: float = 10.0) -> None:
@@ -130,35 +160,58 @@ class InboundProcessor:
 
     # -- processing ----------------------------------------------------------------------------
     async def process_many(self, row_ids: list[int]) -> None:
-        """Process events in order (one user's events must not overtake each other)."""
-        for row_id in row_ids:
+        """Process events in order, in batches (one user's events never overtake each other)."""
+        for i in range(0, len(row_ids), BATCH):
+            chunk = row_ids[i : i + BATCH]
             try:
-                await self.process(row_id)
+                await self.process_batch(chunk)
             except Exception:
-                # The row stays claimed; recover() retries it once the lease has passed.
-                log.exception("inbound event processing failed", extra={"row_id": row_id})
+                # The rows stay claimed; recover() retries them once the lease has passed.
+                log.exception("inbound event processing failed", extra={"rows": len(chunk)})
 
     async def process(self, row_id: int) -> None:
+        await self.process_batch([row_id])
+
+    async def process_batch(self, row_ids: list[int]) -> None:
+        """Claim, route and answer a batch: one transaction for the handlers (each in its
+        own savepoint), replies stored with it, then delivery, then one update to finish."""
         now = self.clock()
+        work: list[_Answer] = []
         async with self.sessionmaker() as session:
-            if not await events_db.claim_event(session, row_id=row_id, now=now, lease=self.lease):
-                await session.rollback()
-                return
+            claimed = await events_db.claim_events(
+                session, row_ids=row_ids, now=now, lease=self.lease
+            )
             await session.commit()
-            row = await session.get(events_db.InboundEvent, row_id)
-            assert row is not None
-            channel = self.channels.get(row.channel)
-            if channel is None:
-                row.status, row.last_error = events_db.FAILED, "channel not configured"
-                await session.commit()
+            if not claimed:
                 return
-            incoming = None
-            if row.sealed is not None:
-                raw = json.loads(self.services.vault.decrypt_bytes(row.sealed))
-                incoming = channel.to_incoming(raw)
-            if row.pending_replies is None:
-                await self._run_handlers(session, row, incoming, now)
-            await self._deliver(session, row, channel, incoming)
+            for row in await events_db.load_events(session, row_ids=claimed):
+                channel = self.channels.get(row.channel)
+                if channel is None:
+                    row.status, row.last_error = events_db.FAILED, "channel not configured"
+                    continue
+                incoming = None
+                if row.sealed is not None:
+                    raw = json.loads(self.services.vault.decrypt_bytes(row.sealed))
+                    incoming = channel.to_incoming(raw)
+                if row.pending_replies is None:
+                    await self._run_handlers(session, row, incoming, now)
+                work.append(
+                    _Answer(
+                        row.id,
+                        row.channel,
+                        channel,
+                        incoming,
+                        load_replies(row.pending_replies or []),
+                        row.last_error,
+                    )
+                )
+            await session.commit()
+        by_user: dict[tuple[str, str], list[_Answer]] = {}
+        for answer in work:
+            user = answer.incoming.user_id if answer.incoming else f"row:{answer.row_id}"
+            by_user.setdefault((answer.channel_name, user), []).append(answer)
+        await asyncio.gather(*(self._deliver_in_order(items) for items in by_user.values()))
+        await self._finish(work)
 
     async def _run_handlers(
         self,
@@ -169,20 +222,72 @@ class InboundProcessor:
     ) -> None:
         replies: list[Reply] = []
         error: str | None = None
+        event_id = row.event_id
         if incoming is not None:
             try:
-                replies = await self.handle(session, incoming, now=now)
+                async with session.begin_nested():
+                    replies = await self.handle(session, incoming, now=now)
             except Exception as exc:
-                await session.rollback()
-                log.exception("handler failed", extra={"event_id": row.event_id})
+                log.exception("handler failed", extra={"event_id": event_id})
                 error = f"handler: {type(exc).__name__}"
                 replies = [Text(text=self.services.catalog.t("zh-TW", "common.apology"))]
-                await session.refresh(row)
         row.pending_replies = dump_replies(replies)
         row.status = events_db.ANSWERING
         row.processed_at = now
         row.last_error = error
-        await session.commit()
+
+    async def _deliver_in_order(self, answers: list[_Answer]) -> None:
+        """One person's answers, in order; stop at the first that cannot go out now."""
+        for answer in answers:
+            incoming = answer.incoming
+            if incoming is None or not (answer.replies or incoming.callback_query_id):
+                answer.delivered = True
+                continue
+            try:
+                await answer.channel.deliver(incoming.user_id, answer.replies, incoming=incoming)
+                answer.delivered = True
+            except RecipientGone:
+                answer.delivered = answer.gone = True
+            except DeliveryError as exc:
+                answer.retry_reason = exc.reason[:200]
+                return
+            except Exception as exc:
+                log.exception("delivery failed", extra={"row_id": answer.row_id})
+                answer.retry_reason = f"delivery: {type(exc).__name__}"
+                return
+
+    async def _finish(self, answers: list[_Answer]) -> None:
+        """Record the outcome. The replies are already out, so a database hiccup here is
+        retried for a while rather than leaving rows to be answered a second time."""
+        delay = 0.25
+        for attempt in range(7):
+            try:
+                async with self.sessionmaker() as session:
+                    for answer in answers:
+                        if answer.gone and answer.incoming is not None:
+                            await set_reachability(
+                                session,
+                                channel=answer.channel_name,
+                                external_id=answer.incoming.user_id,
+                                reachable=False,
+                            )
+                    await events_db.finish_events(
+                        session,
+                        done=[a.row_id for a in answers if a.delivered and not a.handler_failed],
+                        failed=[a.row_id for a in answers if a.delivered and a.handler_failed],
+                        retry={
+                            a.row_id: a.retry_reason
+                            for a in answers
+                            if not a.delivered and a.retry_reason
+                        },
+                    )
+                    await session.commit()
+                return
+            except Exception:
+                if attempt == 6:
+                    raise
+                await asyncio.sleep(delay)
+                delay *= 2
 
     async def handle(
         self,
@@ -218,53 +323,6 @@ class InboundProcessor:
         return Context(
             session=session, services=self.services, account=account, now=now, state=state
         )
-
-    async def _deliver(
-        self,
-        session: AsyncSession,
-        row: events_db.InboundEvent,
-        channel: Channel,
-        incoming: Incoming | None,
-    ) -> None:
-        replies = load_replies(row.pending_replies or [])
-        if incoming is not None and (replies or incoming.callback_query_id):
-            try:
-                await channel.deliver(incoming.user_id, replies, incoming=incoming)
-            except RecipientGone:
-                await set_reachability(
-                    session, channel=row.channel, external_id=incoming.user_id, reachable=False
-                )
-                await session.commit()
-            except DeliveryError as exc:
-                row.last_error = exc.reason[:200]
-                await session.commit()
-                raise
-        handler_failed = (row.last_error or "").startswith("handler:")
-        await self._finish(
-            row.id, failed=handler_failed, error=row.last_error if handler_failed else None
-        )
-
-    async def _finish(self, row_id: int, *, failed: bool, error: str | None) -> None:
-        """Mark an event finished. The replies are already out, so a database hiccup here is
-        retried for a while rather than leaving the row to be answered a second time."""
-        values = {
-            "status": events_db.FAILED if failed else events_db.DONE,
-            "pending_replies": None,
-            "sealed": None,
-            "last_error": error,
-        }
-        delay = 0.25
-        for attempt in range(7):
-            try:
-                async with self.sessionmaker() as session:
-                    await events_db.finish_event(session, row_id=row_id, values=values)
-                    await session.commit()
-                return
-            except Exception:
-                if attempt == 6:
-                    raise
-                await asyncio.sleep(delay)
-                delay *= 2
 
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self) -> int:

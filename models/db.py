@@ -25,12 +25,22 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # The driver's own implicit BEGIN is off: we emit BEGIN IMMEDIATE ourselves below.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            # A transaction that reads and then writes while another connection commits would
+            # fail at once with "database is locked" (WAL cannot upgrade a stale snapshot);
+            # taking the write lock up front makes it wait its turn (busy_timeout) instead.
+            # It also makes SAVEPOINTs behave, which the driver's implicit BEGIN does not.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)

@@ -17,6 +17,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     and_,
+    case,
     or_,
     select,
     update,
@@ -107,29 +108,6 @@ async def record_events_multi(
     return {(r.channel, r.event_id): r.id for r in rows}
 
 
-async def claim_event(
-    session: AsyncSession, *, row_id: int, now: dt.datetime, lease: dt.timedelta
-) -> bool:
-    """Take an event for processing; False when another worker holds a live lease on it."""
-    stale = now - lease
-    result = await session.execute(
-        update(InboundEvent)
-        .where(
-            InboundEvent.id == row_id,
-            or_(
-                InboundEvent.status == PENDING,
-                and_(
-                    InboundEvent.status.in_([PROCESSING, ANSWERING]),
-                    InboundEvent.claimed_at < stale,
-                ),
-            ),
-        )
-        .values(status=PROCESSING, claimed_at=now, attempts=InboundEvent.attempts + 1)
-        .execution_options(synchronize_session=False)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
-
-
 async def unfinished_event_ids(
     session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 200
 ) -> list[int]:
@@ -153,10 +131,67 @@ async def unfinished_event_ids(
     return list(rows.all())
 
 
-async def finish_event(session: AsyncSession, *, row_id: int, values: dict[str, Any]) -> None:
-    await session.execute(
+async def claim_events(
+    session: AsyncSession, *, row_ids: list[int], now: dt.datetime, lease: dt.timedelta
+) -> list[int]:
+    """Take events for processing; returns those this worker now holds (others are pending
+    elsewhere under a live lease, or finished)."""
+    if not row_ids:
+        return []
+    stale = now - lease
+    result = await session.execute(
         update(InboundEvent)
-        .where(InboundEvent.id == row_id)
-        .values(**values)
+        .where(
+            InboundEvent.id.in_(row_ids),
+            or_(
+                InboundEvent.status == PENDING,
+                and_(
+                    InboundEvent.status.in_([PROCESSING, ANSWERING]),
+                    InboundEvent.claimed_at < stale,
+                ),
+            ),
+        )
+        .values(
+            status=case((InboundEvent.status == ANSWERING, ANSWERING), else_=PROCESSING),
+            claimed_at=now,
+            attempts=InboundEvent.attempts + 1,
+        )
+        .returning(InboundEvent.id)
         .execution_options(synchronize_session=False)
     )
+    return sorted(result.scalars().all())
+
+
+async def load_events(session: AsyncSession, *, row_ids: list[int]) -> list[InboundEvent]:
+    rows = await session.scalars(
+        select(InboundEvent).where(InboundEvent.id.in_(row_ids)).order_by(InboundEvent.id)
+    )
+    return list(rows.all())
+
+
+async def finish_events(
+    session: AsyncSession, *, done: list[int], failed: list[int], retry: dict[int, str]
+) -> None:
+    """Answered rows lose their sealed original and stored replies; rows whose delivery must
+    be retried keep them, with the reason, for the next sweep."""
+    if done:
+        await session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id.in_(done))
+            .values(status=DONE, pending_replies=None, sealed=None, last_error=None)
+            .execution_options(synchronize_session=False)
+        )
+    if failed:
+        await session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id.in_(failed))
+            .values(status=FAILED, pending_replies=None, sealed=None)
+            .execution_options(synchronize_session=False)
+        )
+    for row_id, reason in retry.items():
+        await session.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id == row_id)
+            .values(last_error=reason)
+            .execution_options(synchronize_session=False)
+        )
