@@ -531,23 +531,24 @@ async def record_digests(
     if not digests:
         return set()
     stmt = (
-        _insert(session)(ReminderDigest)
-        .values(
-            [
-                {
-                    "member_id": d.member_id,
-                    "day": day,
-                    "outbox_key": d.outbox_key,
-                    "open_requirements": d.open_requirements,
-                    "created_at": now,
-                }
-                for d in digests
-            ]
-        )
+        _insert(session)(ReminderDigest.__table__)  # Core: no ORM bookkeeping per row
         .on_conflict_do_nothing(index_elements=["member_id", "day"])
-        .returning(ReminderDigest.member_id)
+        .returning(ReminderDigest.__table__.c.member_id, sort_by_parameter_order=True)
     )
-    won = set((await session.scalars(stmt)).all())
+    rows = await session.execute(
+        stmt,
+        [
+            {
+                "member_id": d.member_id,
+                "day": day,
+                "outbox_key": d.outbox_key,
+                "open_requirements": d.open_requirements,
+                "created_at": now,
+            }
+            for d in digests
+        ],
+    )
+    won = {m for m in rows.scalars().all() if m is not None}
     points = [
         {
             "requirement_id": req_id,
@@ -560,11 +561,12 @@ async def record_digests(
         if d.member_id in won
         for req_id, point in d.points
     ]
-    for i in range(0, len(points), 5000):
+    if points:
         await session.execute(
-            _insert(session)(ReminderPoint)
-            .values(points[i : i + 5000])
-            .on_conflict_do_nothing(index_elements=["requirement_id", "member_id", "point"])
+            _insert(session)(ReminderPoint.__table__).on_conflict_do_nothing(
+                index_elements=["requirement_id", "member_id", "point"]
+            ),
+            points,
         )
     return won
 

@@ -177,13 +177,15 @@ async def enqueue_many(
                 "created_at": now,
             }
         )
+    # executemany: one cached statement, sent in pages ("insertmanyvalues"), not one
+    # giant statement compiled anew for every call.
     stmt = (
-        _insert(session)(OutboxMessage)
-        .values(values)
+        _insert(session)(OutboxMessage.__table__)  # Core: no ORM bookkeeping per row
         .on_conflict_do_nothing(index_elements=["key"])
-        .returning(OutboxMessage.key)
+        .returning(OutboxMessage.__table__.c.key, sort_by_parameter_order=True)
     )
-    return list((await session.scalars(stmt)).all())
+    rows = await session.execute(stmt, values)
+    return [key for key in rows.scalars().all() if key is not None]
 
 
 async def enqueue(

@@ -45,7 +45,7 @@ from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
 log = logging.getLogger("edoor.reminders")
 
 KIND = "reminder"
-CHUNK = 2000
+CHUNK = 5000
 MAX_COURSE_BUTTONS = 3  # + "remind me next week": LINE shows four buttons under a message
 SUGGESTIONS = 20
 # Columns other features added to member (0003 reminder_time, 0004 quiet_hours), by name.
@@ -267,6 +267,7 @@ async def _sweep_chunk(
         courses_out=taken,
     )
     covered = await covered_points(session, member_ids=ids, points=points)
+    due_iso = {r: (p.isoformat() if p is not None else None) for r, p in due.items()}
     candidates: list[
         tuple[Person, object, list[tuple[Requirement, float]], list[tuple[int, str]]]
     ] = []
@@ -284,9 +285,9 @@ async def _sweep_chunk(
             if r.applies_to(person.agency) and hours[m].get(r.id, 0.0) + 1e-9 < r.hours
         ]
         fresh = [
-            (r.id, point.isoformat())
+            (r.id, point)
             for r, _ in open_items
-            if (point := due[r.id]) is not None and (r.id, m, point.isoformat()) not in covered
+            if (point := due_iso[r.id]) is not None and (r.id, m, point) not in covered
         ]
         if not fresh:
             report.up_to_date += 1
