@@ -6,6 +6,7 @@ from bot.context import Context
 from bot.i18n import LANGUAGES
 from bot.messages import Button, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router
+from models.identity import close_challenges
 
 router = Router("start")
 
@@ -85,7 +86,8 @@ async def _set_language(ctx: Context, language: str) -> Reply:
 
 @router.on_cancel
 async def cancelled(ctx: Context, msg: Incoming) -> Reply:
-    """Leaving a step with 取消 / cancel."""
+    """Leaving a step with 取消 / cancel (a code already sent stops working, too)."""
+    await close_challenges(ctx.session, member_id=ctx.member.id)
     return Text(text=ctx.t("common.cancelled"), quick_replies=menu_buttons(ctx))
 
 
