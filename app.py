@@ -30,10 +30,15 @@ from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
 from bot.sms import build_sms_provider
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
+from models.conversation import purge_expired_states
 from models.db import create_engine, create_sessionmaker
+from models.identity import purge_otp_history
 from models.pii import PiiVault
 from models.search.service import SearchService
+from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
+from notifications.reminders import reminders_job
+from notifications.reminders import retention as notifications_retention
 from notifications.scheduler import build_scheduler
 
 log = logging.getLogger("edoor.app")
@@ -54,6 +59,7 @@ class Runtime:
     line: LineChannel | None = None
     telegram: TelegramChannel | None = None
     simulator: SimulatorChannel | None = None
+    dispatcher: Dispatcher | None = None
 
     @property
     def search(self) -> SearchService:
@@ -116,6 +122,27 @@ def build_runtime(settings: Settings) -> Runtime:
         )
 
     jobs.add(Job("podcast-drops", drops, every_seconds=60))
+
+    dispatcher = build_dispatcher(settings, sessionmaker, channels)
+    # No trigger: the worker loop drains continuously; `run-job drain-outbox` drains once.
+    jobs.add(Job("drain-outbox", dispatcher.drain))
+    reminders = reminders_job(
+        sessionmaker,
+        catalog=services.catalog,
+        channels=list(channels),
+        quiet=dispatcher.config.quiet,
+    )
+    jobs.add(Job("reminders", reminders, cron={"minute": settings.reminders_cron_minute}))
+
+    async def retention(now: dt.datetime) -> dict[str, int]:
+        async with sessionmaker() as session:
+            states = await purge_expired_states(session, now=now)
+            otp = await purge_otp_history(session, now=now)
+            await session.commit()
+        outbox = await notifications_retention(sessionmaker, now=now)
+        return {"conversation_states": states, "otp_rows": otp, "outbox_rows": outbox}
+
+    jobs.add(Job("retention", retention, cron={"hour": "3", "minute": "17"}))
     return Runtime(
         settings=settings,
         engine=engine,
@@ -128,6 +155,7 @@ def build_runtime(settings: Settings) -> Runtime:
         line=line,
         telegram=telegram,
         simulator=simulator,
+        dispatcher=dispatcher,
     )
 
 
@@ -145,6 +173,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             polling = asyncio.create_task(
                 run_polling(runtime.telegram, runtime.processor, stop_polling)
             )
+        stop_worker = asyncio.Event()
+        worker = None
+        if settings.background_on and runtime.dispatcher is not None:
+            worker = asyncio.create_task(runtime.dispatcher.run(stop_worker))
         if settings.background_on:
             # Events recorded before a crash are finished now, then by the periodic sweep.
             recovery = asyncio.create_task(runtime.processor.recover())
@@ -157,6 +189,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if polling is not None:
                 await polling
             await runtime.processor.drain()
+            stop_worker.set()
+            if worker is not None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(worker, 10)
             if scheduler is not None:
                 scheduler.shutdown(wait=False)
             if recovery is not None:

@@ -494,6 +494,87 @@ def telegram_setup() -> None:
     typer.echo(f"telegram: {result}")
 
 
+@cli.command()
+def worker() -> None:
+    """Send what the outbox holds until stopped (SIGTERM or Ctrl-C); run as many as needed."""
+    import signal
+
+    from notifications.dispatcher import run_worker
+
+    migrate()
+
+    async def run(runtime: Any) -> None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
+        await runtime.start()
+        await run_worker(runtime, stop=stop)
+
+    _run(run)
+
+
+@cli.command("import-completions")
+def import_completions(
+    file: Annotated[Path, typer.Argument(help="CSV: employee_id or member_id, course_id, ...")],
+    now: Annotated[str | None, typer.Option(help="ISO 8601; no offset = Asia/Taipei")] = None,
+) -> None:
+    """Import course completions from the LMS (idempotent; a refused file changes nothing)."""
+    from models.completions_import import CompletionsError
+    from models.completions_import import import_completions as apply_completions
+
+    moment, data = parse_now(now), _read(file)
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            result = await apply_completions(
+                session, data, now=moment, progress=_Progress("completions")
+            )
+            await session.commit()
+        return result
+
+    try:
+        result = _run(run)
+    except CompletionsError as exc:
+        _fail([f"{file}: refused, nothing changed: {exc}"])
+    typer.echo(
+        f"completions: {result.rows} rows, {result.added} new, {result.already_known} "
+        f"already known, {result.reminders_withdrawn} queued reminders withdrawn"
+    )
+
+
+requirements_cli = typer.Typer(help="Mandatory learning requirements.")
+cli.add_typer(requirements_cli, name="requirements")
+
+
+@requirements_cli.command("import")
+def requirements_import(
+    file: Annotated[Path, typer.Argument(help="YAML or JSON, as models/data/requirements.yaml")],
+) -> None:
+    """Load the requirements; codes absent from FILE are switched off."""
+    import json
+
+    import yaml
+
+    from models.learning import RequirementsError, import_requirements, parse_requirements
+
+    try:
+        raw = _read(file).decode("utf-8")
+        records = parse_requirements(
+            json.loads(raw) if file.suffix == ".json" else yaml.safe_load(raw)
+        )
+    except (RequirementsError, ValueError, yaml.YAMLError) as exc:
+        _fail([f"{file}: refused, nothing changed: {exc}"])
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            out = await import_requirements(session, records, now=parse_now(None))
+            await session.commit()
+        return out
+
+    out = _run(run)
+    typer.echo(f"requirements: {out['loaded']} loaded, {out['switched_off']} switched off")
+
+
 @cli.command("line-richmenu")
 def line_richmenu() -> None:
     """Draw, upload and set the default LINE rich menu (找課程 聽課 我的學習 活動領獎 設定)."""

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     otp_max_per_member_hour: int = 10
     otp_max_global_hour: int = 1000
 
+    # Proactive messages wait between these Asia/Taipei times (a member may choose another).
+    quiet_hours: str = Field(default="21:30-08:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
+    # When the reminder sweep runs (cron fields, Asia/Taipei); it is idempotent.
+    reminders_cron_minute: str = "0,30"
+
     conversation_ttl_seconds: int = Field(default=900, ge=30)
     # How long an inbound event may stay claimed before a sweep takes it over.
     inbound_lease_seconds: int = Field(default=60, ge=1)

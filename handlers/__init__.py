@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import courses, podcasts, settings, start, verification
+from handlers import courses, learning, podcasts, settings, start, verification
 
 
 def build_router() -> Router:
@@ -16,6 +16,7 @@ def build_router() -> Router:
         start.router,
         verification.router,
         settings.router,
+        learning.router,
         podcasts.router,
         courses.router,
     ):

@@ -5,7 +5,15 @@ from models.conversation import ConversationState
 from models.courses import Course, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
+from models.learning import (
+    Completion,
+    MandatoryRequirement,
+    ReminderDigest,
+    ReminderPoint,
+    ReminderSnooze,
+)
 from models.members import ChannelAccount, Member
+from models.outbox import ChannelPause, OutboxMessage
 from models.podcasts import (
     Episode,
     EpisodeListen,
@@ -20,19 +28,26 @@ __all__ = [
     "AuditLog",
     "Base",
     "ChannelAccount",
+    "ChannelPause",
     "CivilServant",
+    "Completion",
     "ConversationState",
     "Course",
     "Episode",
     "EpisodeListen",
     "FeedToken",
     "InboundEvent",
+    "MandatoryRequirement",
     "Member",
     "OtpChallenge",
     "OtpSend",
+    "OutboxMessage",
     "Podcast",
     "PodcastCompletion",
     "PodcastSubscription",
+    "ReminderDigest",
+    "ReminderPoint",
+    "ReminderSnooze",
     "SearchLog",
     "SimulatorMessage",
     "VerifiedPhone",

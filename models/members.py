@@ -22,6 +22,8 @@ class Member(Base):
     marketing_opt_in: Mapped[bool] = mapped_column(default=True)
     preferred_channel: Mapped[str | None] = mapped_column(String(16), default=None)
     reminder_time: Mapped[str | None] = mapped_column(String(5), default=None)  # "HH:MM" Taipei
+    # The member's own quiet window, "HH:MM-HH:MM" Taipei; None = QUIET_HOURS.
+    quiet_hours: Mapped[str | None] = mapped_column(String(11), default=None)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     accounts: Mapped[list[ChannelAccount]] = relationship(back_populates="member")
