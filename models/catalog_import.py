@@ -8,15 +8,15 @@ number`. Unknown columns (source, synthetic, ...) are ignored.
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from models.tabular import Progress, RefusedFile, RowError, read_csv
 
 AUDIENCES = ("public", "civil_servant")
 # Action ids must fit in 64 bytes ("course.open:<id>"), so ids stay short and ASCII.
@@ -28,7 +28,6 @@ REQUIRED_COLUMNS = ("id", "title", "category", "hours")
 TRUE_WORDS = {"1", "true", "yes", "y", "是", "t"}
 FALSE_WORDS = {"0", "false", "no", "n", "否", "f", ""}
 
-Progress = Callable[[int, int], None]
 Format = Literal["json", "csv"]
 
 
@@ -52,17 +51,6 @@ class CourseRow:
     password_hash: str | None = None
 
 
-@dataclass(frozen=True)
-class RowError:
-    where: str  # "line 7" (CSV) or "index 6" (JSON)
-    column: str | None
-    reason: str
-
-    def __str__(self) -> str:
-        col = f", column {self.column}" if self.column else ""
-        return f"{self.where}{col}: {self.reason}"
-
-
 @dataclass
 class ParsedCatalog:
     rows: list[CourseRow] = field(default_factory=list)
@@ -74,14 +62,10 @@ class ParsedCatalog:
         return not self.errors
 
 
-class CatalogError(ValueError):
+class CatalogError(RefusedFile):
     """The catalog was refused; `errors` lists every problem found."""
 
-    def __init__(self, errors: list[RowError]) -> None:
-        self.errors = errors
-        head = "; ".join(str(e) for e in errors[:5])
-        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
-        super().__init__(f"{len(errors)} invalid row(s): {head}{more}")
+    what = "catalog"
 
 
 def _text(value: Any) -> str:
@@ -246,36 +230,18 @@ def parse_json(data: bytes | str, *, progress: Progress | None = None) -> Parsed
 def parse_csv(data: bytes | str, *, progress: Progress | None = None) -> ParsedCatalog:
     """Rows from CSV with a header row; the header is line 1, so data starts on line 2."""
     try:
-        text = data.decode("utf-8-sig") if isinstance(data, bytes) else data.lstrip("\ufeff")
-    except UnicodeDecodeError as exc:
-        return ParsedCatalog(errors=[RowError("file", None, f"not UTF-8: {exc.reason}")])
-    reader = csv.reader(io.StringIO(text, newline=""))
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return ParsedCatalog(errors=[RowError("line 1", None, "empty file, no header row")])
-    missing = [c for c in REQUIRED_COLUMNS if c not in header]
-    if missing:
-        return ParsedCatalog(
-            errors=[RowError("line 1", c, "missing from the header") for c in missing]
-        )
+        table = read_csv(data, required=REQUIRED_COLUMNS, refuse=CatalogError)
+    except CatalogError as exc:
+        return ParsedCatalog(errors=exc.errors)
     records: list[tuple[str, Mapping[str, Any]]] = []
     errors: list[RowError] = []
-    for values in reader:
-        # reader.line_num counts physical lines, so quoted newlines keep numbers right.
-        where = f"line {reader.line_num}"
-        if not any(v.strip() for v in values):
-            continue
-        if len(values) != len(header):
-            errors.append(
-                RowError(where, None, f"{len(values)} fields, the header has {len(header)}")
-            )
-            continue
-        records.append((where, dict(zip(header, values, strict=True))))
+    for row in table.rows:
+        if row.error is not None:
+            errors.append(row.error)
+        else:
+            records.append((f"line {row.line}", row.values))
     parsed = _validate_all(records, len(records) + len(errors), progress)
-    parsed.errors = sorted(
-        errors + parsed.errors, key=lambda e: int(e.where.split()[1]) if " " in e.where else 0
-    )
+    parsed.errors = sorted(errors + parsed.errors, key=lambda e: e.line or 0)
     return parsed
 
 

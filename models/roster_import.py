@@ -8,9 +8,7 @@ and members whose roster row is inactive, gone or on another number lose the sta
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,37 +19,22 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.identity import CivilServant, VerifiedPhone, record_audit, sync_civil_servant
 from models.members import Member
 from models.pii import PiiVault
+from models.tabular import Progress, RefusedFile, RowError, read_csv
 
 COLUMNS = ("employee_id", "name", "agency", "mobile", "email", "active")
 REQUIRED = ("employee_id", "name", "agency", "mobile", "active")
 _TRUE = {"1", "true", "yes", "y", "是"}
 _FALSE = {"0", "false", "no", "n", "否"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-MAX_REPORTED = 50
 
 # Reads a Taiwan mobile in any format and returns E.164, or None (bot.phones provides one).
 PhoneNormaliser = Callable[[str], "str | None"]
-Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int
-    column: str
-    problem: str
+class RosterError(RefusedFile):
+    """The roster was refused; `errors` lists every problem found (line and column)."""
 
-    def __str__(self) -> str:
-        return f"line {self.line}, column {self.column}: {self.problem}"
-
-
-class RosterError(ValueError):
-    """The file was refused; `errors` lists every problem found (line and column)."""
-
-    def __init__(self, errors: list[RowError]) -> None:
-        self.errors = errors
-        shown = "; ".join(str(e) for e in errors[:MAX_REPORTED])
-        more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
-        super().__init__(f"roster refused, nothing changed: {shown}{more}")
+    what = "roster"
 
 
 @dataclass(frozen=True)
@@ -88,57 +71,44 @@ def parse_active(value: str) -> bool | None:
 
 def parse_roster(data: bytes | str, *, normalise_phone: PhoneNormaliser) -> list[RosterRow]:
     """Validate the whole file; raises RosterError listing every problem."""
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise RosterError([RowError(1, "-", "the file is not UTF-8 text")]) from None
-    else:
-        text = data.removeprefix("\ufeff")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise RosterError([RowError(1, "-", "the file is empty (a header row is needed)")])
-    reader.fieldnames = header
-    missing = [c for c in COLUMNS if c not in header and (c in REQUIRED)]
-    if missing:
-        raise RosterError([RowError(1, c, "column missing from the header") for c in missing])
+    table = read_csv(data, required=REQUIRED, refuse=RosterError)
 
     errors: list[RowError] = []
     rows: list[RosterRow] = []
     seen_ids: dict[str, int] = {}
     seen_mobiles: dict[str, int] = {}
-    for record in reader:
-        line = reader.line_num
-        if None in record:
-            errors.append(RowError(line, "-", "more fields than the header has"))
+    for record in table.rows:
+        line, values = record.line, record.values
+        if record.error is not None:
+            errors.append(record.error)
             continue
-        values = {k: (v or "").strip() for k, v in record.items()}
         row_errors: list[RowError] = []
         for column in REQUIRED:
             if not values.get(column):
-                row_errors.append(RowError(line, column, "empty"))
+                row_errors.append(RowError.at(line, column, "empty"))
         employee_id, name, agency = values["employee_id"], values["name"], values["agency"]
         if employee_id and len(employee_id) > 64:
-            row_errors.append(RowError(line, "employee_id", "longer than 64 characters"))
+            row_errors.append(RowError.at(line, "employee_id", "longer than 64 characters"))
         if employee_id in seen_ids:
             row_errors.append(
-                RowError(line, "employee_id", f"same employee_id as line {seen_ids[employee_id]}")
+                RowError.at(
+                    line, "employee_id", f"same employee_id as line {seen_ids[employee_id]}"
+                )
             )
         if agency and len(agency) > 200:
-            row_errors.append(RowError(line, "agency", "longer than 200 characters"))
+            row_errors.append(RowError.at(line, "agency", "longer than 200 characters"))
         mobile = normalise_phone(values["mobile"]) if values["mobile"] else None
         if values["mobile"] and mobile is None:
-            row_errors.append(RowError(line, "mobile", "not a Taiwan mobile number"))
+            row_errors.append(RowError.at(line, "mobile", "not a Taiwan mobile number"))
         email = values.get("email") or None
         if email and not _EMAIL.match(email):
-            row_errors.append(RowError(line, "email", "not an e-mail address"))
+            row_errors.append(RowError.at(line, "email", "not an e-mail address"))
         active = parse_active(values["active"]) if values["active"] else None
         if values["active"] and active is None:
-            row_errors.append(RowError(line, "active", "use 1/0, true/false, yes/no or 是/否"))
+            row_errors.append(RowError.at(line, "active", "use 1/0, true/false, yes/no or 是/否"))
         if mobile and active and mobile in seen_mobiles:
             row_errors.append(
-                RowError(line, "mobile", f"same mobile as active line {seen_mobiles[mobile]}")
+                RowError.at(line, "mobile", f"same mobile as active line {seen_mobiles[mobile]}")
             )
         if employee_id:
             seen_ids.setdefault(employee_id, line)

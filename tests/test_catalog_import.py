@@ -60,7 +60,9 @@ def test_csv_errors_name_line_and_column() -> None:
 
 def test_csv_header_must_have_required_columns() -> None:
     parsed = parse_csv(b"id,title,hours\nx,y,1\n")
-    assert [str(e) for e in parsed.errors] == ["line 1, column category: missing from the header"]
+    assert [str(e) for e in parsed.errors] == [
+        "line 1, column category: column missing from the header"
+    ]
 
 
 def test_json_errors_name_the_index() -> None:
