@@ -3,6 +3,7 @@ courses, recommendations and the course-password step."""
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import math
 import re
@@ -10,20 +11,27 @@ import secrets
 from dataclasses import replace
 
 from bot.context import Context
+from bot.i18n import taipei_time
 from bot.messages import MAX_ACTION_BYTES, Button, Card, Cards, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router
 from models.courses import (
     MAX_SAVED,
+    PASSWORD_TRIES_PER_HOUR,
+    PASSWORD_WINDOW,
     Course,
     SavedCoursesFull,
     active_course_ids,
     count_saved,
     courses_in_category,
+    forget_typed_text,
     get_course,
     is_saved,
     list_categories,
     newest_courses,
+    password_retry_at,
+    password_tries_left,
     popular_courses,
+    record_password_attempt,
     save_course,
     saved_courses,
     short_courses,
@@ -37,7 +45,6 @@ from models.search.typed_filters import split_filters
 router = Router("courses")
 
 PAGE = 5  # cards per answer: LINE carousels and Telegram lists both stay readable
-PASSWORD_TRIES = 3
 PORTAL = "https://elearning.taipei/"
 TAIPEI_COURSE = "https://ap1.elearning.taipei/elearn/course/view.php?id={}"
 MAX_QUICK = 13  # LINE's quick-reply limit; Telegram shows them all anyway
@@ -704,35 +711,78 @@ async def _recommended(ctx: Context) -> Reply:
 
 
 # -- password step --------------------------------------------------------------------------
+# Wrong passwords are counted per member in the database (course_password_attempt), over all
+# courses and steps, so starting the step again or trying another course resets nothing.
+
+
+def _until(ctx: Context, retry_at: dt.datetime) -> str:
+    """The moment the person may try again, in Taipei time, rounded up to the minute."""
+    if retry_at.second or retry_at.microsecond:
+        retry_at = retry_at.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    same_day = taipei_time(retry_at, "%Y-%m-%d") == taipei_time(ctx.now, "%Y-%m-%d")
+    return taipei_time(retry_at, "%H:%M" if same_day else "%Y-%m-%d %H:%M")
+
+
+def _cooling_down(ctx: Context, retry_at: dt.datetime) -> Reply:
+    return Text(
+        text=ctx.t(
+            "courses.password_cooldown",
+            tries=PASSWORD_TRIES_PER_HOUR,
+            time=_until(ctx, retry_at),
+        )
+    )
 
 
 @router.on_action("course.pw")
 async def ask_password(ctx: Context, msg: Incoming) -> Reply:
-    """Asks for the course password (a step: 取消 leaves it)."""
+    """Asks for the course password (a step: 取消 leaves it), unless tries are used up."""
     course = await _visible(ctx, ctx.args)
     if course is None:
         return Text(text=ctx.t("courses.gone"))
-    await ctx.enter("courses.await_password", {"course_id": course.id, "tries": 0})
+    retry_at = await password_retry_at(ctx.session, member_id=ctx.member.id, now=ctx.now)
+    if retry_at is not None:
+        await ctx.leave()
+        return _cooling_down(ctx, retry_at)
+    await ctx.enter("courses.await_password", {"course_id": course.id})
     return Text(text=ctx.t("courses.password_prompt", title=course.title))
 
 
 @router.on_state("courses.await_password")
 async def typed_password(ctx: Context, msg: Incoming) -> Reply:
-    """Checks the typed password; three wrong tries end the step."""
+    """Checks the typed password (never echoed, logged or stored); 5 wrong an hour, then a
+    cool-down that says when to try again."""
+    # What was typed must not rest in the stored copy of the event, right or wrong.
+    await forget_typed_text(ctx.session, channel=msg.channel, event_id=msg.event_id)
     data = ctx.state_data
     course = await _visible(ctx, str(data.get("course_id", "")))
     if course is None:
         await ctx.leave()
         return Text(text=ctx.t("courses.gone"))
-    if verify_course_password(course, msg.text):
+    member_id = ctx.member.id
+    retry_at = await password_retry_at(ctx.session, member_id=member_id, now=ctx.now)
+    if retry_at is not None:
+        # Not even checked: a right guess after the fifth wrong one would defeat the limit.
+        await ctx.leave()
+        return _cooling_down(ctx, retry_at)
+    ok = verify_course_password(course, msg.text)
+    await record_password_attempt(
+        ctx.session, member_id=member_id, course_id=course.id, success=ok, now=ctx.now
+    )
+    if ok:
         await ctx.leave()
         return Text(
             text=ctx.t("courses.password_ok", title=course.title),
             buttons=[Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))],
         )
-    tries = int(data.get("tries", 0)) + 1
-    if tries >= PASSWORD_TRIES:
+    left = await password_tries_left(ctx.session, member_id=member_id, now=ctx.now)
+    if left == 0:
         await ctx.leave()
-        return Text(text=ctx.t("courses.password_locked"))
-    await ctx.enter("courses.await_password", {"course_id": course.id, "tries": tries})
-    return Text(text=ctx.t("courses.password_wrong", left=PASSWORD_TRIES - tries))
+        retry_at = await password_retry_at(ctx.session, member_id=member_id, now=ctx.now)
+        return Text(
+            text=ctx.t(
+                "courses.password_locked",
+                tries=PASSWORD_TRIES_PER_HOUR,
+                time=_until(ctx, retry_at or ctx.now + PASSWORD_WINDOW),
+            )
+        )
+    return Text(text=ctx.t("courses.password_wrong", left=left))

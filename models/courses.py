@@ -29,6 +29,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
 from models.catalog_import import CatalogError, CourseRow, ParsedCatalog, Progress
+from models.inbound import InboundEvent
+from models.members import Member
 
 # A protected course whose password the import did not give: nobody can open it until an
 # admin sets one (the same convention as "!" in /etc/shadow).
@@ -91,6 +93,20 @@ class SavedCourse(Base):
     saved_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
+class CoursePasswordAttempt(Base):
+    """One typed course password, right or wrong (never the password itself): the hourly
+    limit on wrong tries per member, across all courses; erased with the member."""
+
+    __tablename__ = "course_password_attempt"
+    __table_args__ = (Index("ix_course_password_attempt_member_at", "member_id", "attempted_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
+    course_id: Mapped[str] = mapped_column(String(48))
+    attempted_at: Mapped[dt.datetime]
+    success: Mapped[bool]
+
+
 class CourseNotFound(LookupError):
     pass
 
@@ -119,6 +135,103 @@ def verify_course_password(course: Course, password: str) -> bool:
         return _hasher.verify(course.password_hash, password.strip())
     except (VerificationError, InvalidHashError):
         return False
+
+
+# Wrong passwords a member may type in any rolling hour, over all courses together.
+PASSWORD_TRIES_PER_HOUR = 5
+PASSWORD_WINDOW = dt.timedelta(hours=1)
+PASSWORD_KEEP = dt.timedelta(days=1)
+
+
+async def _lock_member(session: AsyncSession, member_id: int) -> None:
+    # Two processes answering the same member at once must not both see "one try left";
+    # on SQLite the write transaction (BEGIN IMMEDIATE) already serialises them.
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(select(Member.id).where(Member.id == member_id).with_for_update())
+
+
+async def password_retry_at(
+    session: AsyncSession, *, member_id: int, now: dt.datetime
+) -> dt.datetime | None:
+    """When the member may type a course password again; None when they may now.
+
+    Locks the member's row on PostgreSQL, so call it in the transaction that records the try.
+    """
+    await _lock_member(session, member_id)
+    recent = (
+        await session.scalars(
+            select(CoursePasswordAttempt.attempted_at)
+            .where(
+                CoursePasswordAttempt.member_id == member_id,
+                CoursePasswordAttempt.success.is_(False),
+                CoursePasswordAttempt.attempted_at > now - PASSWORD_WINDOW,
+            )
+            .order_by(CoursePasswordAttempt.attempted_at.desc())
+            .limit(PASSWORD_TRIES_PER_HOUR)
+        )
+    ).all()
+    if len(recent) < PASSWORD_TRIES_PER_HOUR:
+        return None
+    # The window frees a try when the oldest of the last five wrong ones is an hour old.
+    return recent[-1] + PASSWORD_WINDOW
+
+
+async def password_tries_left(session: AsyncSession, *, member_id: int, now: dt.datetime) -> int:
+    """Wrong passwords the member may still type in the current rolling hour."""
+    n = await session.scalar(
+        select(func.count(CoursePasswordAttempt.id)).where(
+            CoursePasswordAttempt.member_id == member_id,
+            CoursePasswordAttempt.success.is_(False),
+            CoursePasswordAttempt.attempted_at > now - PASSWORD_WINDOW,
+        )
+    )
+    return max(PASSWORD_TRIES_PER_HOUR - int(n or 0), 0)
+
+
+async def record_password_attempt(
+    session: AsyncSession, *, member_id: int, course_id: str, success: bool, now: dt.datetime
+) -> None:
+    """Count one typed password (only whether it was right, never what was typed).
+
+    The member's tries older than a day go at the same time: the table stays small.
+    """
+    await session.execute(
+        delete(CoursePasswordAttempt).where(
+            CoursePasswordAttempt.member_id == member_id,
+            CoursePasswordAttempt.attempted_at < now - PASSWORD_KEEP,
+        )
+    )
+    session.add(
+        CoursePasswordAttempt(
+            member_id=member_id, course_id=course_id[:48], attempted_at=now, success=success
+        )
+    )
+    await session.flush()
+
+
+async def forget_typed_text(session: AsyncSession, *, channel: str, event_id: str) -> None:
+    """Blank what the person typed in the stored copy of one inbound event (a course password
+    must rest in no table; the encrypted original is erased once the event is processed)."""
+    if not event_id:
+        return
+    row = await session.scalar(
+        select(InboundEvent).where(
+            InboundEvent.channel == channel, InboundEvent.event_id == event_id
+        )
+    )
+    if row is not None:
+        row.payload = _blank_text(row.payload)
+
+
+def _blank_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "***" if k in ("text", "caption") and isinstance(v, str) else _blank_text(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_blank_text(v) for v in value]
+    return value
 
 
 # -- import -------------------------------------------------------------------------------

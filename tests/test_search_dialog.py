@@ -88,7 +88,7 @@ async def test_card_password_flow_and_civil_servant_courses_hidden(chat: Chat) -
     assert "需要課程密碼" in texts(card)
     assert buttons(card)["輸入課程密碼"] == "course.pw:pw-1"
     assert "請輸入" in texts(await chat.tap("course.pw:pw-1"))
-    assert "還可以再試 2 次" in texts(await chat.say("wrong"))
+    assert "還可以再試 4 次" in texts(await chat.say("wrong"))
     ok = await chat.say("open-sesame")
     assert "密碼正確" in texts(ok)
     assert buttons(ok)["前往上課"].startswith("https://")
