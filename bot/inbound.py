@@ -173,16 +173,20 @@ class InboundProcessor:
         await self.process_batch([row_id])
 
     async def process_batch(self, row_ids: list[int]) -> None:
-        """Claim, route and answer a batch: one transaction for the handlers (each in its
-        own savepoint), replies stored with it, then delivery, then one update to finish."""
+        """Claim, route and answer a batch: one transaction for the claim and the handlers
+        (each in its own savepoint) that also stores the replies; then delivery; then one
+        update to finish."""
         now = self.clock()
         work: list[_Answer] = []
         async with self.sessionmaker() as session:
+            # The claim is the transaction's first statement, so it starts as a writer (on
+            # SQLite it waits for the lock instead of failing on a stale read snapshot); if
+            # anything below fails, the rollback hands the events back to the sweep.
             claimed = await events_db.claim_events(
                 session, row_ids=row_ids, now=now, lease=self.lease
             )
-            await session.commit()
             if not claimed:
+                await session.rollback()
                 return
             for row in await events_db.load_events(session, row_ids=claimed):
                 channel = self.channels.get(row.channel)

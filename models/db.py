@@ -25,7 +25,7 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "connect")
         def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            # The driver's own implicit BEGIN is off: we emit BEGIN IMMEDIATE ourselves below.
+            # The driver's own implicit BEGIN is off: we emit BEGIN ourselves below.
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
@@ -36,11 +36,11 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin(conn: Any) -> None:
-            # A transaction that reads and then writes while another connection commits would
-            # fail at once with "database is locked" (WAL cannot upgrade a stale snapshot);
-            # taking the write lock up front makes it wait its turn (busy_timeout) instead.
-            # It also makes SAVEPOINTs behave, which the driver's implicit BEGIN does not.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Our own BEGIN (the driver's implicit one is off) keeps SAVEPOINTs well-defined.
+            # It is DEFERRED, so reads take no lock; code that reads and then writes under
+            # concurrent writers should write first (see bot.inbound), as WAL cannot upgrade
+            # a stale read snapshot and answers "database is locked" at once.
+            conn.exec_driver_sql("BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
