@@ -19,14 +19,17 @@ import yaml
 from sqlalchemy import (
     Float,
     ForeignKey,
+    Integer,
     String,
     UniqueConstraint,
+    bindparam,
     delete,
     func,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -35,6 +38,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base
 from models.courses import Course
 from models.identity import CivilServant
+from models.outbox import ids_match
 
 TAIPEI = ZoneInfo("Asia/Taipei")
 DEFAULT_CADENCE = (30, 14, 7, 3, 1)
@@ -400,8 +404,8 @@ async def completed_hours(
                 Completion.completed_at >= start,
                 Completion.completed_at < end,
                 or_(
-                    Completion.member_id.in_(member_ids),
-                    Completion.employee_id.in_(list(by_employee)),
+                    ids_match(session, Completion.member_id, member_ids),
+                    ids_match(session, Completion.employee_id, by_employee, item_type=String),
                 ),
             )
             .group_by(Completion.member_id, Completion.employee_id, Completion.course_id)
@@ -486,7 +490,7 @@ async def snoozed(
 ) -> set[int]:
     rows = await session.scalars(
         select(ReminderSnooze.member_id).where(
-            ReminderSnooze.member_id.in_(list(member_ids)), ReminderSnooze.until > now
+            ids_match(session, ReminderSnooze.member_id, member_ids), ReminderSnooze.until > now
         )
     )
     return set(rows.all())
@@ -495,7 +499,7 @@ async def snoozed(
 async def digests_on(session: AsyncSession, *, member_ids: Sequence[int], day: str) -> set[int]:
     rows = await session.scalars(
         select(ReminderDigest.member_id).where(
-            ReminderDigest.member_id.in_(list(member_ids)), ReminderDigest.day == day
+            ids_match(session, ReminderDigest.member_id, member_ids), ReminderDigest.day == day
         )
     )
     return set(rows.all())
@@ -509,7 +513,8 @@ async def covered_points(
         return set()
     rows = await session.execute(
         select(ReminderPoint.requirement_id, ReminderPoint.member_id, ReminderPoint.point).where(
-            ReminderPoint.member_id.in_(list(member_ids)), ReminderPoint.point.in_(list(points))
+            ids_match(session, ReminderPoint.member_id, member_ids),
+            ReminderPoint.point.in_(list(points)),
         )
     )
     return {(r, m, p) for r, m, p in rows}
@@ -530,6 +535,8 @@ async def record_digests(
     scheduler may have won the race for the rest: those must not be sent again)."""
     if not digests:
         return set()
+    if session.get_bind().dialect.name == "postgresql":
+        return await _record_digests_pg(session, digests, day=day, now=now)
     stmt = (
         _insert(session)(ReminderDigest.__table__)  # Core: no ORM bookkeeping per row
         .on_conflict_do_nothing(index_elements=["member_id", "day"])
@@ -567,6 +574,76 @@ async def record_digests(
                 index_elements=["requirement_id", "member_id", "point"]
             ),
             points,
+        )
+    return won
+
+
+def _array(values: list[Any], item_type: Any) -> Any:
+    return bindparam(None, values, type_=ARRAY(item_type))
+
+
+async def _record_digests_pg(
+    session: AsyncSession, digests: Sequence[NewDigest], *, day: str, now: dt.datetime
+) -> set[int]:
+    """record_digests on PostgreSQL: each table in one INSERT ... SELECT FROM unnest(arrays)
+    (a few parameters whatever the count, instead of thousands of bound rows)."""
+    table = ReminderDigest.__table__
+    created = bindparam(None, now, type_=table.c.created_at.type)
+    source = (
+        func.unnest(
+            _array([d.member_id for d in digests], Integer),
+            _array([d.outbox_key for d in digests], String),
+            _array([d.open_requirements for d in digests], Integer),
+        )
+        .table_valued("member_id", "outbox_key", "open_requirements")
+        .render_derived()
+    )
+    stmt = (
+        pg_insert(table)
+        .from_select(
+            ["member_id", "day", "outbox_key", "open_requirements", "created_at"],
+            select(
+                source.c.member_id,
+                bindparam(None, day, type_=String),
+                source.c.outbox_key,
+                source.c.open_requirements,
+                created,
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["member_id", "day"])
+        .returning(table.c.member_id)
+    )
+    won = {m for m in (await session.execute(stmt)).scalars().all() if m is not None}
+    chosen = [
+        (req_id, d.member_id, point)
+        for d in digests
+        if d.member_id in won
+        for req_id, point in d.points
+    ]
+    if chosen:
+        points = ReminderPoint.__table__
+        source = (
+            func.unnest(
+                _array([c[0] for c in chosen], Integer),
+                _array([c[1] for c in chosen], Integer),
+                _array([c[2] for c in chosen], String),
+            )
+            .table_valued("requirement_id", "member_id", "point")
+            .render_derived()
+        )
+        await session.execute(
+            pg_insert(points)
+            .from_select(
+                ["requirement_id", "member_id", "point", "digest_day", "created_at"],
+                select(
+                    source.c.requirement_id,
+                    source.c.member_id,
+                    source.c.point,
+                    bindparam(None, day, type_=String),
+                    bindparam(None, now, type_=points.c.created_at.type),
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["requirement_id", "member_id", "point"])
         )
     return won
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import (
+    Boolean,
     ForeignKey,
     Index,
     Integer,
@@ -34,7 +35,7 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -154,6 +155,8 @@ async def enqueue_many(
     """Insert messages whose key is new; returns the keys actually inserted (idempotent)."""
     if not messages:
         return []
+    if session.get_bind().dialect.name == "postgresql":
+        return await _enqueue_many_pg(session, messages, now=now)
     hashes: dict[int, str] = {}
     values = []
     for m in messages:
@@ -186,6 +189,67 @@ async def enqueue_many(
     )
     rows = await session.execute(stmt, values)
     return [key for key in rows.scalars().all() if key is not None]
+
+
+async def _enqueue_many_pg(
+    session: AsyncSession, messages: Sequence[NewMessage], *, now: dt.datetime
+) -> list[str]:
+    """enqueue_many on PostgreSQL: one INSERT ... SELECT FROM unnest(arrays), with each
+    distinct body serialised and hashed once (a sweep's digests share their bodies)."""
+    encoded: dict[int, tuple[str, str]] = {}  # id(replies) -> (JSON text, hash)
+    bodies: list[str] = []
+    hashes: list[str] = []
+    for m in messages:
+        known = encoded.get(id(m.replies))
+        if known is None:
+            raw = json.dumps(m.replies, ensure_ascii=False, separators=(",", ":"))
+            known = encoded[id(m.replies)] = (raw, body_hash(m.replies))
+        bodies.append(known[0])
+        hashes.append(known[1])
+    table = OutboxMessage.__table__
+    columns: list[tuple[str, list[Any], Any]] = [
+        ("key", [m.key for m in messages], String),
+        ("member_id", [m.target.member_id for m in messages], Integer),
+        ("account_id", [m.target.account_id for m in messages], Integer),
+        ("channel", [m.target.channel for m in messages], String),
+        ("external_id", [m.target.external_id for m in messages], String),
+        ("kind", [m.kind for m in messages], String),
+        ("priority", [m.priority for m in messages], Integer),
+        ("proactive", [m.proactive for m in messages], Boolean),
+        ("replies", bodies, String),
+        ("body_hash", hashes, String),
+        ("not_before", [m.not_before for m in messages], table.c.not_before.type),
+    ]
+    source = (
+        func.unnest(*(bindparam(None, v, type_=ARRAY(t)) for _, v, t in columns))
+        .table_valued(*(name for name, _, _ in columns))
+        .render_derived()
+    )
+    picked = [
+        source.c[name] if name != "replies" else func.cast(source.c.replies, JSONB)
+        for name, _, _ in columns
+    ]
+    stmt = (
+        pg_insert(table)
+        .from_select(
+            [name for name, _, _ in columns] + ["status", "attempts", "created_at"],
+            select(
+                *picked,
+                bindparam(None, PENDING, type_=String),
+                bindparam(None, 0, type_=Integer),
+                bindparam(None, now, type_=table.c.created_at.type),
+            ),
+        )
+        .on_conflict_do_nothing(index_elements=["key"])
+        .returning(table.c.key)
+    )
+    added = set((await session.execute(stmt)).scalars().all())
+    out: list[str] = []
+    for m in messages:  # in the callers' order, each key once
+        if m.key in added:
+            added.discard(m.key)
+            out.append(m.key)
+    return out
 
 
 async def enqueue(
@@ -228,7 +292,7 @@ async def choose_targets(
         )
         .join(Member, Member.id == ChannelAccount.member_id)
         .where(
-            ChannelAccount.member_id.in_(ids),
+            ids_match(session, ChannelAccount.member_id, ids),
             ChannelAccount.unreachable.is_(False),
             ChannelAccount.following.is_(True),
         )
@@ -412,12 +476,15 @@ async def assign_retry_keys(
 
 
 # -- outcomes ----------------------------------------------------------------------------------
-def ids_match(session: AsyncSession, column: Any, ids: Iterable[int]) -> Any:
+def ids_match(
+    session: AsyncSession, column: Any, ids: Iterable[Any], *, item_type: Any = Integer
+) -> Any:
     """`column IN ids`; on PostgreSQL `= ANY(array)`, one statement shape whatever the
-    count (asyncpg prepares each distinct IN-list length anew)."""
+    count (asyncpg prepares each distinct IN-list length anew, and SQLAlchemy renders a
+    bind per value). `item_type` is the array's element type (String for text ids)."""
     values = list(ids)
     if session.get_bind().dialect.name == "postgresql":
-        return column == any_(bindparam(None, values, type_=ARRAY(Integer)))
+        return column == any_(bindparam(None, values, type_=ARRAY(item_type)))
     return column.in_(values)
 
 

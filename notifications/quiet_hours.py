@@ -8,6 +8,7 @@ are not proactive and are never held back.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -50,6 +51,7 @@ class QuietWindow:
         return self.until(moment) or moment
 
 
+@functools.lru_cache(maxsize=256)  # a sweep asks once per person; few distinct windows
 def parse_window(value: str) -> QuietWindow:
     """'21:30-08:00' -> QuietWindow; ValueError for anything else."""
     match = _WINDOW.match(value)

@@ -13,6 +13,8 @@ adds nothing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -48,6 +50,10 @@ KIND = "reminder"
 CHUNK = 5000
 MAX_COURSE_BUTTONS = 3  # + "remind me next week": LINE shows four buttons under a message
 SUGGESTIONS = 20
+# Rendered digests kept per sweep: people with the same open hours (and the same relevant
+# completed courses) get the same digest, rendered and serialised once. Bounded, so memory
+# does not grow with the number of people.
+RENDER_CACHE = 4096
 # Columns other features added to member (0003 reminder_time, 0004 quiet_hours), by name.
 _REMINDER_TIME: Any = literal_column("member.reminder_time")
 _QUIET: Any = literal_column("member.quiet_hours")
@@ -192,51 +198,78 @@ async def sweep_reminders(
     if not points:
         return report  # no requirement is near its deadline: nothing can be due today
     facts: dict[str, object] = {}
+    suggested = frozenset(cid for picks in suggestions.values() for cid, _ in picks)
+    rendered: dict[tuple[object, ...], list[dict[str, Any]]] = {}
     after = 0
-    while True:
-        async with sessionmaker() as session:
-            rows = (
-                await session.execute(
-                    select(
-                        Member.id,
-                        Member.language,
-                        _REMINDER_TIME,
-                        _QUIET,
-                        CivilServant.employee_id,
-                        CivilServant.agency,
+    # On PostgreSQL one chunk's writes (digests, points, outbox rows: their own transaction)
+    # overlap the next chunk's reads and rendering; chunks are disjoint sets of members, so
+    # neither depends on the other. At most one write is in flight: memory stays two chunks.
+    bind = sessionmaker.kw.get("bind")
+    overlap = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
+    writing: asyncio.Task[None] | None = None
+    try:
+        while True:
+            async with sessionmaker() as session:
+                rows = (
+                    await session.execute(
+                        select(
+                            Member.id,
+                            Member.language,
+                            _REMINDER_TIME,
+                            _QUIET,
+                            CivilServant.employee_id,
+                            CivilServant.agency,
+                        )
+                        .outerjoin(CivilServant, CivilServant.member_id == Member.id)
+                        .where(Member.is_civil_servant.is_(True), Member.id > after)
+                        .order_by(Member.id)
+                        .limit(chunk)
                     )
-                    .outerjoin(CivilServant, CivilServant.member_id == Member.id)
-                    .where(Member.is_civil_servant.is_(True), Member.id > after)
-                    .order_by(Member.id)
-                    .limit(chunk)
+                ).all()
+                if not rows:
+                    break
+                after = rows[-1][0]
+                report.people += len(rows)
+                planned = await _plan_chunk(
+                    session,
+                    rows,
+                    catalog=catalog,
+                    now=now,
+                    today=today,
+                    day=day,
+                    requirements=requirements,
+                    due=due,
+                    points=points,
+                    suggestions=suggestions,
+                    channels=channels,
+                    quiet=quiet,
+                    facts=facts,
+                    report=report,
+                    suggested=suggested,
+                    rendered=rendered,
                 )
-            ).all()
-            if not rows:
-                break
-            after = rows[-1][0]
-            report.people += len(rows)
-            await _sweep_chunk(
-                session,
-                rows,
-                catalog=catalog,
-                now=now,
-                today=today,
-                day=day,
-                requirements=requirements,
-                due=due,
-                points=points,
-                suggestions=suggestions,
-                channels=channels,
-                quiet=quiet,
-                facts=facts,
-                report=report,
-            )
-            await session.commit()
+                await session.commit()  # the reads' transaction; writes go in their own
+            if writing is not None:
+                task, writing = writing, None
+                await task
+            write = _write_chunk(sessionmaker, *planned, day=day, now=now, report=report)
+            if overlap:
+                writing = asyncio.create_task(write)
+            else:
+                await write
+        if writing is not None:
+            task, writing = writing, None
+            await task
+    finally:
+        if writing is not None:  # the reads failed: abandon the write (a re-run redoes it)
+            writing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writing
     log.info("reminder sweep %s: %s", day, report)
     return report
 
 
-async def _sweep_chunk(
+async def _plan_chunk(
     session: AsyncSession,
     rows: Sequence[object],
     *,
@@ -252,7 +285,10 @@ async def _sweep_chunk(
     quiet: QuietWindow,
     facts: dict[str, object],
     report: SweepReport,
-) -> None:
+    suggested: frozenset[str] = frozenset(),
+    rendered: dict[tuple[object, ...], list[dict[str, Any]]] | None = None,
+) -> tuple[list[NewDigest], dict[int, NewMessage]]:
+    """Read one chunk's facts and decide its digests (nothing written yet)."""
     people = [Person(r[0], r[4], r[5]) for r in rows]  # type: ignore[index]
     ids = [p.member_id for p in people]
     sleeping = await snoozed(session, member_ids=ids, now=now)
@@ -294,7 +330,7 @@ async def _sweep_chunk(
             continue
         candidates.append((person, row, open_items, fresh))
     if not candidates:
-        return
+        return [], {}
     targets = await choose_targets(
         session, member_ids=[c[0].member_id for c in candidates], channels=channels
     )
@@ -307,27 +343,61 @@ async def _sweep_chunk(
             report.no_channel += 1
             continue
         language, reminder_time, own_quiet = row[1], row[2], row[3]  # type: ignore[index]
-        replies = render_digest(
-            catalog,
+        # Everything the digest depends on (today, the catalog and the suggestions are the
+        # same for the whole sweep): the language, the open hours and which suggested
+        # courses the person already took.
+        mine = taken.get(m, set())
+        signature = (
             language,
-            open_items=open_items,
-            today=today,
-            suggestions=suggestions,
-            taken=taken.get(m, set()),
+            tuple((r.id, done) for r, done in open_items),
+            frozenset(mine & suggested),
         )
+        body = rendered.get(signature) if rendered is not None else None
+        if body is None:
+            body = dump_replies(
+                render_digest(
+                    catalog,
+                    language,
+                    open_items=open_items,
+                    today=today,
+                    suggestions=suggestions,
+                    taken=mine,
+                )
+            )
+            if rendered is not None:
+                if len(rendered) >= RENDER_CACHE:
+                    rendered.clear()
+                rendered[signature] = body
         key = f"{KIND}:{m}:{day}"
         window = window_for(own_quiet, quiet)
         messages[m] = NewMessage(
             key=key,
             target=target,
-            replies=dump_replies(replies),
+            replies=body,  # shared between identical digests: hashed once when queued
             kind=KIND,
             priority=PRIORITY_REMINDER,
             not_before=_send_time(now, today, reminder_time, window),
         )
         digests.append(NewDigest(m, key, len(open_items), fresh))
-    won = await record_digests(session, digests, day=day, now=now)
-    added = await enqueue_many(session, [messages[m] for m in sorted(won)], now=now)
+    return digests, messages
+
+
+async def _write_chunk(
+    sessionmaker: async_sessionmaker[AsyncSession],
+    digests: list[NewDigest],
+    messages: dict[int, NewMessage],
+    *,
+    day: str,
+    now: dt.datetime,
+    report: SweepReport,
+) -> None:
+    """Record one chunk's digests and queue the ones this sweep won, in one transaction."""
+    if not digests:
+        return
+    async with sessionmaker() as session:
+        won = await record_digests(session, digests, day=day, now=now)
+        added = await enqueue_many(session, [messages[m] for m in sorted(won)], now=now)
+        await session.commit()
     report.digests += len(added)
     report.already_today += len(digests) - len(won)
 
