@@ -599,7 +599,7 @@ async def _record_digests_pg(
         .render_derived()
     )
     stmt = (
-        pg_insert(table)
+        pg_insert(ReminderDigest)
         .from_select(
             ["member_id", "day", "outbox_key", "open_requirements", "created_at"],
             select(
@@ -632,7 +632,7 @@ async def _record_digests_pg(
             .render_derived()
         )
         await session.execute(
-            pg_insert(points)
+            pg_insert(ReminderPoint)
             .from_select(
                 ["requirement_id", "member_id", "point", "digest_day", "created_at"],
                 select(

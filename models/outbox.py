@@ -230,7 +230,7 @@ async def _enqueue_many_pg(
         for name, _, _ in columns
     ]
     stmt = (
-        pg_insert(table)
+        pg_insert(OutboxMessage)
         .from_select(
             [name for name, _, _ in columns] + ["status", "attempts", "created_at"],
             select(
