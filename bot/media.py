@@ -122,6 +122,24 @@ def media_url(
     return f"{url}?{signer.query(path, expires_at=now + ttl)}"
 
 
+def local_media_path(settings: Settings, url: str) -> Path | None:
+    """The file under MEDIA_DIR that a `/media/...` URL of ours serves; None for any other
+    URL, a path that leaves MEDIA_DIR, or a file that is not there."""
+    prefix = settings.public_base_url.rstrip("/") + "/media/"
+    bare = url.split("#", 1)[0].split("?", 1)[0]
+    if not bare.startswith(prefix):
+        return None
+    try:
+        rel = safe_relative(urllib.parse.unquote(bare[len(prefix) :]))
+    except ValueError:
+        return None
+    root = settings.media_dir.resolve()
+    path = (root / rel).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path
+
+
 # -- ingest ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StoredAudio:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import datetime as dt
 import logging
@@ -10,7 +11,7 @@ from collections import OrderedDict
 from typing import Any
 
 from pydantic import SecretStr
-from telegram import Bot, Message, Update
+from telegram import Bot, InputFile, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import (
     BadRequest,
@@ -25,6 +26,7 @@ from telegram.request import BaseRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.channels import Delivery, DeliveryError, RecipientGone
+from bot.media import local_media_path
 from bot.messages import Incoming, Reply
 from bot.settings import Settings
 from bot.telegram.logs import protect_logs
@@ -37,6 +39,8 @@ CHANNEL = "telegram"
 ALLOWED_UPDATES = ["message", "callback_query", "my_chat_member"]
 # Telegram fetches media given by URL itself, which can take longer than a text send.
 MEDIA_READ_TIMEOUT = 60.0
+# Uploading up to 50 MB takes a while on a slow uplink; PTB's default is 20 s.
+MEDIA_WRITE_TIMEOUT = 300.0
 # Deliveries interrupted half-way (429 on the 2nd of 3 messages) resume where they stopped.
 PROGRESS_MEMORY = 2048
 
@@ -224,6 +228,8 @@ class TelegramChannel:
         # media_key -> Telegram file_id, so an episode is uploaded once and re-sent by id.
         # In memory for now: a restart re-sends by URL once per file and learns the id again.
         self.file_ids: dict[str, str] = {}
+        # One upload per file at a time: others wait for its file_id instead of uploading too.
+        self._uploads: dict[str, asyncio.Lock] = {}
         # Chats with a reply keyboard (AskPhone) still open; the next plain message removes it.
         self._keyboard_open: set[str] = set()
         # event id -> calls already sent, so a retried delivery does not repeat them.
@@ -315,6 +321,8 @@ class TelegramChannel:
             return await self.tg.send_photo(
                 chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **call.params
             )
+        if call.upload:
+            return await self._send_large_audio(chat_id, call)
         try:
             message = await self.tg.send_audio(
                 chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **call.params
@@ -329,6 +337,42 @@ class TelegramChannel:
             message = await self.tg.send_audio(
                 chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **params
             )
+        self._learn(call, message)
+        return message
+
+    def _learn(self, call: TgCall, message: Message) -> None:
         if call.media_key and message.audio is not None:
             self.file_ids[call.media_key] = message.audio.file_id
-        return message
+
+    async def _send_large_audio(self, chat_id: int | str, call: TgCall) -> Message:
+        """Audio over 20 MB, which Telegram will not fetch by URL: upload the file from
+        MEDIA_DIR once (multipart, up to 50 MB) and send it by its file_id from then on."""
+        lock = self._uploads.setdefault(call.media_key or str(call.params["audio"]), asyncio.Lock())
+        async with lock:
+            cached = self.file_ids.get(call.media_key) if call.media_key else None
+            if cached is not None:  # another delivery uploaded it while this one waited
+                try:
+                    return await self.tg.send_audio(
+                        chat_id=chat_id,
+                        read_timeout=MEDIA_READ_TIMEOUT,
+                        **{**call.params, "audio": cached},
+                    )
+                except BadRequest:
+                    self.file_ids.pop(call.media_key or "", None)
+            url = str(call.url_fallback or call.params["audio"])
+            path = local_media_path(self.settings, url)
+            if path is None:
+                # Not one of our files (or gone): a link is all that can be offered.
+                log.warning("audio over 20 MB is not under MEDIA_DIR; sending its link")
+                if call.link_fallback is None:
+                    raise BadRequest("audio over 20 MB and no local file to upload")
+                return await self._send(chat_id, call.link_fallback)
+            data = await asyncio.to_thread(path.read_bytes)
+            message = await self.tg.send_audio(
+                chat_id=chat_id,
+                read_timeout=MEDIA_READ_TIMEOUT,
+                write_timeout=MEDIA_WRITE_TIMEOUT,
+                **{**call.params, "audio": InputFile(data, filename=path.name)},
+            )
+            self._learn(call, message)
+            return message

@@ -36,6 +36,9 @@ ROW_BUTTONS = 3
 ROW_WIDTH = 30
 CARD_BODY_CHARS = (240, 120, 60, 0)  # tried in turn until the list fits one message
 EMPTY_TEXT = "⋯"  # Telegram refuses empty messages
+# Telegram fetches a file given by URL only up to 20 MB; bots may upload up to 50 MB.
+MAX_URL_FILE_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 
 Method = Literal["send_message", "send_audio", "send_photo"]
 CardsMode = Literal["list", "each"]
@@ -49,6 +52,10 @@ class TgCall:
     params: dict[str, Any]
     media_key: str | None = None  # Audio: remember the returned file_id under this key
     url_fallback: str | None = None  # Audio sent by cached file_id: the URL if that id is stale
+    # Audio over 20 MB: the channel uploads the file behind `params["audio"]` (a /media URL)
+    # instead of letting Telegram fetch it, and sends `link_fallback` if it cannot.
+    upload: bool = False
+    link_fallback: TgCall | None = None
 
     @property
     def api_method(self) -> str:
@@ -219,8 +226,18 @@ def _render_cards_each(reply: Cards) -> list[TgCall]:
     return calls
 
 
+def _audio_link(reply: Audio, markup: Any | None) -> TgCall:
+    """A message with the audio's link, for a file Telegram can neither fetch nor take."""
+    text = f"{reply.title}\n{reply.url}" if reply.title else reply.url
+    return _text_calls(text, markup)[0]
+
+
 def _render_audio(reply: Audio, file_ids: Mapping[str, str]) -> list[TgCall]:
     cached = file_ids.get(reply.media_key) if reply.media_key else None
+    size = reply.file_size or 0
+    markup = inline_markup(_rows(reply.buttons))
+    if cached is None and size > MAX_UPLOAD_BYTES:
+        return [_audio_link(reply, markup)]
     params: dict[str, Any] = {
         "audio": cached or reply.url,
         # Bot API wants whole seconds; round up so a 0.4 s clip does not show 0:00.
@@ -230,15 +247,17 @@ def _render_audio(reply: Audio, file_ids: Mapping[str, str]) -> list[TgCall]:
         params["title"] = reply.title
     if reply.performer:
         params["performer"] = reply.performer
-    markup = inline_markup(_rows(reply.buttons))
     if markup is not None:
         params["reply_markup"] = markup
+    big = size > MAX_URL_FILE_BYTES
     return [
         TgCall(
             "send_audio",
             params,
             media_key=reply.media_key,
             url_fallback=reply.url if cached else None,
+            upload=big,
+            link_fallback=_audio_link(reply, markup) if big else None,
         )
     ]
 

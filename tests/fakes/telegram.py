@@ -194,6 +194,21 @@ class TgCall:
 
 
 @dataclass
+class Upload:
+    """A file a bot uploaded (multipart/form-data)."""
+
+    method: str
+    field: str  # the parameter carrying it, e.g. "audio"
+    filename: str
+    body: bytes  # the whole multipart body (the file is most of it)
+
+
+# What Telegram takes: files it fetches by URL up to 20 MB, uploads up to 50 MB.
+URL_FILE_LIMIT = 20 * 1024 * 1024
+UPLOAD_LIMIT = 50 * 1024 * 1024
+
+
+@dataclass
 class Failure:
     status: int
     chat_id: str | None
@@ -215,6 +230,9 @@ class FakeTelegram(FakeServer):
         self.webhook: dict[str, Any] | None = None
         self.commands: dict[str, list[dict[str, Any]]] = {}  # language_code ("" default)
         self.file_ids: set[str] = set()  # file_ids this "Telegram" has issued
+        self.uploads: list[Upload] = []
+        # Sizes of files behind URLs, as Telegram would find them when fetching (default 0).
+        self.url_sizes: dict[str, int] = {}
         self._failures: list[Failure] = []
         self._message_id = 100
         self._new_update = asyncio.Event()
@@ -279,6 +297,12 @@ class FakeTelegram(FakeServer):
             return _error(401, "Unauthorized")
         method = m["method"]
         params = {k: _decode(k, v) for k, v in request.params.items()}
+        if request.headers.get("content-type", "").startswith("multipart/form-data"):
+            if len(request.body) > UPLOAD_LIMIT:
+                return _error(413, "Request Entity Too Large")
+            for name, value in params.items():
+                if isinstance(value, str) and value.startswith("<file "):
+                    self.uploads.append(Upload(method, name, value[6:-1], request.body))
         failure = self._failure_for(method, params)
         if failure is not None:
             return failure
@@ -336,8 +360,12 @@ class FakeTelegram(FakeServer):
 
     async def _m_sendAudio(self, params: dict[str, Any]) -> Any:
         audio = str(params.get("audio", ""))
-        if not audio.startswith(("http://", "https://")) and audio not in self.file_ids:
+        uploaded = audio.startswith("<file ")
+        by_url = audio.startswith(("http://", "https://"))
+        if not (uploaded or by_url) and audio not in self.file_ids:
             return _error(400, "Bad Request: wrong file identifier/HTTP URL specified")
+        if by_url and self.url_sizes.get(audio, 0) > URL_FILE_LIMIT:
+            return _error(400, "Bad Request: failed to get HTTP URL content")
         file = {"file_id": audio, "file_unique_id": f"u{audio}"} if audio in self.file_ids else None
         file = file or self._file("CQACAgUAAxkDAAI")
         meta = {k: params[k] for k in ("duration", "title", "performer") if k in params}
