@@ -124,6 +124,7 @@ def build_runtime(settings: Settings) -> Runtime:
     jobs.add(Job("podcast-drops", drops, every_seconds=60))
 
     dispatcher = build_dispatcher(settings, sessionmaker, channels)
+    processor.on_enqueued = dispatcher.wake.set
     # No trigger: the worker loop drains continuously; `run-job drain-outbox` drains once.
     jobs.add(Job("drain-outbox", dispatcher.drain))
     reminders = reminders_job(

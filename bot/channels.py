@@ -17,6 +17,15 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class ReplyWindowClosed(Exception):
+    """The platform no longer takes an answer to this event (LINE's reply token is spent or
+    expired): the replies must go out as a proactive push, through the outbox."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        super().__init__("reply window closed")
+        self.replies = replies
+
+
 class RecipientGone(Exception):
     """The person blocked the bot or no longer exists on the platform; stop sending."""
 

@@ -21,16 +21,17 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.channels import Channel, DeliveryError, RecipientGone
+from bot.channels import Channel, DeliveryError, RecipientGone, ReplyWindowClosed
 from bot.context import Context, Services
 from bot.i18n import normalise_language
 from bot.messages import Incoming, Reply, Text, dump_replies, load_replies
 from bot.redact import redact
 from bot.router import Router
 from models import inbound as events_db
+from models import outbox
 from models.base import utcnow
 from models.conversation import get_state
-from models.members import ChannelAccount, ensure_account, set_reachability
+from models.members import ChannelAccount, ensure_account, get_account, set_reachability
 
 log = logging.getLogger("edoor.inbound")
 
@@ -52,6 +53,7 @@ class _Answer:
     delivered: bool = False
     gone: bool = False
     retry_reason: str | None = None
+    push_instead: list[Reply] | None = None  # the reply window closed: send via the outbox
 
     @property
     def handler_failed(self) -> bool:
@@ -78,6 +80,8 @@ class InboundProcessor:
         self.router = router
         self.channels = channels
         self.clock = clock
+        # Called after replies were handed to the outbox, so a dispatcher can send at once.
+        self.on_enqueued: Callable[[], None] | None = None
         self._to_record: list[tuple[str, list[events_db.NewEvent], asyncio.Future[list[int]]]] = []
         self._recorder: asyncio.Task[None] | None = None
         self._queue: deque[int] = deque()
@@ -252,6 +256,8 @@ class InboundProcessor:
                 answer.delivered = True
             except RecipientGone:
                 answer.delivered = answer.gone = True
+            except ReplyWindowClosed as exc:
+                answer.delivered, answer.push_instead = True, exc.replies
             except DeliveryError as exc:
                 answer.retry_reason = exc.reason[:200]
                 return
@@ -267,6 +273,7 @@ class InboundProcessor:
         for attempt in range(7):
             try:
                 async with self.sessionmaker() as session:
+                    pushes = await self._enqueue_pushes(session, answers)
                     for answer in answers:
                         if answer.gone and answer.incoming is not None:
                             await set_reachability(
@@ -286,12 +293,44 @@ class InboundProcessor:
                         },
                     )
                     await session.commit()
+                if pushes and self.on_enqueued is not None:
+                    self.on_enqueued()
                 return
             except Exception:
                 if attempt == 6:
                     raise
                 await asyncio.sleep(delay)
                 delay *= 2
+
+    async def _enqueue_pushes(self, session: AsyncSession, answers: list[_Answer]) -> int:
+        """Answers whose reply window closed become outbox rows (idempotent per event)."""
+        count = 0
+        for answer in answers:
+            if answer.push_instead is None or answer.incoming is None:
+                continue
+            account = await get_account(
+                session, channel=answer.channel_name, external_id=answer.incoming.user_id
+            )
+            if account is None:
+                continue
+            target = outbox.Target(
+                member_id=account.member_id,
+                account_id=account.id,
+                channel=account.channel,
+                external_id=account.external_id,
+            )
+            count += await outbox.enqueue(
+                session,
+                key=f"reply:{answer.row_id}",
+                target=target,
+                replies=dump_replies(answer.push_instead),
+                kind="reply",
+                priority=outbox.PRIORITY_REPLY,
+                not_before=self.clock(),
+                now=self.clock(),
+                proactive=False,
+            )
+        return count
 
     async def handle(
         self,

@@ -9,6 +9,7 @@ from sqlalchemy import select, update
 
 from app import build_runtime
 from models.inbound import InboundEvent
+from models.outbox import OutboxMessage
 from tests.conftest import LINE_SECRET, LINE_TOKEN
 from tests.dialog import eventually
 from tests.line_helpers import text_event
@@ -106,7 +107,7 @@ async def test_replies_computed_before_a_crash_are_delivered_without_rerunning(
     assert sent.body["messages"][0]["text"] == "computed before the crash"
 
 
-async def test_platform_outage_keeps_the_replies_for_a_later_attempt(
+async def test_late_answer_goes_out_by_push_and_a_push_failure_is_retried_with_its_key(
     make_settings, fake_line, engine
 ) -> None:  # type: ignore[no-untyped-def]
     fake, fake_url = fake_line
@@ -114,22 +115,20 @@ async def test_platform_outage_keeps_the_replies_for_a_later_attempt(
         line_channel_secret=LINE_SECRET,
         line_channel_access_token=LINE_TOKEN,
         line_api_base_url=fake_url,
-        inbound_lease_seconds=1,
     )
     ev = text_event("help")
-    fake.invalid_tokens.add(ev["replyToken"])
+    fake.invalid_tokens.add(ev["replyToken"])  # answered too late for the reply token
     fake.scripted.append((500, {"message": "Internal error"}))
     await _record_without_processing(settings, ev)
     runtime = build_runtime(settings)
+    drain = runtime.jobs.require("drain-outbox")
     try:
         await runtime.processor.recover()
         async with engine.connect() as conn:
-            row = (await conn.execute(select(InboundEvent))).one()
-        assert row.status == "answering"
-        assert row.pending_replies
-        assert row.last_error == "line 500"
-        runtime.processor.clock = lambda: dt.datetime.now(dt.UTC) + dt.timedelta(seconds=5)
-        await runtime.processor.recover()
+            assert (await conn.execute(select(InboundEvent.status))).scalar() == "done"
+        now = dt.datetime.now(dt.UTC)
+        await drain.run(now)  # LINE answers 500: kept for a later attempt
+        await drain.run(now + dt.timedelta(minutes=10))
     finally:
         await runtime.close()
     pushes = fake.sent("/push")
@@ -137,7 +136,8 @@ async def test_platform_outage_keeps_the_replies_for_a_later_attempt(
     # The retry carries the same key, so LINE would never deliver it twice.
     assert pushes[0].headers["x-line-retry-key"] == pushes[1].headers["x-line-retry-key"]
     async with engine.connect() as conn:
-        assert (await conn.execute(select(InboundEvent.status))).scalar() == "done"
+        row = (await conn.execute(select(OutboxMessage.status, OutboxMessage.attempts))).one()
+    assert row.status == "sent"
 
 
 async def test_healthz_reports_the_database(app_url: str) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from models.inbound import InboundEvent
 from models.members import ChannelAccount
+from models.outbox import OutboxMessage
 from tests.conftest import LINE_SECRET, LINE_TOKEN
 from tests.dialog import eventually
 from tests.fakes.line import FakeLine
@@ -117,16 +118,30 @@ async def _all_done(engine: AsyncEngine) -> bool:
     return bool(statuses) and all(s == "done" for s in statuses)
 
 
-async def test_expired_reply_token_falls_back_to_push_with_retry_key(line, engine) -> None:  # type: ignore[no-untyped-def]
-    http, fake = line
-    ev = text_event("help", user="U" + "b" * 32)
-    fake.invalid_tokens.add(ev["replyToken"])
-    assert await post(http, body_of(ev)) == 200
-    pushes = await eventually(lambda: fake.sent("/push"))
+async def test_expired_reply_token_falls_back_to_push_through_the_outbox(  # type: ignore[no-untyped-def]
+    served, fake_line, engine
+) -> None:
+    fake, fake_url = fake_line
+    async with (
+        served(
+            line_channel_secret=LINE_SECRET,
+            line_channel_access_token=LINE_TOKEN,
+            line_api_base_url=fake_url,
+            edoor_background="on",
+        ) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        ev = text_event("help", user="U" + "b" * 32)
+        fake.invalid_tokens.add(ev["replyToken"])
+        assert await post(http, body_of(ev)) == 200
+        pushes = await eventually(lambda: fake.sent("/push"))
+        await eventually(lambda: _all_done(engine))
     assert pushes[0].body["to"] == "U" + "b" * 32
     assert len(pushes[0].headers["x-line-retry-key"]) == 36
     PushMessageRequest.from_dict(pushes[0].body)
-    await eventually(lambda: _all_done(engine))
+    async with engine.connect() as conn:
+        sent = (await conn.execute(select(OutboxMessage.kind, OutboxMessage.status))).all()
+    assert [(r.kind, r.status) for r in sent] == [("reply", "sent")]
 
 
 async def test_unfollow_marks_the_member_unreachable_and_follow_restores(line, engine) -> None:  # type: ignore[no-untyped-def]
