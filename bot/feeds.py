@@ -1,14 +1,22 @@
 """Podcast feeds: `GET /feeds/` (public feeds as JSON), `/feeds/{podcast}.xml` (RSS 2.0 with
 iTunes and Podcasting 2.0 tags), transcripts and chapters, and private per-member feeds of
-restricted podcasts at `/feeds/private/{token}.xml`, whose token can be revoked.
+restricted podcasts at `/feeds/private/{token}.xml`, whose token can be revoked. Each
+podcast has cover art drawn from its title (`.../cover.jpg`, 1400 x 1400, as Apple requires).
 
 `podcast_routes()` is the one router app.py includes for podcasts (feeds and `/media/...`).
 """
 
 from __future__ import annotations
 
+import asyncio
+import colorsys
 import datetime as dt
 import email.utils
+import hashlib
+import io
+import os
+import re
+import tempfile
 import urllib.parse
 import uuid
 import xml.etree.ElementTree as ET
@@ -18,8 +26,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Response
 from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
+from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.line_richmenu import CJK_FONTS
 from bot.media import CONTENT_TYPES, MediaSigner, media_routes, media_url, safe_relative
 from bot.settings import Settings
 from models.base import utcnow
@@ -44,6 +54,11 @@ PODCAST_GUID_NS = uuid.UUID("ead4c236-bf58-58c6-a2c6-a6b28d128cb6")
 ENCLOSURE_TYPES = {"audio/mp4": "audio/x-m4a", "audio/mpeg": "audio/mpeg"}
 FEED_CACHE = "public, max-age=300"
 PORTAL = "https://elearning.taipei/"
+
+# Apple: square JPEG or PNG, 1400 to 3000 pixels a side, RGB.
+COVER_SIZE = 1400
+COVER_STYLE = "1"  # bump when the drawing changes, so every cover URL changes with it
+COVER_CACHE = "public, max-age=31536000, immutable"  # the URL carries the version
 
 for prefix, uri in (("itunes", ITUNES), ("podcast", PODCAST), ("atom", ATOM), ("content", CONTENT)):
     ET.register_namespace(prefix, uri)
@@ -80,6 +95,7 @@ class FeedLinks:
     base: str  # .../feeds/<slug> or .../feeds/private/<token>
     self_url: str
     audio: Callable[[Episode], str]
+    cover: str | None = None  # the cover art's URL (itunes:image and <image>)
 
 
 def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
@@ -106,6 +122,12 @@ def render_feed(
     _sub(channel, f"{{{ITUNES}}}type", "serial")
     _sub(channel, f"{{{ITUNES}}}explicit", "false")
     ET.SubElement(channel, f"{{{ITUNES}}}category", {"text": "Education"})
+    if links.cover is not None:
+        _sub(channel, f"{{{ITUNES}}}image", href=links.cover)
+        image = _sub(channel, "image")
+        _sub(image, "url", links.cover)
+        _sub(image, "title", podcast.title)
+        _sub(image, "link", PORTAL)
     if private:
         # A personal feed must not be listed by directories or imported elsewhere.
         _sub(channel, f"{{{ITUNES}}}block", "Yes")
@@ -159,6 +181,100 @@ def chapters_json(episode: Episode) -> dict[str, object]:
             {"startTime": c["start_ms"] / 1000, "title": c["title"]} for c in episode.chapters
         ],
     }
+
+
+# -- cover art -------------------------------------------------------------------------------
+def cover_version(podcast: Podcast) -> str:
+    """Changes when anything drawn on the cover changes (podcast apps cache art by URL)."""
+    seed = "\x1f".join((COVER_STYLE, podcast.slug, podcast.title, podcast.author))
+    return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
+
+def _cover_font(
+    size: int, fonts: tuple[str, ...]
+) -> tuple[ImageFont.FreeTypeFont | ImageFont.ImageFont, bool]:
+    for path in fonts:
+        if Path(path).exists():
+            return ImageFont.truetype(path, size), True
+    return ImageFont.load_default(size=size), False
+
+
+# Latin words stay whole; any other character (CJK) may start a new line.
+_TOKENS = re.compile(r"[A-Za-z0-9][\w'’.\-]*|\s+|.")
+
+
+def _wrap(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, width: int) -> list[str]:
+    lines: list[str] = []
+    line = ""
+    for token in _TOKENS.findall(text):
+        candidate = line + token
+        if line and font.getlength(candidate.strip()) > width:
+            lines.append(line.strip())
+            line = token.lstrip()
+        else:
+            line = candidate
+    if line.strip():
+        lines.append(line.strip())
+    return lines or [text]
+
+
+def draw_cover(
+    *, title: str, fallback_title: str, author: str, fonts: tuple[str, ...] = CJK_FONTS
+) -> bytes:
+    """A 1400 x 1400 JPEG: the title large on a colour of its own, the author below.
+
+    Without a CJK font (some CI images) a non-Latin title is drawn as `fallback_title`
+    (the feed's slug) rather than as empty boxes, as the rich menu falls back to English.
+    """
+    _, cjk = _cover_font(10, fonts)
+    if not cjk and not title.isascii():
+        title = fallback_title
+        author = author if author.isascii() else "Taipei e-University"
+    hue = int(hashlib.sha256(title.encode()).hexdigest()[:4], 16) / 0xFFFF
+    r, g, b = colorsys.hls_to_rgb(hue, 0.32, 0.55)
+    background = (int(r * 255), int(g * 255), int(b * 255))
+    image = Image.new("RGB", (COVER_SIZE, COVER_SIZE), background)
+    pen = ImageDraw.Draw(image)
+    margin = 120
+    width = COVER_SIZE - 2 * margin
+    # The largest size at which the title fits in at most four lines.
+    for size in (200, 170, 140, 120, 100, 84, 70):
+        font, _ = _cover_font(size, fonts)
+        lines = _wrap(title, font, width)
+        if len(lines) <= 4 and all(font.getlength(x) <= width for x in lines):
+            break
+    lines = lines[:4]
+    step = int(size * 1.3)
+    top = (COVER_SIZE - step * len(lines)) // 2 - 60
+    for i, line in enumerate(lines):
+        pen.text((COVER_SIZE // 2, top + i * step), line, font=font, fill="white", anchor="mt")
+    pen.rectangle((margin, COVER_SIZE - 300, COVER_SIZE - margin, COVER_SIZE - 292), fill="white")
+    small, _ = _cover_font(72, fonts)
+    pen.text((COVER_SIZE // 2, COVER_SIZE - 200), author, font=small, fill="white", anchor="mt")
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=88)
+    return out.getvalue()
+
+
+async def ensure_cover(settings: Settings, podcast: Podcast) -> Path:
+    """The podcast's cover under MEDIA_DIR/covers/, drawn once per version (any process)."""
+    target = settings.media_dir / "covers" / f"{podcast.slug}-{cover_version(podcast)}.jpg"
+    return await asyncio.to_thread(
+        _write_cover, target, title=podcast.title, slug=podcast.slug, author=podcast.author
+    )
+
+
+def _write_cover(target: Path, *, title: str, slug: str, author: str) -> Path:
+    if target.is_file():
+        return target
+    jpeg = draw_cover(title=title, fallback_title=slug, author=author)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Written beside its name and renamed: a reader never sees half a file.
+    fd, tmp = tempfile.mkstemp(dir=target.parent, suffix=".part")
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(jpeg)
+    Path(tmp).replace(target)
+    return target
 
 
 def podcast_routes(
@@ -242,6 +358,15 @@ def podcast_routes(
                 )
         return JSONResponse({"feeds": out}, headers={"Cache-Control": FEED_CACHE})
 
+    def cover_url(base: str, podcast: Podcast) -> str:
+        return f"{base}/cover.jpg?v={cover_version(podcast)}"
+
+    async def cover_response(podcast: Podcast, v: str | None, cache: str) -> FileResponse:
+        path = await ensure_cover(settings, podcast)
+        if v != cover_version(podcast):
+            cache = FEED_CACHE  # an old or missing version: do not let it stick
+        return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": cache})
+
     # Private routes first: /feeds/private/<token>/... would also fit /feeds/{slug}/...
     @router.get("/feeds/private/{token}.xml")
     async def private_feed(token: str) -> Response:
@@ -254,8 +379,15 @@ def podcast_routes(
             base=base,
             self_url=f"{base}.xml",
             audio=lambda ep: f"{base}/{ep.number}/audio{_suffix(ep)}",
+            cover=cover_url(base, podcast),
         )
         return xml(render_feed(podcast, eps, links=links, private=True), "private, max-age=300")
+
+    @router.get("/feeds/private/{token}/cover.jpg")
+    async def private_cover(token: str, v: str | None = None) -> FileResponse:
+        async with sessionmaker() as session:
+            podcast, _ = await private_podcast(session, token)
+        return await cover_response(podcast, v, "private, max-age=31536000, immutable")
 
     @router.api_route("/feeds/private/{token}/{number}/audio{suffix}", methods=["GET", "HEAD"])
     async def private_audio(token: str, number: int, suffix: str) -> FileResponse:
@@ -291,12 +423,21 @@ def podcast_routes(
         async with sessionmaker() as session:
             podcast = await public_podcast(session, slug)
             eps = await episodes_of(session, podcast_id=podcast.id, now=clock())
+        base = f"{base_url}/feeds/{urllib.parse.quote(slug)}"
         links = FeedLinks(
-            base=f"{base_url}/feeds/{urllib.parse.quote(slug)}",
+            base=base,
             self_url=feed_url(settings, slug),
             audio=lambda ep: media_url(settings, ep.media_path),
+            cover=cover_url(base, podcast),
         )
         return xml(render_feed(podcast, eps, links=links, private=False), FEED_CACHE)
+
+    @router.get("/feeds/{slug}/cover.jpg")
+    async def cover(slug: str, v: str | None = None) -> FileResponse:
+        """The podcast's cover art (drawn from its title)."""
+        async with sessionmaker() as session:
+            podcast = await public_podcast(session, slug)
+        return await cover_response(podcast, v, COVER_CACHE)
 
     @router.get("/feeds/{slug}/{number}/transcript.txt")
     async def transcript(slug: str, number: int) -> Response:
