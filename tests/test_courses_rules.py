@@ -167,3 +167,43 @@ async def test_saved_courses_rules(session: AsyncSession, monkeypatch: pytest.Mo
     rows = (await session.execute(select(SavedCourse.member_id, SavedCourse.course_id))).all()
     assert [tuple(r) for r in rows] == [(other, "k1")]
     assert await session.scalar(select(func.count(SavedCourse.id))) == 1
+
+
+async def test_password_tries_roll_over_an_hour_and_go_with_the_member(
+    session: AsyncSession,
+) -> None:
+    me, other = await _member(session), await _member(session)
+    minute = dt.timedelta(minutes=1)
+
+    async def attempt(member_id: int, at: dt.datetime, *, ok: bool = False) -> None:
+        await courses.record_password_attempt(
+            session, member_id=member_id, course_id="k1", success=ok, now=at
+        )
+
+    # Long-gone tries are pruned when the member tries again; right ones never count.
+    await attempt(me, NOW - dt.timedelta(days=2))
+    for i in range(4):
+        await attempt(me, NOW + i * minute)
+    await attempt(me, NOW + 4 * minute, ok=True)
+    await attempt(other, NOW)
+    at = NOW + 5 * minute
+    assert await courses.password_tries_left(session, member_id=me, now=at) == 1
+    assert await courses.password_retry_at(session, member_id=me, now=at) is None
+    await attempt(me, at)
+    assert await courses.password_tries_left(session, member_id=me, now=at) == 0
+    # Locked until the oldest of the five wrong tries is an hour old, not a minute less.
+    assert await courses.password_retry_at(session, member_id=me, now=at) == NOW + 60 * minute
+    almost = NOW + 60 * minute - dt.timedelta(seconds=1)
+    assert await courses.password_retry_at(session, member_id=me, now=almost) is not None
+    assert await courses.password_retry_at(session, member_id=me, now=NOW + 60 * minute) is None
+    assert await courses.password_tries_left(session, member_id=other, now=at) == 4
+    n_me = select(func.count(courses.CoursePasswordAttempt.id)).where(
+        courses.CoursePasswordAttempt.member_id == me
+    )
+    assert await session.scalar(n_me) == 6  # the two-day-old try is gone
+    await session.commit()
+    await session.execute(delete(Member).where(Member.id == me))
+    await session.commit()
+    assert await session.scalar(n_me) == 0
+    left = select(func.count(courses.CoursePasswordAttempt.id))
+    assert await session.scalar(left) == 1
