@@ -462,16 +462,32 @@ async def assign_retry_keys(
     session: AsyncSession, *, worker: str, groups: Sequence[Sequence[int]]
 ) -> list[str]:
     """Store a retry key on each group of rows before it is sent (the caller commits first)."""
-    keys = []
-    for ids in groups:
-        key = group_key(ids)
+    keys = [group_key(ids) for ids in groups]
+    if keys and session.get_bind().dialect.name == "postgresql":
+        # One statement for every group of the batch (a batch may hold a thousand groups).
+        pairs = [(i, key) for ids, key in zip(groups, keys, strict=True) for i in ids]
+        source = (
+            func.unnest(
+                bindparam(None, [i for i, _ in pairs], type_=ARRAY(Integer)),
+                bindparam(None, [k for _, k in pairs], type_=ARRAY(String)),
+            )
+            .table_valued("id", "key")
+            .render_derived()
+        )
+        await session.execute(
+            update(OutboxMessage)
+            .where(OutboxMessage.id == source.c.id, OutboxMessage.claimed_by == worker)
+            .values(retry_key=source.c.key)
+            .execution_options(synchronize_session=False)
+        )
+        return keys
+    for ids, key in zip(groups, keys, strict=True):
         await session.execute(
             update(OutboxMessage)
             .where(ids_match(session, OutboxMessage.id, ids), OutboxMessage.claimed_by == worker)
             .values(retry_key=key)
             .execution_options(synchronize_session=False)
         )
-        keys.append(key)
     return keys
 
 

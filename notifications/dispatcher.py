@@ -35,7 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels import Channel, DeliveryError, RecipientGone
 from bot.line import QuotaExhausted, Refused
-from bot.messages import Incoming, Reply, load_replies
+from bot.messages import Incoming, load_replies
 from models import outbox
 from models.identity import record_audit
 from models.members import ChannelAccount, Member, set_reachability
@@ -43,6 +43,7 @@ from models.outbox import Claimed
 from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
 
 log = logging.getLogger("edoor.dispatcher")
+PREPARED_MEMORY = 2048  # LINE bodies kept rendered and serialised, by body hash
 # member.quiet_hours (migration 0004), read by name whether or not Member maps it yet.
 _QUIET: Any = literal_column("member.quiet_hours")
 CHAT_MEMORY = 50_000
@@ -53,11 +54,9 @@ class KeyedSender(Protocol):
 
     name: str
 
-    async def push(self, user_id: str, replies: list[Reply], *, retry_key: str) -> int: ...
+    async def push(self, user_id: str, replies: Any, *, retry_key: str) -> int: ...
 
-    async def multicast(
-        self, user_ids: list[str], replies: list[Reply], *, retry_key: str
-    ) -> int: ...
+    async def multicast(self, user_ids: list[str], replies: Any, *, retry_key: str) -> int: ...
 
 
 @dataclass
@@ -167,6 +166,7 @@ class _LineUnit:
     replies: list[dict[str, Any]]
     key: str
     attempts: int
+    body_hash: str
 
 
 class Dispatcher:
@@ -193,6 +193,9 @@ class Dispatcher:
         self._line_paused: QuotaExhausted | None = None  # quota hit during this batch
         # When each recent Telegram chat last got a message (1/s per chat across batches).
         self._chat_done: OrderedDict[str, float] = OrderedDict()
+        # LINE bodies rendered and serialised once (channel.prepare), by body hash: the same
+        # reminder digest or broadcast goes to many people, batch after batch.
+        self._prepared: OrderedDict[str, Any] = OrderedDict()
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, clock: Any = None) -> None:
@@ -214,16 +217,54 @@ class Dispatcher:
                     )
 
     async def drain(self, now: dt.datetime, *, stop: asyncio.Event | None = None) -> DrainReport:
-        """Send everything due at `now`, batch after batch, until nothing is due."""
+        """Send everything due at `now`, batch after batch, until nothing is due.
+
+        While a batch of LINE calls is being sent, the next batch is claimed and planned
+        (its claims and retry keys committed), so the database work between batches does
+        not leave the channel budgets idle. A batch with chat rows (Telegram, one chat in
+        order) is not overlapped: the next claim must see how that chat's rows ended.
+        """
         report = DrainReport()
-        while stop is None or not stop.is_set():
-            claimed = await self.run_batch(now, report)
-            if claimed == 0:
-                break
+        self._line_paused = None  # the database pause (channel_pause) is what lasts
+
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
+        planned = None if stopped() else await self._claim_and_plan(now, report)
+        try:
+            while planned is not None:
+                current, planned = planned, None
+                ahead: asyncio.Task[_Planned | None] | None = None
+                if not current.others and not stopped():
+                    ahead = asyncio.create_task(self._claim_and_plan(now, report))
+                try:
+                    await self._deliver(current, now, report)
+                finally:
+                    if ahead is not None:
+                        # Its claims are committed; if this batch failed or we stop, the
+                        # finally below puts them back.
+                        with contextlib.suppress(Exception):
+                            planned = await ahead
+                if stopped():
+                    break
+                if ahead is None:
+                    planned = await self._claim_and_plan(now, report)
+        finally:
+            if planned is not None:  # claimed but not sent (stop or failure): release them
+                await self._release(planned, now, report)
         return report
 
     # -- one batch ---------------------------------------------------------------------------
     async def run_batch(self, now: dt.datetime, report: DrainReport) -> int:
+        """Claim, send and record one batch; returns rows claimed (0 when nothing is due)."""
+        self._line_paused = None
+        planned = await self._claim_and_plan(now, report)
+        if planned is None:
+            return 0
+        await self._deliver(planned, now, report)
+        return planned.claimed
+
+    async def _claim_and_plan(self, now: dt.datetime, report: DrainReport) -> _Planned | None:
         async with self.sessionmaker() as session:
             rows = await outbox.claim_batch(
                 session,
@@ -235,21 +276,29 @@ class Dispatcher:
             )
             if not rows:
                 await session.commit()
-                return 0
+                return None
             report.claimed += len(rows)
-            self._line_paused = None  # the database pause (channel_pause) is what lasts
+            claimed = len(rows)
             rows = await self._screen(session, rows, now, report)
             line_units, others = await self._plan(session, rows, now)
             await session.commit()  # claims and retry keys are durable before any call
+        return _Planned(claimed, line_units, others)
 
-        tasks: list[Any] = [self._send_line(u, now, report) for u in line_units]
+    async def _deliver(self, planned: _Planned, now: dt.datetime, report: DrainReport) -> None:
+        tasks: list[Any] = [self._send_line(u, now, report) for u in planned.line_units]
         by_chat: dict[tuple[str, str], list[Claimed]] = defaultdict(list)
-        for row in others:
+        for row in planned.others:
             by_chat[(row.channel, row.external_id)].append(row)
         tasks.extend(self._send_chat(chat_rows, now, report) for chat_rows in by_chat.values())
         outcomes = await asyncio.gather(*tasks)
         await self._record(outcomes, now, report)
-        return len(rows) or 1
+
+    async def _release(self, planned: _Planned, now: dt.datetime, report: DrainReport) -> None:
+        """Put back a claimed batch that will not be sent now (no attempt counted); a keyed
+        group keeps its key, so whoever sends it later sends it under the same key."""
+        ids = [i for u in planned.line_units for i in u.ids] + [r.id for r in planned.others]
+        with contextlib.suppress(Exception):  # else the lease ends and another worker takes it
+            await self._commit_defer(ids, now, report, "released")
 
     async def _screen(
         self, session: AsyncSession, rows: list[Claimed], now: dt.datetime, report: DrainReport
@@ -366,7 +415,7 @@ class Dispatcher:
     # -- sending -----------------------------------------------------------------------------
     async def _send_line(self, unit: _LineUnit, now: dt.datetime, report: DrainReport) -> _Outcome:
         line: Any = self.channels["line"]
-        replies = load_replies(unit.replies)
+        replies = self._prepare_line(line, unit)
         budget = "line_multicast" if len(unit.user_ids) > 1 else "line_push"
         async with self._sem:
             if self._line_paused:
@@ -447,6 +496,20 @@ class Dispatcher:
                     quick=True,
                 )
         return None
+
+    def _prepare_line(self, line: Any, unit: _LineUnit) -> Any:
+        """The unit's body rendered and serialised, once per distinct body (bounded)."""
+        if not hasattr(line, "prepare"):
+            return load_replies(unit.replies)
+        prepared = self._prepared.get(unit.body_hash)
+        if prepared is None:
+            prepared = line.prepare(load_replies(unit.replies))
+            self._prepared[unit.body_hash] = prepared
+            while len(self._prepared) > PREPARED_MEMORY:
+                self._prepared.popitem(last=False)
+        else:
+            self._prepared.move_to_end(unit.body_hash)
+        return prepared
 
     def _remember_chat(self, chat: str) -> None:
         self._chat_done[chat] = _clock()
@@ -566,6 +629,15 @@ class Dispatcher:
 
 
 @dataclass
+class _Planned:
+    """A claimed batch, planned into LINE calls and chat rows, claims committed."""
+
+    claimed: int
+    line_units: list[_LineUnit]
+    others: list[Claimed]
+
+
+@dataclass
 class _Outcome:
     ids: list[int]
     attempts: int
@@ -585,6 +657,7 @@ def _unit(rows: list[Claimed], key: str) -> _LineUnit:
         replies=rows[0].replies,
         key=key,
         attempts=max(r.attempts for r in rows),
+        body_hash=rows[0].body_hash,
     )
 
 
