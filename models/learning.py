@@ -2,13 +2,14 @@
 rules over them (which course counts for what, the hours gap, the reminder cadence).
 
 Every reminder decision is keyed in the database: one digest per member and Taipei day, and
-one row per requirement, member and cadence point, so a sweep that runs twice (two
-schedulers, a restart, an operator's re-run) sends nothing twice.
+with it the cadence points it covered (per point date, the requirements covered), so a
+sweep that runs twice (two schedulers, a restart, an operator's re-run) sends nothing twice.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -29,7 +30,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -102,18 +103,23 @@ class ReminderDigest(Base):
 
 
 class ReminderPoint(Base):
-    """A cadence point (e.g. 14 days before the deadline) covered for a requirement and member."""
+    """A cadence point (e.g. 14 days before the deadline) that a member's digest covered,
+    with the requirements it covered it for.
 
-    __tablename__ = "reminder_point"
-    __table_args__ = (UniqueConstraint("requirement_id", "member_id", "point"),)
+    One row per digest and point date (requirements sharing a deadline share their points,
+    so a digest writes one row, not one per requirement: at 80,000 people a sweep wrote
+    480,000 index-heavy rows before migration 0007). A requirement id that is listed here
+    for a point is covered for that point; requirements are switched off, never deleted.
+    """
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    requirement_id: Mapped[int] = mapped_column(
-        ForeignKey("mandatory_requirement.id", ondelete="CASCADE")
+    __tablename__ = "reminder_coverage"
+
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("member.id", ondelete="CASCADE"), primary_key=True
     )
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
-    point: Mapped[str] = mapped_column(String(10))  # the point's Taipei date
-    digest_day: Mapped[str] = mapped_column(String(10))
+    digest_day: Mapped[str] = mapped_column(String(10), primary_key=True)
+    point: Mapped[str] = mapped_column(String(10), primary_key=True)  # the point's Taipei date
+    requirement_ids: Mapped[list[Any]] = mapped_column()
     created_at: Mapped[dt.datetime]
 
 
@@ -512,12 +518,25 @@ async def covered_points(
     if not points:
         return set()
     rows = await session.execute(
-        select(ReminderPoint.requirement_id, ReminderPoint.member_id, ReminderPoint.point).where(
+        select(ReminderPoint.requirement_ids, ReminderPoint.member_id, ReminderPoint.point).where(
             ids_match(session, ReminderPoint.member_id, member_ids),
             ReminderPoint.point.in_(list(points)),
         )
     )
-    return {(r, m, p) for r, m, p in rows}
+    return {(int(r), m, p) for ids, m, p in rows for r in ids or ()}
+
+
+def _coverage(digests: Sequence[NewDigest], won: set[int]) -> list[tuple[int, str, list[int]]]:
+    """(member_id, point, requirement ids) for the digests this call recorded."""
+    out: list[tuple[int, str, list[int]]] = []
+    for d in digests:
+        if d.member_id not in won:
+            continue
+        by_point: dict[str, list[int]] = {}
+        for req_id, point in d.points:
+            by_point.setdefault(point, []).append(req_id)
+        out.extend((d.member_id, point, sorted(ids)) for point, ids in sorted(by_point.items()))
+    return out
 
 
 @dataclass
@@ -558,20 +577,18 @@ async def record_digests(
     won = {m for m in rows.scalars().all() if m is not None}
     points = [
         {
-            "requirement_id": req_id,
-            "member_id": d.member_id,
-            "point": point,
+            "member_id": member_id,
             "digest_day": day,
+            "point": point,
+            "requirement_ids": ids,
             "created_at": now,
         }
-        for d in digests
-        if d.member_id in won
-        for req_id, point in d.points
+        for member_id, point, ids in _coverage(digests, won)
     ]
     if points:
         await session.execute(
             _insert(session)(ReminderPoint.__table__).on_conflict_do_nothing(
-                index_elements=["requirement_id", "member_id", "point"]
+                index_elements=["member_id", "digest_day", "point"]
             ),
             points,
         )
@@ -614,36 +631,31 @@ async def _record_digests_pg(
         .returning(table.c.member_id)
     )
     won = {m for m in (await session.execute(stmt)).scalars().all() if m is not None}
-    chosen = [
-        (req_id, d.member_id, point)
-        for d in digests
-        if d.member_id in won
-        for req_id, point in d.points
-    ]
-    if chosen:
+    coverage = _coverage(digests, won)
+    if coverage:
         points = ReminderPoint.__table__
         source = (
             func.unnest(
-                _array([c[0] for c in chosen], Integer),
-                _array([c[1] for c in chosen], Integer),
-                _array([c[2] for c in chosen], String),
+                _array([c[0] for c in coverage], Integer),
+                _array([c[1] for c in coverage], String),
+                _array([json.dumps(c[2]) for c in coverage], String),
             )
-            .table_valued("requirement_id", "member_id", "point")
+            .table_valued("member_id", "point", "requirement_ids")
             .render_derived()
         )
         await session.execute(
             pg_insert(ReminderPoint)
             .from_select(
-                ["requirement_id", "member_id", "point", "digest_day", "created_at"],
+                ["member_id", "digest_day", "point", "requirement_ids", "created_at"],
                 select(
-                    source.c.requirement_id,
                     source.c.member_id,
-                    source.c.point,
                     bindparam(None, day, type_=String),
+                    source.c.point,
+                    func.cast(source.c.requirement_ids, JSONB),
                     bindparam(None, now, type_=points.c.created_at.type),
                 ),
             )
-            .on_conflict_do_nothing(index_elements=["requirement_id", "member_id", "point"])
+            .on_conflict_do_nothing(index_elements=["member_id", "digest_day", "point"])
         )
     return won
 

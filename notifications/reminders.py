@@ -7,8 +7,8 @@ deadline, then weekly while overdue) on or before today that no earlier digest c
 sweep that missed days catches up once. At most one digest per member and Taipei day; none
 while snoozed; none once completions close the gap. Members are read in chunks by id, so
 memory does not grow with their number; each chunk commits on its own, and every effect is
-keyed (member+day, requirement+member+point, outbox key), so a second scheduler or a re-run
-adds nothing.
+keyed (member+day, the points that day's digest covered, outbox key), so a second
+scheduler or a re-run adds nothing. One chunk's writes overlap the next chunk's reads.
 """
 
 from __future__ import annotations

@@ -3,16 +3,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from linebot.v3.messaging import MulticastRequest, PushMessageRequest
 from sqlalchemy import func, select
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.line import LineChannel
+from bot.line import LineChannel, render
+from bot.messages import Button, Text, dump_replies
 from bot.simulator import SimulatorChannel
 from models.db import create_sessionmaker
 from models.identity import AuditLog
@@ -253,3 +256,70 @@ async def test_the_simulator_channel_delivers_by_storing(engine: AsyncEngine) ->
     async with maker() as s:
         stored = (await s.scalars(select(SimulatorMessage))).all()
     assert [m.reply["text"] for m in stored] == ["hello from the outbox"]
+
+
+async def test_bodies_built_once_are_exactly_the_sdks_requests_and_batches_follow_each_other(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    body = [
+        Text(
+            text="還差 2 小時",
+            buttons=[Button(label="去上課", action="course.open:c1")],
+            quick_replies=[Button(label="我的學習", action="cmd:learning")],
+        )
+    ]
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(7)]
+        await queue(s, people[:4], dump_replies(body), key="same")
+        for i, person in enumerate(people[4:]):
+            await queue(s, [person], text(f"只給你 {i}"), key=f"own{i}")
+        await s.commit()
+
+    # Batches of 2: the next batch is claimed while one is being sent.
+    report = await dispatcher(engine, {"line": line}, batch_size=2).drain(NOON)
+
+    assert (report.sent, report.failed) == (7, 0)
+    assert fake.delivered() == {p.external_id: 1 for p in people}
+    messages = render(body)
+    for recorded in fake.sent("/multicast"):
+        expected = MulticastRequest(to=recorded.body["to"], messages=messages).to_dict()
+        assert recorded.body == expected
+    for recorded in fake.sent("/push"):
+        if recorded.body["to"] in {p.external_id for p in people[:4]}:
+            assert (
+                recorded.body
+                == PushMessageRequest(to=recorded.body["to"], messages=messages).to_dict()
+            )
+        else:
+            assert recorded.body["messages"][0]["type"] == "text"
+        assert recorded.headers["content-type"] == "application/json"
+        assert recorded.headers["authorization"] == f"Bearer {LINE_TOKEN}"
+
+
+async def test_a_stopped_drain_puts_back_the_batch_it_claimed_ahead(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(4)]
+        for i, person in enumerate(people):
+            await queue(s, [person], text(f"訊息 {i}"), key=f"m{i}")
+        await s.commit()
+    stop = asyncio.Event()
+    fake.delay = 0.2
+    work = dispatcher(engine, {"line": line}, batch_size=2)
+
+    async def stop_soon() -> None:
+        await asyncio.sleep(0.1)
+        stop.set()
+
+    stopping = asyncio.create_task(stop_soon())
+    first = await work.drain(NOON, stop=stop)
+    await stopping
+
+    assert first.sent == 2
+    assert await statuses(engine) == {"sent": 2, "pending": 2}
+    fake.delay = 0
+    assert (await work.drain(NOON)).sent == 2
+    assert fake.delivered() == {p.external_id: 1 for p in people}
