@@ -100,5 +100,14 @@ def configure_logging(*, level: str, secrets: list[str], json_output: bool = Tru
             handler.removeFilter(old)
         handler.addFilter(secret_filter)
     # Request URLs carry the Telegram token: keep the HTTP client loggers quiet.
-    for name in ("httpx", "httpcore", "telegram.request", "hpack"):
+    # Database drivers log statement parameters at DEBUG (typed text, codes): never below INFO.
+    for name in (
+        "httpx",
+        "httpcore",
+        "telegram.request",
+        "hpack",
+        "aiosqlite",
+        "asyncpg",
+        "sqlalchemy.engine",
+    ):
         logging.getLogger(name).setLevel(logging.WARNING)

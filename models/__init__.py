@@ -2,7 +2,7 @@
 
 from models.base import Base
 from models.conversation import ConversationState
-from models.courses import Course, SearchLog
+from models.courses import Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
 from models.learning import (
@@ -33,6 +33,7 @@ __all__ = [
     "Completion",
     "ConversationState",
     "Course",
+    "CoursePasswordAttempt",
     "Episode",
     "EpisodeListen",
     "FeedToken",
@@ -48,6 +49,7 @@ __all__ = [
     "ReminderDigest",
     "ReminderPoint",
     "ReminderSnooze",
+    "SavedCourse",
     "SearchLog",
     "SimulatorMessage",
     "VerifiedPhone",
