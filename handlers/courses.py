@@ -23,7 +23,6 @@ from models.courses import (
     active_course_ids,
     count_saved,
     courses_in_category,
-    forget_typed_text,
     get_course,
     is_saved,
     list_categories,
@@ -38,6 +37,7 @@ from models.courses import (
     unsave_course,
     verify_course_password,
 )
+from models.inbound import forget_typed_text
 from models.search import Filters, SearchResult, SearchService
 from models.search.recommend import Recommendation, recommend
 from models.search.typed_filters import split_filters

@@ -29,7 +29,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
 from models.catalog_import import CatalogError, CourseRow, ParsedCatalog, Progress
-from models.inbound import InboundEvent
 from models.members import Member
 
 # A protected course whose password the import did not give: nobody can open it until an
@@ -207,31 +206,6 @@ async def record_password_attempt(
         )
     )
     await session.flush()
-
-
-async def forget_typed_text(session: AsyncSession, *, channel: str, event_id: str) -> None:
-    """Blank what the person typed in the stored copy of one inbound event (a course password
-    must rest in no table; the encrypted original is erased once the event is processed)."""
-    if not event_id:
-        return
-    row = await session.scalar(
-        select(InboundEvent).where(
-            InboundEvent.channel == channel, InboundEvent.event_id == event_id
-        )
-    )
-    if row is not None:
-        row.payload = _blank_text(row.payload)
-
-
-def _blank_text(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {
-            k: "***" if k in ("text", "caption") and isinstance(v, str) else _blank_text(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [_blank_text(v) for v in value]
-    return value
 
 
 # -- import -------------------------------------------------------------------------------

@@ -195,3 +195,28 @@ async def finish_events(
             .values(last_error=reason)
             .execution_options(synchronize_session=False)
         )
+
+
+async def forget_typed_text(session: AsyncSession, *, channel: str, event_id: str) -> None:
+    """Blank what the person typed in the stored copy of one inbound event (a course password
+    must rest in no table; the encrypted original is erased once the event is processed)."""
+    if not event_id:
+        return
+    row = await session.scalar(
+        select(InboundEvent).where(
+            InboundEvent.channel == channel, InboundEvent.event_id == event_id
+        )
+    )
+    if row is not None:
+        row.payload = _blank_text(row.payload)
+
+
+def _blank_text(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            k: "***" if k in ("text", "caption") and isinstance(v, str) else _blank_text(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_blank_text(v) for v in value]
+    return value
