@@ -7,12 +7,14 @@ replies, 5 messages a call, 20-character labels) are enforced in code.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
 from typing import Any
 
 import aiohttp
+import yarl
 from fastapi import APIRouter, Request, Response
 from linebot.v3.messaging import (
     ApiException,
@@ -352,15 +354,8 @@ class LineChannel:
         return len(prepared.chunks)
 
     async def _post_keyed(self, path: str, body: bytes, key: str) -> None:
-        self.api  # noqa: B018 (creates the SDK client, and with it the connection pool)
-        assert self._client is not None
-        headers = {
-            **self._client.default_headers,
-            "Content-Type": "application/json",
-            "X-Line-Retry-Key": key,
-        }
-        session: aiohttp.ClientSession = self._client.rest_client.pool_manager
-        async with session.post(
+        headers = {"Content-Type": "application/json", "X-Line-Retry-Key": key}
+        async with self._keyed_session().post(
             f"{self.config.host}{path}",
             data=body,
             headers=headers,
@@ -372,6 +367,33 @@ class LineChannel:
             exc = ApiException(status=response.status, reason=response.reason)
             exc.body = answer.decode("utf-8", "replace")
             raise _translate_send(exc)
+
+    def _keyed_session(self) -> aiohttp.ClientSession:
+        """A session over the SDK client's connection pool (closed with it by `stop`).
+
+        The SDK's own session trusts the environment, which costs every request a netrc
+        file read and a proxy lookup, each in a worker thread; here the proxy is looked up
+        once (the configured one first) and the SDK's headers are set once.
+        """
+        self.api  # noqa: B018 (creates the SDK client, and with it the connection pool)
+        client = self._client
+        assert client is not None
+        cached = getattr(self, "_keyed", None)
+        if cached is not None and cached[0] is client and not cached[1].closed:
+            return cached[1]
+        proxy = self.config.proxy
+        if not proxy:
+            with contextlib.suppress(LookupError):
+                proxy = str(aiohttp.helpers.get_env_proxy_for_url(yarl.URL(self.config.host))[0])
+        session = aiohttp.ClientSession(
+            connector=client.rest_client.pool_manager.connector,
+            connector_owner=False,
+            trust_env=False,
+            headers=dict(client.default_headers),
+            proxy=proxy or None,
+        )
+        self._keyed = (client, session)
+        return session
 
 
 class Prepared:
