@@ -308,11 +308,16 @@ async def sustained(url: str, seconds: float) -> None:
         await tg_ch["telegram"].start()
         # One worker per channel, as a deployment would run them (each claims its channel);
         # the LINE worker takes bigger batches so that claiming is a small share of a batch.
+        # Pairs would normally go as pushes (2,000/s) rather than spend the scarce multicast
+        # budget (200/s); this figure is about holding the multicast budget, so the pairs
+        # are kept as multicasts (balance_multicast=False).
         workers = [
             Dispatcher(
                 create_sessionmaker(engine),
                 ch,
-                config=DispatcherConfig(concurrency=64, poll_seconds=0.05, batch_size=size),
+                config=DispatcherConfig(
+                    concurrency=64, poll_seconds=0.05, batch_size=size, balance_multicast=False
+                ),
                 redis_url=redis_url,
             )
             for ch, size in ((line_ch, 2000), (tg_ch, 500))

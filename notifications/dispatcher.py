@@ -44,6 +44,7 @@ from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
 
 log = logging.getLogger("edoor.dispatcher")
 PREPARED_MEMORY = 2048  # LINE bodies kept rendered and serialised, by body hash
+BATCH_FLOOR = 0.05  # seconds a batch takes whatever its calls (claim, plan, record)
 # member.quiet_hours (migration 0004), read by name whether or not Member maps it yet.
 _QUIET: Any = literal_column("member.quiet_hours")
 CHAT_MEMORY = 50_000
@@ -77,6 +78,8 @@ class DispatcherConfig:
     telegram_chat_gap: float = 1.05  # seconds between two calls to one chat, end to start
     line_push_rate: str = "1900/second"
     line_multicast_rate: str = "190/second"
+    # Small groups of identical messages go as pushes when multicasts would be the bound.
+    balance_multicast: bool = True
     quiet: QuietWindow = DEFAULT_WINDOW
     quota_pause: dt.timedelta = dt.timedelta(hours=1)
 
@@ -189,6 +192,7 @@ class Dispatcher:
         self.worker = str(uuid.uuid4())
         self.wake = asyncio.Event()  # set by in-process writers for a prompt send
         self._sem = asyncio.Semaphore(self.config.concurrency)
+        self._multicast_sem = asyncio.Semaphore(max(2, self.config.concurrency // 4))
         self._telegram_resume = 0.0  # loop time before which Telegram is paused (429)
         self._line_paused: QuotaExhausted | None = None  # quota hit during this batch
         # When each recent Telegram chat last got a message (1/s per chat across batches).
@@ -196,6 +200,9 @@ class Dispatcher:
         # LINE bodies rendered and serialised once (channel.prepare), by body hash: the same
         # reminder digest or broadcast goes to many people, batch after batch.
         self._prepared: OrderedDict[str, Any] = OrderedDict()
+        # Claiming ahead needs two transactions at once: PostgreSQL, not SQLite's one writer.
+        bind = sessionmaker.kw.get("bind")
+        self._overlap = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
 
     # -- the loop ----------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event, *, clock: Any = None) -> None:
@@ -219,10 +226,10 @@ class Dispatcher:
     async def drain(self, now: dt.datetime, *, stop: asyncio.Event | None = None) -> DrainReport:
         """Send everything due at `now`, batch after batch, until nothing is due.
 
-        While a batch of LINE calls is being sent, the next batch is claimed and planned
-        (its claims and retry keys committed), so the database work between batches does
-        not leave the channel budgets idle. A batch with chat rows (Telegram, one chat in
-        order) is not overlapped: the next claim must see how that chat's rows ended.
+        On PostgreSQL, while a batch of LINE calls is being sent, the next batch is claimed
+        and planned (its claims and retry keys committed), so the database work between
+        batches does not leave the channel budgets idle. A batch with chat rows (Telegram,
+        one chat in order) is not overlapped: the next claim must see how they ended.
         """
         report = DrainReport()
         self._line_paused = None  # the database pause (channel_pause) is what lasts
@@ -235,18 +242,19 @@ class Dispatcher:
             while planned is not None:
                 current, planned = planned, None
                 ahead: asyncio.Task[_Planned | None] | None = None
-                if not current.others and not stopped():
+                if self._overlap and not current.others and not stopped():
                     ahead = asyncio.create_task(self._claim_and_plan(now, report))
                 try:
                     await self._deliver(current, now, report)
-                finally:
+                except BaseException:
                     if ahead is not None:
-                        # Its claims are committed; if this batch failed or we stop, the
-                        # finally below puts them back.
+                        # Its claims are committed: the finally below puts them back.
                         with contextlib.suppress(Exception):
                             planned = await ahead
+                    raise
+                planned = await ahead if ahead is not None else None
                 if stopped():
-                    break
+                    break  # a batch claimed ahead is put back below
                 if ahead is None:
                     planned = await self._claim_and_plan(now, report)
         finally:
@@ -406,18 +414,54 @@ class Dispatcher:
                     units.append(_unit(chunk, outbox.row_key(chunk[0].id)))
                 else:
                     groups.append(chunk)
+        pushes = sum(1 for u in units if len(u.ids) == 1)
+        groups, alone = self._balance(groups, pushes)
+        units.extend(_unit([r], outbox.row_key(r.id)) for r in alone)
         keys = await outbox.assign_retry_keys(
             session, worker=self.worker, groups=[[r.id for r in g] for g in groups]
         )
         units.extend(_unit(g, k) for g, k in zip(groups, keys, strict=True))
         return units, others
 
+    def _balance(
+        self, groups: list[list[Claimed]], pushes: int
+    ) -> tuple[list[list[Claimed]], list[Claimed]]:
+        """Which identical-message groups go as multicast, and which rows as single pushes.
+
+        LINE allows 2,000 pushes but only 200 multicasts a second, so a multicast of 3
+        people uses the scarcer budget for what pushes would do at a tenth of the cost.
+        Largest groups first, a group goes as one multicast while the batch's multicasts
+        fit in the time its pushes take anyway (or in a small floor, so that a few identical
+        messages are always one call); the rest go as pushes, each with its own row key.
+        With the limits off (no budgets), every group is a multicast.
+        """
+        if not self.config.limits_on or not self.config.balance_multicast or not groups:
+            return groups, []
+        push_rate = _per_second(self.limits.items["line_push"])
+        multicast_rate = _per_second(self.limits.items["line_multicast"])
+        pushes += sum(len(g) for g in groups)  # as if every row went alone
+        chosen: list[list[Claimed]] = []
+        alone: list[Claimed] = []
+        for group in sorted(groups, key=len, reverse=True):
+            left = pushes - len(group)
+            fits = (len(chosen) + 1) / multicast_rate <= max(left / push_rate, BATCH_FLOOR)
+            if fits and not alone:
+                chosen.append(group)
+                pushes = left
+            else:
+                alone.extend(group)
+        return chosen, alone
+
     # -- sending -----------------------------------------------------------------------------
     async def _send_line(self, unit: _LineUnit, now: dt.datetime, report: DrainReport) -> _Outcome:
         line: Any = self.channels["line"]
         replies = self._prepare_line(line, unit)
         budget = "line_multicast" if len(unit.user_ids) > 1 else "line_push"
-        async with self._sem:
+        # Multicasts take their slots from a pool of their own: one waiting for its (scarcer)
+        # budget must not hold a slot that a push could use meanwhile. The budget is taken
+        # holding the slot, so that the call goes out when its budget says.
+        slots = self._sem if budget == "line_push" else self._multicast_sem
+        async with slots:
             if self._line_paused:
                 return _Outcome(unit.ids, unit.attempts, self._line_paused, "line", unit.user_ids)
             await self.limits.acquire((budget, "all"))
@@ -644,6 +688,10 @@ class _Outcome:
     error: BaseException | None
     channel: str
     external_ids: list[str]
+
+
+def _per_second(item: RateLimitItem) -> float:
+    return float(item.amount) / float(item.get_expiry())
 
 
 def _clock() -> float:

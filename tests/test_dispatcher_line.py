@@ -279,7 +279,7 @@ async def test_bodies_built_once_are_exactly_the_sdks_requests_and_batches_follo
     # Batches of 2: the next batch is claimed while one is being sent.
     report = await dispatcher(engine, {"line": line}, batch_size=2).drain(NOON)
 
-    assert (report.sent, report.failed) == (7, 0)
+    assert (report.sent, report.failed) == (7, 0), report
     assert fake.delivered() == {p.external_id: 1 for p in people}
     messages = render(body)
     for recorded in fake.sent("/multicast"):
