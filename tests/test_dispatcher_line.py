@@ -323,3 +323,32 @@ async def test_a_stopped_drain_puts_back_the_batch_it_claimed_ahead(
     fake.delay = 0
     assert (await work.drain(NOON)).sent == 2
     assert fake.delivered() == {p.external_id: 1 for p in people}
+
+
+async def test_small_identical_groups_go_as_pushes_when_multicasts_would_be_the_bound(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(200)]
+        for pair in range(100):
+            await queue(s, people[2 * pair : 2 * pair + 2], text(f"兩人 {pair}"), key=f"p{pair}")
+        await s.commit()
+
+    report = await dispatcher(engine, {"line": line}).drain(NOON)
+
+    # 200 pushes take ~0.1 s of the 2,000/s budget; 100 multicasts would take 0.5 s of the
+    # 200/s one: the multicasts that fit in the pushes' time go, the other pairs are pushed.
+    assert report.sent == 200
+    multicasts, pushes = fake.sent("/multicast"), fake.sent("/push")
+    assert len(multicasts) == 16
+    assert len(pushes) == 200 - 2 * 16
+    assert fake.delivered() == {p.external_id: 1 for p in people}
+    async with create_sessionmaker(engine)() as s:
+        rows = {r.external_id: r for r in (await s.scalars(select(OutboxMessage))).all()}
+    for recorded in pushes:
+        assert recorded.headers["x-line-retry-key"] == row_key(rows[recorded.body["to"]].id)
+    for recorded in multicasts:
+        ids = [rows[u].id for u in recorded.body["to"]]
+        assert recorded.headers["x-line-retry-key"] == group_key(ids)
+        assert {rows[u].retry_key for u in recorded.body["to"]} == {group_key(ids)}
