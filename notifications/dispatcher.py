@@ -390,8 +390,15 @@ class Dispatcher:
         later: list[int] = []
         keyed_line = hasattr(self.channels.get("line"), "multicast")
         for row in rows:
-            if row.channel == "line" and keyed_line:
-                (keyed[row.retry_key] if row.retry_key else fresh[row.body_hash]).append(row)
+            if row.channel == "line" and keyed_line and row.retry_key:
+                keyed[row.retry_key].append(row)
+            elif row.channel == "line" and keyed_line and row.attempts > 1:
+                # Tried before without a group key: it went as a push under its row key (a
+                # group stores its key before any call), so it goes alone again under that
+                # key; in a new group LINE could not tell it was already accepted.
+                units.append(_unit([row], outbox.row_key(row.id)))
+            elif row.channel == "line" and keyed_line:
+                fresh[row.body_hash].append(row)
             elif (
                 row.channel == "telegram"
                 and per_chat[row.external_id] >= self.config.per_chat_batch

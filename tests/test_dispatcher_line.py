@@ -352,3 +352,34 @@ async def test_small_identical_groups_go_as_pushes_when_multicasts_would_be_the_
         ids = [rows[u].id for u in recorded.body["to"]]
         assert recorded.headers["x-line-retry-key"] == group_key(ids)
         assert {rows[u].retry_key for u in recorded.body["to"]} == {group_key(ids)}
+
+
+async def test_a_push_that_failed_is_retried_alone_under_its_row_key_never_in_a_new_group(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        first = await add_member(s, channel="line", external_id="U" + "1" * 32)
+        second = await add_member(s, channel="line", external_id="U" + "2" * 32)
+        await queue(s, [first], text("同一句話"), key="a")
+        await s.commit()
+    fake.scripted.append((500, {"message": "Internal error"}))
+    work = dispatcher(engine, {"line": line}, backoff_base=1)
+
+    assert (await work.drain(NOON)).retried == 1
+    (pushed,) = fake.sent("/push")
+    fake.accepted_retry_keys.add(pushed.headers["x-line-retry-key"])  # LINE had taken it
+    async with create_sessionmaker(engine)() as s:
+        await queue(s, [second], text("同一句話"), key="b")  # the same words, for another
+        await s.commit()
+
+    report = await work.drain(NOON + dt.timedelta(minutes=1))
+
+    assert report.sent == 2
+    assert fake.sent("/multicast") == []
+    retried = [r for r in fake.sent("/push") if r.body["to"] == first.external_id]
+    assert [r.headers["x-line-retry-key"] for r in retried] == [
+        pushed.headers["x-line-retry-key"]
+    ] * 2
+    assert [r.status for r in retried] == [500, 409]
+    assert fake.delivered() == {second.external_id: 1}  # the first had it already (409)
