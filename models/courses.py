@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -107,7 +108,7 @@ class CoursePasswordAttempt(Base):
 
 
 class CourseNotFound(LookupError):
-    pass
+    """No course with that id (require_course)."""
 
 
 @dataclass
@@ -245,11 +246,10 @@ def _new_hash(row: CourseRow, current: str | None) -> str | None:
         return row.password_hash
     if row.password is not None:
         if current not in (None, LOCKED):
-            try:
+            # A stored hash that no longer verifies (or is malformed) is simply replaced.
+            with contextlib.suppress(VerificationError, InvalidHashError):
                 if _hasher.verify(current, row.password):
                     return current  # same password: keep the hash, the row is unchanged
-            except (VerificationError, InvalidHashError):
-                pass
         return hash_course_password(row.password)
     return current if current is not None else LOCKED
 

@@ -167,12 +167,11 @@ def _send_time(
     """The member's chosen time today if still ahead, else now; then out of quiet hours."""
     moment = now
     if reminder_time:
-        try:
+        # A malformed stored time falls back to "as soon as quiet hours allow".
+        with contextlib.suppress(ValueError):
             hour, minute = (int(x) for x in reminder_time.split(":"))
             chosen = dt.datetime.combine(today, dt.time(hour, minute), tzinfo=TAIPEI)
             moment = max(now, chosen.astimezone(dt.UTC))
-        except ValueError:
-            pass
     return quiet.next_allowed(moment)
 
 
