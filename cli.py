@@ -508,7 +508,13 @@ def worker() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)
         await runtime.start()
-        await run_worker(runtime, stop=stop)
+        if runtime.settings.inbound_processing == "worker":
+            # This process also answers the events the web processes only acknowledged.
+            intake = asyncio.create_task(runtime.processor.run_intake(stop))
+            await run_worker(runtime, stop=stop)
+            await intake
+        else:
+            await run_worker(runtime, stop=stop)
 
     _run(run)
 

@@ -270,12 +270,13 @@ def bench_backend(backend: str, seconds: int, bodies: Path, workdir: Path) -> li
     created: list[str] = []
     try:
         fake.wait()
-        for name, target in (
-            ("plain FastAPI", "bench.webhook_servers:plain"),
-            ("bare HMAC+JSON+insert", "bench.webhook_servers:bare"),
-            ("edoor /webhooks/line", "app:create_app"),
+        for name, target, mode in (
+            ("plain FastAPI", "bench.webhook_servers:plain", ""),
+            ("bare HMAC+JSON+insert", "bench.webhook_servers:bare", ""),
+            ("edoor /webhooks/line", "app:create_app", "inline"),
+            ("edoor + edoor worker", "app:create_app", "worker"),
         ):
-            url, pg_name = database_url(backend, workdir, name.split()[0])
+            url, pg_name = database_url(backend, workdir, name.split()[0] + mode)
             if pg_name:
                 created.append(pg_name)
             if target.startswith("app:"):
@@ -288,8 +289,21 @@ def bench_backend(backend: str, seconds: int, bodies: Path, workdir: Path) -> li
                 "EDOOR_BACKGROUND": "off",
                 "LOG_LEVEL": "WARNING",
                 "SIMULATOR_ENABLED": "false",
+                "INBOUND_PROCESSING": mode or "inline",
             }
             server = Server(target, env)
+            # With INBOUND_PROCESSING=worker the web process only acknowledges; one
+            # `edoor worker` process answers (the production shape in DESIGN.md).
+            worker = (
+                subprocess.Popen(
+                    [sys.executable, "-m", "cli", "worker"],
+                    cwd=ROOT,
+                    env={**os.environ, **env},
+                    stdout=subprocess.DEVNULL,
+                )
+                if mode == "worker"
+                else None
+            )
             try:
                 server.wait()
                 run_wrk(server.url + "/webhooks/line", 2, bodies)  # warm-up
@@ -304,6 +318,9 @@ def bench_backend(backend: str, seconds: int, bodies: Path, workdir: Path) -> li
                 results.append(result)
             finally:
                 server.stop()
+                if worker is not None:
+                    worker.terminate()
+                    worker.wait(timeout=30)
     finally:
         fake.stop()
         for pg_name in created:

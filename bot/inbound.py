@@ -139,7 +139,10 @@ class InboundProcessor:
 
     def submit(self, row_ids: list[int]) -> None:
         """Process recorded events after the acknowledgement, in arrival order, off the
-        request: one worker task per process takes them in batches."""
+        request: one worker task per process takes them in batches (unless `edoor worker`
+        processes answer, INBOUND_PROCESSING=worker)."""
+        if self.services.settings.inbound_processing == "worker":
+            return
         self._queue.extend(row_ids)
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._work())
@@ -366,6 +369,23 @@ class InboundProcessor:
         return Context(
             session=session, services=self.services, account=account, now=now, state=state
         )
+
+    async def run_intake(self, stop: asyncio.Event) -> None:
+        """`edoor worker` with INBOUND_PROCESSING=worker: answer recorded events as they come."""
+        while not stop.is_set():
+            taken = 0
+            try:
+                async with self.sessionmaker() as session:
+                    ids = await events_db.unfinished_event_ids(
+                        session, now=self.clock(), lease=self.lease, limit=BATCH * 10
+                    )
+                taken = len(ids)
+                await self.process_many(ids)
+            except Exception:
+                log.exception("inbound intake failed; retrying shortly")
+            if taken == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), self.services.settings.inbound_poll_seconds)
 
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self) -> int:

@@ -69,6 +69,10 @@ class Settings(BaseSettings):
     # How long an inbound event may stay claimed before a sweep takes it over.
     inbound_lease_seconds: int = Field(default=60, ge=1)
     inbound_sweep_seconds: int = Field(default=30, ge=1)
+    # "inline": each web process answers what it acknowledged; "worker": web processes only
+    # acknowledge and `edoor worker` processes answer (they poll every INBOUND_POLL_SECONDS).
+    inbound_processing: Literal["inline", "worker"] = "inline"
+    inbound_poll_seconds: float = Field(default=0.2, gt=0)
 
     @property
     def line_enabled(self) -> bool:

@@ -12,7 +12,7 @@ from models.inbound import InboundEvent
 from models.outbox import OutboxMessage
 from tests.conftest import LINE_SECRET, LINE_TOKEN
 from tests.dialog import eventually
-from tests.line_helpers import text_event
+from tests.line_helpers import body_of, sign, text_event
 
 
 async def _record_without_processing(settings, ev: dict) -> int:  # type: ignore[no-untyped-def]
@@ -145,3 +145,38 @@ async def test_healthz_reports_the_database(app_url: str) -> None:
         response = await http.get("/healthz")
     assert response.status_code == 200
     assert response.json()["database"] is True
+
+
+async def test_worker_mode_web_only_acknowledges_and_a_worker_answers(
+    served, fake_line, make_settings, engine
+) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    fake, fake_url = fake_line
+    line = {
+        "line_channel_secret": LINE_SECRET,
+        "line_channel_access_token": LINE_TOKEN,
+        "line_api_base_url": fake_url,
+        "inbound_processing": "worker",
+    }
+    ev = text_event("說明")
+    async with served(**line) as (url, _), httpx.AsyncClient(base_url=url) as http:
+        body = body_of(ev)
+        response = await http.post(
+            "/webhooks/line", content=body, headers={"x-line-signature": sign(body)}
+        )
+        assert response.status_code == 200
+        await asyncio.sleep(0.3)
+        assert fake.requests == []  # the web process answered nobody
+    runtime = build_runtime(make_settings(**line))  # what `edoor worker` runs
+    stop = asyncio.Event()
+    intake = asyncio.create_task(runtime.processor.run_intake(stop))
+    try:
+        replies = await eventually(lambda: fake.sent("/reply"))
+    finally:
+        stop.set()
+        await intake
+        await runtime.close()
+    assert replies[0].body["replyToken"] == ev["replyToken"]
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(InboundEvent.status))).scalar() == "done"
