@@ -11,10 +11,7 @@ Reminders that are queued but not yet sent are withdrawn for people whose gap ju
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
-import io
-from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 
@@ -27,31 +24,16 @@ from models.identity import CivilServant
 from models.learning import TAIPEI, Completion, member_progress
 from models.members import Member
 from models.outbox import PENDING, OutboxMessage, cancel_pending
+from models.tabular import Progress, RefusedFile, RowError, read_csv
 
-MAX_REPORTED = 50
 CHUNK = 1000
 REMINDER_KIND = "reminder"
-Progress = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class RowError:
-    line: int
-    column: str
-    problem: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}, column {self.column}: {self.problem}"
-
-
-class CompletionsError(ValueError):
+class CompletionsError(RefusedFile):
     """The file was refused and nothing changed; `errors` lists every problem found."""
 
-    def __init__(self, errors: list[RowError]) -> None:
-        self.errors = errors
-        shown = "; ".join(str(e) for e in errors[:MAX_REPORTED])
-        more = f" (and {len(errors) - MAX_REPORTED} more)" if len(errors) > MAX_REPORTED else ""
-        super().__init__(f"completions refused, nothing changed: {shown}{more}")
+    what = "completions"
 
 
 @dataclass(frozen=True)
@@ -91,71 +73,58 @@ def parse_moment(value: str) -> dt.datetime:
 
 def parse_completions(data: bytes | str, *, now: dt.datetime) -> list[CompletionRow]:
     """Validate the whole file; raises CompletionsError listing every problem."""
-    if isinstance(data, bytes):
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            raise CompletionsError([RowError(1, "-", "the file is not UTF-8 text")]) from None
-    else:
-        text = data.removeprefix("\ufeff")
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    if not header:
-        raise CompletionsError([RowError(1, "-", "the file is empty (a header row is needed)")])
-    reader.fieldnames = header
+    table = read_csv(data, required=(), refuse=CompletionsError)
+    header = table.header
     errors: list[RowError] = []
     who = [c for c in ("employee_id", "member_id") if c in header]
     if len(who) != 1:
-        errors.append(RowError(1, "employee_id", "the header needs employee_id or member_id"))
+        errors.append(RowError.at(1, "employee_id", "the header needs employee_id or member_id"))
     for column in ("course_id", "completed_at", "hours"):
         if column not in header:
-            errors.append(RowError(1, column, "column missing from the header"))
+            errors.append(RowError.at(1, column, "column missing from the header"))
     if errors:
         raise CompletionsError(errors)
     id_column = who[0]
 
     rows: list[CompletionRow] = []
-    for record in reader:
-        line = reader.line_num
-        if None in record:
-            errors.append(RowError(line, "-", "more fields than the header has"))
+    for record in table.rows:
+        line, values = record.line, record.values
+        if record.error is not None:
+            errors.append(record.error)
             continue
-        values = {k: (v or "").strip() for k, v in record.items()}
-        if not any(values.values()):
-            continue  # a blank line
         row_errors: list[RowError] = []
         person_id = values.get(id_column, "")
         member_id: int | None = None
         if not person_id:
-            row_errors.append(RowError(line, id_column, "empty"))
+            row_errors.append(RowError.at(line, id_column, "empty"))
         elif id_column == "member_id":
             if not person_id.isdigit():
-                row_errors.append(RowError(line, id_column, "not a member number"))
+                row_errors.append(RowError.at(line, id_column, "not a member number"))
             else:
                 member_id = int(person_id)
         elif len(person_id) > 64:
-            row_errors.append(RowError(line, id_column, "longer than 64 characters"))
+            row_errors.append(RowError.at(line, id_column, "longer than 64 characters"))
         course_id = values.get("course_id", "")
         if not course_id:
-            row_errors.append(RowError(line, "course_id", "empty"))
+            row_errors.append(RowError.at(line, "course_id", "empty"))
         elif len(course_id) > 48:
-            row_errors.append(RowError(line, "course_id", "longer than 48 characters"))
+            row_errors.append(RowError.at(line, "course_id", "longer than 48 characters"))
         moment: dt.datetime | None = None
         try:
             moment = parse_moment(values.get("completed_at", ""))
             if moment > now:
-                row_errors.append(RowError(line, "completed_at", "in the future"))
+                row_errors.append(RowError.at(line, "completed_at", "in the future"))
         except ValueError as exc:
-            row_errors.append(RowError(line, "completed_at", str(exc)))
+            row_errors.append(RowError.at(line, "completed_at", str(exc)))
         hours = 0.0
         try:
             amount = Decimal(values.get("hours", ""))
             if not amount.is_finite() or amount <= 0 or amount > 1000:
-                row_errors.append(RowError(line, "hours", "must be a number above 0"))
+                row_errors.append(RowError.at(line, "hours", "must be a number above 0"))
             else:
                 hours = float(amount)
         except InvalidOperation:
-            row_errors.append(RowError(line, "hours", "not a decimal number (e.g. 1.5)"))
+            row_errors.append(RowError.at(line, "hours", "not a decimal number (e.g. 1.5)"))
         if row_errors or moment is None:
             errors.extend(row_errors)
             continue
@@ -197,7 +166,9 @@ async def import_completions(
         )
     unknown = [r for r in rows if r.member_id is not None and r.member_id not in known]
     if unknown:
-        raise CompletionsError([RowError(r.line, "member_id", "no such member") for r in unknown])
+        raise CompletionsError(
+            [RowError.at(r.line, "member_id", "no such member") for r in unknown]
+        )
 
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     result = CompletionsResult(rows=len(rows))
