@@ -513,18 +513,25 @@ def _mine(session: AsyncSession, ids: Sequence[int], worker: str) -> tuple[Any, 
     )
 
 
-async def mark_sent(
-    session: AsyncSession, *, ids: Sequence[int], worker: str, now: dt.datetime
-) -> int:
+async def _settle(session: AsyncSession, ids: Sequence[int], worker: str, **values: Any) -> int:
+    """Record the outcome of rows this worker still holds; returns rows changed."""
     if not ids:
         return 0
     result = await session.execute(
         update(OutboxMessage)
         .where(*_mine(session, ids, worker))
-        .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
+        .values(**values)
         .execution_options(synchronize_session=False)
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def mark_sent(
+    session: AsyncSession, *, ids: Sequence[int], worker: str, now: dt.datetime
+) -> int:
+    return await _settle(
+        session, ids, worker, status=SENT, sent_at=now, lease_until=None, last_error=None
+    )
 
 
 def backoff(
@@ -545,58 +552,42 @@ async def mark_retry(
     not_before: dt.datetime,
 ) -> int:
     """Back to pending until `not_before` (the caller chose backoff, jitter or retry_after)."""
-    if not ids:
-        return 0
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(*_mine(session, ids, worker))
-        .values(
-            status=PENDING,
-            not_before=not_before,
-            lease_until=None,
-            claimed_by=None,
-            last_error=error[:200],
-        )
-        .execution_options(synchronize_session=False)
+    return await _settle(
+        session,
+        ids,
+        worker,
+        status=PENDING,
+        not_before=not_before,
+        lease_until=None,
+        claimed_by=None,
+        last_error=error[:200],
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def defer(
     session: AsyncSession, *, ids: Sequence[int], worker: str, not_before: dt.datetime, reason: str
 ) -> int:
     """Put rows back without counting an attempt (quiet hours, a paused channel)."""
-    if not ids:
-        return 0
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(*_mine(session, ids, worker))
-        .values(
-            status=PENDING,
-            not_before=not_before,
-            lease_until=None,
-            claimed_by=None,
-            attempts=OutboxMessage.attempts - 1,
-            last_error=reason[:200],
-        )
-        .execution_options(synchronize_session=False)
+    return await _settle(
+        session,
+        ids,
+        worker,
+        status=PENDING,
+        not_before=not_before,
+        lease_until=None,
+        claimed_by=None,
+        attempts=OutboxMessage.attempts - 1,
+        last_error=reason[:200],
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def mark_failed(
     session: AsyncSession, *, ids: Sequence[int], worker: str, error: str, now: dt.datetime
 ) -> int:
     """Give up on rows (recipient gone, refused by the platform, too many attempts)."""
-    if not ids:
-        return 0
-    result = await session.execute(
-        update(OutboxMessage)
-        .where(*_mine(session, ids, worker))
-        .values(status=FAILED, lease_until=None, last_error=error[:200], sent_at=None)
-        .execution_options(synchronize_session=False)
+    return await _settle(
+        session, ids, worker, status=FAILED, lease_until=None, last_error=error[:200], sent_at=None
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def reroute(session: AsyncSession, *, row_id: int, worker: str, target: Target) -> int:
