@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -71,8 +72,14 @@ class Runtime:
             await self.telegram.start()
         async with self.sessionmaker() as session:
             await self.search.reload(session)
+        # What is loaded by now (modules, SDK models, the search index) lives as long as
+        # the process: moved out of the collector's sight, a full collection no longer
+        # walks a few hundred thousand objects, a pause of 100 ms or more that every
+        # request in flight would wait out.
+        gc.freeze()
 
     async def close(self) -> None:
+        gc.unfreeze()
         if self.line is not None:
             await self.line.stop()
         if self.telegram is not None:

@@ -9,19 +9,25 @@ after commit but before sending still delivers them.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
+    Integer,
     LargeBinary,
     String,
+    Table,
     UniqueConstraint,
     and_,
+    bindparam,
     case,
+    func,
     or_,
     select,
     update,
 )
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,29 +88,65 @@ async def record_events_multi(
     unique: dict[tuple[str, str], NewEvent] = {}
     for channel, event in events:
         unique.setdefault((channel, event.event_id), event)
-    dialect = session.get_bind().dialect.name
-    insert = pg_insert if dialect == "postgresql" else sqlite_insert
-    stmt = (
-        insert(InboundEvent)
-        .values(
-            [
-                {
-                    "channel": channel,
-                    "event_id": e.event_id,
-                    "kind": e.kind,
-                    "payload": e.payload,
-                    "sealed": e.sealed,
-                    "received_at": now,
-                    "status": PENDING,
-                    "attempts": 0,
-                }
-                for (channel, _), e in unique.items()
-            ]
+    table = cast(Table, InboundEvent.__table__)
+    returning = (table.c.id, table.c.channel, table.c.event_id)
+    if session.get_bind().dialect.name == "postgresql":
+        # One INSERT ... SELECT FROM unnest(arrays): the same statement whatever the count,
+        # so it is compiled and prepared once (a VALUES list is compiled anew per length).
+        fresh = list(unique.values())
+        columns: list[tuple[str, list[Any], Any]] = [
+            ("channel", [channel for channel, _ in unique], String),
+            ("event_id", [event_id for _, event_id in unique], String),
+            ("kind", [e.kind for e in fresh], String),
+            ("payload", [json.dumps(e.payload, ensure_ascii=False) for e in fresh], String),
+            ("sealed", [e.sealed for e in fresh], LargeBinary),
+        ]
+        source = (
+            func.unnest(*(bindparam(None, v, type_=ARRAY(t)) for _, v, t in columns))
+            .table_valued(*(name for name, _, _ in columns))
+            .render_derived()
         )
-        .on_conflict_do_nothing(index_elements=["channel", "event_id"])
-        .returning(InboundEvent.id, InboundEvent.channel, InboundEvent.event_id)
-    )
-    rows = (await session.execute(stmt)).all()
+        stmt = (
+            pg_insert(table)
+            .from_select(
+                [name for name, _, _ in columns] + ["received_at", "status", "attempts"],
+                select(
+                    source.c.channel,
+                    source.c.event_id,
+                    source.c.kind,
+                    func.cast(source.c.payload, JSONB),
+                    source.c.sealed,
+                    bindparam(None, now, type_=table.c.received_at.type),
+                    bindparam(None, PENDING, type_=String),
+                    bindparam(None, 0, type_=Integer),
+                ),
+            )
+            .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+            .returning(*returning)
+        )
+        rows = (await session.execute(stmt)).all()
+    else:
+        # executemany with RETURNING: SQLAlchemy's insertmanyvalues batches the rows into
+        # one statement from a compiled form it caches.
+        stmt = (
+            sqlite_insert(table)
+            .on_conflict_do_nothing(index_elements=["channel", "event_id"])
+            .returning(*returning)
+        )
+        params = [
+            {
+                "channel": channel,
+                "event_id": e.event_id,
+                "kind": e.kind,
+                "payload": e.payload,
+                "sealed": e.sealed,
+                "received_at": now,
+                "status": PENDING,
+                "attempts": 0,
+            }
+            for (channel, _), e in unique.items()
+        ]
+        rows = (await session.execute(stmt, params)).all()
     return {(r.channel, r.event_id): r.id for r in rows}
 
 
