@@ -34,6 +34,7 @@ test: install system-packages lint
 	$(BIN)/pytest
 
 bench: install
+	@sh scripts/system-packages.sh bench
 	$(BIN)/python -m bench
 
 clean:

@@ -1,11 +1,15 @@
 #!/bin/sh
 # Installs the Debian packages the tests need when they are missing: chromium (browser test
-# of the simulator), espeak-ng and ffmpeg (text to speech and transcoding of audio lessons).
+# of the simulator), espeak-ng and ffmpeg (text to speech and transcoding of audio lessons),
+# a Traditional Chinese font (titles on the rich menu and on podcast covers).
 set -eu
 missing=""
 command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
+[ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$missing fonts-noto-cjk"
+# `system-packages.sh bench`: the webhook benchmark's load generator as well.
+if [ "${1:-}" = bench ]; then command -v wrk >/dev/null 2>&1 || missing="$missing wrk"; fi
 [ -z "$missing" ] && exit 0
 if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null 2>&1; then SUDO="sudo"; else
   echo "system-packages: please install:$missing (Debian/Ubuntu: apt-get install$missing)" >&2
