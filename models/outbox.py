@@ -24,18 +24,21 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    Select,
     String,
     and_,
     any_,
     bindparam,
+    case,
     delete,
     func,
+    literal,
     or_,
     select,
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -371,9 +374,16 @@ async def claim_batch(
     lease: dt.timedelta,
     limit: int = 500,
     channels: Sequence[str] | None = None,
+    group_line: bool = False,
 ) -> list[Claimed]:
     """Take up to `limit` due rows (plus whole keyed LINE groups) for `worker` until the
-    lease ends; rows of a dead worker's expired lease count as due. The caller commits."""
+    lease ends; rows of a dead worker's expired lease count as due. The caller commits.
+
+    With `group_line` (PostgreSQL), fresh LINE rows with identical bodies come back already
+    grouped for multicast: each group of 2 to MAX_GROUP rows gets its retry key in the claim
+    itself, instead of in a second update of the same rows (see assign_retry_keys). Such a
+    key is unused until the first call (`attempts == 1`), so the caller may still take rows
+    out of the group (clear_retry_keys)."""
     pg = session.get_bind().dialect.name == "postgresql"
     paused = list(await paused_channels(session, now=now))
     lease_until = now + lease
@@ -436,16 +446,80 @@ async def claim_batch(
             .limit(room)
             .with_for_update(skip_locked=True)
         )
+        if pg and group_line:
+            stmt = _claim_grouped(due, claim_values)
+        else:
+            stmt = (
+                update(OutboxMessage)
+                .where(OutboxMessage.id.in_(due.scalar_subquery()))
+                .values(**claim_values)
+            )
         result = await session.execute(
-            update(OutboxMessage)
-            .where(OutboxMessage.id.in_(due.scalar_subquery()))
-            .values(**claim_values)
-            .returning(*_RETURNING)
-            .execution_options(synchronize_session=False)
+            stmt.returning(*_RETURNING).execution_options(synchronize_session=False)
         )
         claimed.extend(Claimed(*row) for row in result)
     claimed.sort(key=lambda c: (c.priority, c.id))
     return claimed
+
+
+def _claim_grouped(due: Select[Any], claim_values: dict[str, Any]) -> Any:
+    """The claim of fresh rows that also keys LINE multicast groups (PostgreSQL): rows of one
+    body, in id order, in chunks of MAX_GROUP; a chunk of two or more shares a key."""
+    picked = due.add_columns(
+        OutboxMessage.body_hash, OutboxMessage.channel, OutboxMessage.attempts
+    ).subquery("picked")
+    groupable = and_(picked.c.channel == "line", picked.c.attempts == 0)
+    numbered = select(
+        picked.c.id,
+        picked.c.body_hash,
+        groupable.label("groupable"),
+        (
+            (
+                func.row_number().over(
+                    partition_by=(groupable, picked.c.body_hash), order_by=picked.c.id
+                )
+                - 1
+            )
+            // MAX_GROUP
+        ).label("chunk"),
+    ).subquery("numbered")
+    size = func.count().over(
+        partition_by=(numbered.c.groupable, numbered.c.body_hash, numbered.c.chunk)
+    )
+    token = str(uuid.uuid4())  # this claim's; the key is a UUID, like group_key's
+    key = func.cast(
+        func.cast(
+            func.md5(
+                literal(token)
+                + ":"
+                + numbered.c.body_hash
+                + ":"
+                + func.cast(numbered.c.chunk, String)
+            ),
+            UUID,
+        ),
+        String,
+    )
+    grouped = select(
+        numbered.c.id,
+        case((and_(numbered.c.groupable, size > 1), key), else_=None).label("group_key"),
+    ).subquery("grouped")
+    return (
+        update(OutboxMessage)
+        .where(OutboxMessage.id == grouped.c.id)
+        .values(**claim_values, retry_key=grouped.c.group_key)
+    )
+
+
+async def clear_retry_keys(session: AsyncSession, *, ids: Sequence[int], worker: str) -> None:
+    """Take rows out of a multicast group keyed in this claim (never used in a call)."""
+    if ids:
+        await session.execute(
+            update(OutboxMessage)
+            .where(*_mine(session, ids, worker), OutboxMessage.attempts == 1)
+            .values(retry_key=None)
+            .execution_options(synchronize_session=False)
+        )
 
 
 def group_key(ids: Iterable[int]) -> str:

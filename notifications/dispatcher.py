@@ -281,6 +281,7 @@ class Dispatcher:
                 lease=self.config.lease,
                 limit=self.config.batch_size,
                 channels=list(self.channels),
+                group_line=self._overlap and hasattr(self.channels.get("line"), "multicast"),
             )
             if not rows:
                 await session.commit()
@@ -334,19 +335,26 @@ class Dispatcher:
         keep: list[Claimed] = []
         deferred: dict[dt.datetime, list[int]] = defaultdict(list)
         groups: dict[str, list[Claimed]] = defaultdict(list)
+        out_of_group: list[int] = []  # keyed in this claim, but not going with their group
+        gone_rows: list[Claimed] = []
         for row in rows:
-            if row.retry_key is not None:
+            if row.retry_key is not None and row.attempts > 1:
                 groups[row.retry_key].append(row)
                 continue
             until = quiet_until(row)
+            gone = facts.get(row.account_id or -1, (False, None))[0]
+            if until is None and not gone:
+                keep.append(row)
+                continue
+            if row.retry_key is not None:
+                out_of_group.append(row.id)
             if until is not None:
                 deferred[until].append(row.id)
-                continue
-            gone = facts.get(row.account_id or -1, (False, None))[0]
-            if gone:
-                await self._reroute(session, row, now, report)
-                continue
-            keep.append(row)
+            else:
+                gone_rows.append(row)
+        await outbox.clear_retry_keys(session, ids=out_of_group, worker=self.worker)
+        for row in gone_rows:
+            await self._reroute(session, row, now, report)
         # A keyed LINE group moves as one: quiet for one of its people holds the whole group.
         for members in groups.values():
             ends = [u for u in map(quiet_until, members) if u is not None]
@@ -411,9 +419,12 @@ class Dispatcher:
             await outbox.defer(
                 session, ids=later, worker=self.worker, not_before=now, reason="chat busy"
             )
-        for key, members in keyed.items():
-            units.append(_unit(members, key))
         groups: list[list[Claimed]] = []
+        for key, members in keyed.items():
+            if all(r.attempts == 1 for r in members):
+                groups.append(members)  # keyed in this claim, never sent: still open to plan
+            else:
+                units.append(_unit(members, key))  # a retry goes exactly as it went before
         for members in fresh.values():
             for i in range(0, len(members), outbox.MAX_GROUP):
                 chunk = members[i : i + outbox.MAX_GROUP]
@@ -423,11 +434,16 @@ class Dispatcher:
                     groups.append(chunk)
         pushes = sum(1 for u in units if len(u.ids) == 1)
         groups, alone = self._balance(groups, pushes)
-        units.extend(_unit([r], outbox.row_key(r.id)) for r in alone)
-        keys = await outbox.assign_retry_keys(
-            session, worker=self.worker, groups=[[r.id for r in g] for g in groups]
+        await outbox.clear_retry_keys(
+            session, ids=[r.id for r in alone if r.retry_key], worker=self.worker
         )
-        units.extend(_unit(g, k) for g, k in zip(groups, keys, strict=True))
+        units.extend(_unit([r], outbox.row_key(r.id)) for r in alone)
+        unkeyed = [g for g in groups if g[0].retry_key is None]
+        keys = await outbox.assign_retry_keys(
+            session, worker=self.worker, groups=[[r.id for r in g] for g in unkeyed]
+        )
+        units.extend(_unit(g, k) for g, k in zip(unkeyed, keys, strict=True))
+        units.extend(_unit(g, g[0].retry_key) for g in groups if g[0].retry_key is not None)
         return units, others
 
     def _balance(
@@ -584,9 +600,10 @@ class Dispatcher:
     ) -> None:
         async with self.sessionmaker() as session:
             if quick and session.get_bind().dialect.name == "postgresql":
-                # One commit per Telegram message: this one need not wait for the disk. A
-                # worker crash cannot lose it (the server has it); only a crash of PostgreSQL
-                # itself within a fraction of a second could, and then one call repeats.
+                # Outcomes only (a Telegram message, or keyed LINE calls): this commit need not
+                # wait for the disk. A worker crash cannot lose it (the server has it); only a
+                # crash of PostgreSQL itself within a fraction of a second could, and then one
+                # Telegram call repeats (LINE answers 409 to its repeated keys).
                 await session.execute(select(func.set_config("synchronous_commit", "off", True)))
             await self._apply(session, outcomes, now, report)
             await session.commit()
@@ -606,7 +623,11 @@ class Dispatcher:
     ) -> None:
         done = [o for o in outcomes if o is not None]
         if done:
-            await self._commit(done, now, report)
+            # Every LINE call carried its retry key: were this commit lost, the rows would be
+            # sent again under the same keys and LINE would answer 409. It need not wait for
+            # the disk.
+            keyed = all(o.channel == "line" for o in done)
+            await self._commit(done, now, report, quick=keyed)
 
     async def _apply(
         self,

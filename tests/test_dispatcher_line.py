@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -19,6 +20,7 @@ from bot.messages import Button, Text, dump_replies
 from bot.simulator import SimulatorChannel
 from models.db import create_sessionmaker
 from models.identity import AuditLog
+from models.members import ChannelAccount
 from models.outbox import (
     PRIORITY_REPLY,
     ChannelPause,
@@ -81,9 +83,14 @@ async def test_identical_messages_go_as_one_multicast_and_the_rest_as_pushes(
     assert push[0].body["to"] == people[4].external_id
     async with create_sessionmaker(engine)() as s:
         rows = (await s.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all()
-    # The group's key is stored on its rows and derived from them; a push's from its row.
-    assert multicast[0].headers["x-line-retry-key"] == group_key(r.id for r in rows[:4])
-    assert {r.retry_key for r in rows[:4]} == {group_key(r.id for r in rows[:4])}
+    # The group's key is stored on its rows before the call (on PostgreSQL by the claim
+    # itself, elsewhere derived from the rows); a push's key comes from its row.
+    key = multicast[0].headers["x-line-retry-key"]
+    assert {r.retry_key for r in rows[:4]} == {key}
+    assert str(uuid.UUID(key)) == key
+    if engine.dialect.name == "sqlite":
+        assert key == group_key(r.id for r in rows[:4])
+    assert rows[4].retry_key is None
     assert push[0].headers["x-line-retry-key"] == row_key(rows[4].id)
     assert all(r.status == "sent" and r.sent_at == NOON for r in rows)
     assert fake.delivered() == {p.external_id: 1 for p in people}
@@ -347,11 +354,15 @@ async def test_small_identical_groups_go_as_pushes_when_multicasts_would_be_the_
     async with create_sessionmaker(engine)() as s:
         rows = {r.external_id: r for r in (await s.scalars(select(OutboxMessage))).all()}
     for recorded in pushes:
+        # Pushed alone: no group key left on the row (a retry goes alone under this key).
         assert recorded.headers["x-line-retry-key"] == row_key(rows[recorded.body["to"]].id)
-    for recorded in multicasts:
-        ids = [rows[u].id for u in recorded.body["to"]]
-        assert recorded.headers["x-line-retry-key"] == group_key(ids)
-        assert {rows[u].retry_key for u in recorded.body["to"]} == {group_key(ids)}
+        assert rows[recorded.body["to"]].retry_key is None
+    keys = [recorded.headers["x-line-retry-key"] for recorded in multicasts]
+    assert len(set(keys)) == len(keys)
+    for recorded, key in zip(multicasts, keys, strict=True):
+        assert {rows[u].retry_key for u in recorded.body["to"]} == {key}
+        if engine.dialect.name == "sqlite":
+            assert key == group_key(rows[u].id for u in recorded.body["to"])
 
 
 async def test_a_push_that_failed_is_retried_alone_under_its_row_key_never_in_a_new_group(
@@ -383,3 +394,57 @@ async def test_a_push_that_failed_is_retried_alone_under_its_row_key_never_in_a_
     ] * 2
     assert [r.status for r in retried] == [500, 409]
     assert fake.delivered() == {second.external_id: 1}  # the first had it already (409)
+
+
+async def test_people_held_back_from_a_group_leave_it_and_go_later_under_their_own_key(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    maker = create_sessionmaker(engine)
+    async with maker() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(4)]
+        quiet, gone = people[2], people[3]
+        s.add(
+            ChannelAccount(
+                member_id=gone.member_id,
+                channel="simulator",
+                external_id="sim-gone",
+                created_at=NOON,
+                last_seen_at=NOON,
+            )
+        )
+        await queue(s, people, text("本週新課"), key="news")
+        await s.execute(
+            sql("UPDATE member SET quiet_hours = '11:00-13:30' WHERE id = :id"),
+            {"id": quiet.member_id},
+        )
+        await s.execute(
+            sql("UPDATE channel_account SET unreachable = :yes WHERE id = :id"),
+            {"yes": True, "id": gone.account_id},
+        )
+        await s.commit()
+    work = dispatcher(engine, {"line": line, "simulator": SimulatorChannel(maker)})
+
+    first = await work.drain(NOON)
+
+    (multicast,) = fake.sent("/multicast")
+    assert sorted(multicast.body["to"]) == sorted(p.external_id for p in people[:2])
+    key = multicast.headers["x-line-retry-key"]
+    async with maker() as s:
+        rows = {r.member_id: r for r in (await s.scalars(select(OutboxMessage))).all()}
+    assert {rows[p.member_id].retry_key for p in people[:2]} == {key}
+    # The quiet member's row waits without the group's key, its attempt not counted.
+    held = rows[quiet.member_id]
+    assert (held.status, held.retry_key, held.attempts) == ("pending", None, 0)
+    # The blocked account's row went to the member's other channel.
+    moved = rows[gone.member_id]
+    assert (moved.status, moved.channel, moved.retry_key) == ("sent", "simulator", None)
+    assert first.sent == 3
+
+    later = await work.drain(NOON + dt.timedelta(minutes=90))
+
+    assert later.sent == 1
+    (push,) = fake.sent("/push")
+    assert push.body["to"] == quiet.external_id
+    assert push.headers["x-line-retry-key"] == row_key(held.id)
+    assert fake.delivered() == {p.external_id: 1 for p in people[:3]}
