@@ -14,6 +14,7 @@ import contextlib
 import datetime as dt
 import json
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,6 +39,9 @@ log = logging.getLogger("edoor.inbound")
 # Events handled in one transaction; large enough to amortise commits under load, small
 # enough that a failing batch delays few people.
 BATCH = 20
+# On SQLite a batch holds the one write lock from its claim to its commit, and the webhook's
+# group commit waits behind it: batches there are sized to hold it about this long.
+SQLITE_LOCK_BUDGET = 0.04  # seconds
 
 
 @dataclass
@@ -86,6 +90,16 @@ class InboundProcessor:
         self._recorder: asyncio.Task[None] | None = None
         self._queue: deque[int] = deque()
         self._worker: asyncio.Task[None] | None = None
+        bind = sessionmaker.kw.get("bind")
+        self._one_writer = getattr(getattr(bind, "dialect", None), "name", "") == "sqlite"
+        self._seconds_per_event = SQLITE_LOCK_BUDGET / BATCH  # a running average, measured
+
+    @property
+    def batch_size(self) -> int:
+        """Events per transaction: BATCH, or on SQLite as many as fit the lock budget."""
+        if not self._one_writer:
+            return BATCH
+        return max(1, min(BATCH, int(SQLITE_LOCK_BUDGET / self._seconds_per_event)))
 
     @property
     def lease(self) -> dt.timedelta:
@@ -154,7 +168,7 @@ class InboundProcessor:
             recorder = self._recorder
             if recorder is not None and not recorder.done():
                 await asyncio.wait([recorder], timeout=1.0)
-            batch = [self._queue.popleft() for _ in range(min(len(self._queue), BATCH))]
+            batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
             await self.process_many(batch)
 
     async def drain(self, within: float = 10.0) -> None:
@@ -168,8 +182,10 @@ class InboundProcessor:
     # -- processing ----------------------------------------------------------------------------
     async def process_many(self, row_ids: list[int]) -> None:
         """Process events in order, in batches (one user's events never overtake each other)."""
-        for i in range(0, len(row_ids), BATCH):
-            chunk = row_ids[i : i + BATCH]
+        i = 0
+        while i < len(row_ids):
+            chunk = row_ids[i : i + self.batch_size]
+            i += len(chunk)
             try:
                 await self.process_batch(chunk)
             except Exception:
@@ -185,6 +201,7 @@ class InboundProcessor:
         update to finish."""
         now = self.clock()
         work: list[_Answer] = []
+        started = time.perf_counter()
         async with self.sessionmaker() as session:
             # The claim is the transaction's first statement, so it starts as a writer (on
             # SQLite it waits for the lock instead of failing on a stale read snapshot); if
@@ -217,6 +234,8 @@ class InboundProcessor:
                     )
                 )
             await session.commit()
+        held = (time.perf_counter() - started) / len(claimed)
+        self._seconds_per_event += 0.2 * (held - self._seconds_per_event)
         by_user: dict[tuple[str, str], list[_Answer]] = {}
         for answer in work:
             user = answer.incoming.user_id if answer.incoming else f"row:{answer.row_id}"
