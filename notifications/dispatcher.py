@@ -80,6 +80,9 @@ class DispatcherConfig:
     line_multicast_rate: str = "190/second"
     # Small groups of identical messages go as pushes when multicasts would be the bound.
     balance_multicast: bool = True
+    # PostgreSQL: lanes claiming and sending LINE rows side by side in one worker (the
+    # database work of a batch is most of its time; the call itself is short).
+    line_lanes: int = 2
     quiet: QuietWindow = DEFAULT_WINDOW
     quota_pause: dt.timedelta = dt.timedelta(hours=1)
 
@@ -228,22 +231,47 @@ class Dispatcher:
 
         On PostgreSQL, while a batch of LINE calls is being sent, the next batch is claimed
         and planned (its claims and retry keys committed), so the database work between
-        batches does not leave the channel budgets idle. A batch with chat rows (Telegram,
-        one chat in order) is not overlapped: the next claim must see how they ended.
+        batches does not leave the channel budgets idle; and `line_lanes - 1` more lanes
+        claim and send LINE rows alongside, as that many workers would. A batch with chat
+        rows (Telegram, one chat in order) is not overlapped, and only the first lane claims
+        them: the next claim must see how they ended.
         """
         report = DrainReport()
         self._line_paused = None  # the database pause (channel_pause) is what lasts
+        lanes = [self._drain_lane(now, report, stop, channels=list(self.channels))]
+        if self._overlap and hasattr(self.channels.get("line"), "multicast"):
+            lanes.extend(
+                self._drain_lane(now, report, stop, channels=["line"])
+                for _ in range(self.config.line_lanes - 1)
+            )
+        results = await asyncio.gather(*lanes, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        if len(lanes) > 1:
+            # A LINE lane may have handed rows to another channel (the account was blocked)
+            # after the first lane found nothing more to do.
+            await self._drain_lane(now, report, stop, channels=list(self.channels))
+        return report
 
+    async def _drain_lane(
+        self,
+        now: dt.datetime,
+        report: DrainReport,
+        stop: asyncio.Event | None,
+        *,
+        channels: list[str],
+    ) -> None:
         def stopped() -> bool:
             return stop is not None and stop.is_set()
 
-        planned = None if stopped() else await self._claim_and_plan(now, report)
+        planned = None if stopped() else await self._claim_and_plan(now, report, channels)
         try:
             while planned is not None:
                 current, planned = planned, None
                 ahead: asyncio.Task[_Planned | None] | None = None
                 if self._overlap and not current.others and not stopped():
-                    ahead = asyncio.create_task(self._claim_and_plan(now, report))
+                    ahead = asyncio.create_task(self._claim_and_plan(now, report, channels))
                 try:
                     await self._deliver(current, now, report)
                 except BaseException:
@@ -256,23 +284,24 @@ class Dispatcher:
                 if stopped():
                     break  # a batch claimed ahead is put back below
                 if ahead is None:
-                    planned = await self._claim_and_plan(now, report)
+                    planned = await self._claim_and_plan(now, report, channels)
         finally:
             if planned is not None:  # claimed but not sent (stop or failure): release them
                 await self._release(planned, now, report)
-        return report
 
     # -- one batch ---------------------------------------------------------------------------
     async def run_batch(self, now: dt.datetime, report: DrainReport) -> int:
         """Claim, send and record one batch; returns rows claimed (0 when nothing is due)."""
         self._line_paused = None
-        planned = await self._claim_and_plan(now, report)
+        planned = await self._claim_and_plan(now, report, list(self.channels))
         if planned is None:
             return 0
         await self._deliver(planned, now, report)
         return planned.claimed
 
-    async def _claim_and_plan(self, now: dt.datetime, report: DrainReport) -> _Planned | None:
+    async def _claim_and_plan(
+        self, now: dt.datetime, report: DrainReport, channels: list[str]
+    ) -> _Planned | None:
         async with self.sessionmaker() as session:
             rows = await outbox.claim_batch(
                 session,
@@ -280,7 +309,7 @@ class Dispatcher:
                 now=now,
                 lease=self.config.lease,
                 limit=self.config.batch_size,
-                channels=list(self.channels),
+                channels=channels,
                 group_line=self._overlap and hasattr(self.channels.get("line"), "multicast"),
             )
             if not rows:
