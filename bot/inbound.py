@@ -106,10 +106,15 @@ class InboundProcessor:
         return dt.timedelta(seconds=self.services.settings.inbound_lease_seconds)
 
     # -- recording (inside the webhook request) ---------------------------------------------
-    def new_event(self, *, event_id: str, kind: str, raw: dict[str, Any]) -> events_db.NewEvent:
-        """A row to record: redacted payload for people, the original encrypted."""
+    def new_event(
+        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+    ) -> events_db.NewEvent:
+        """A row to record: redacted payload for people, the original encrypted; `sender`
+        (the platform's id of the person or chat) keeps their events in order."""
         sealed = self.services.vault.encrypt_bytes(json.dumps(raw, ensure_ascii=False).encode())
-        return events_db.NewEvent(event_id=event_id, kind=kind, payload=redact(raw), sealed=sealed)
+        return events_db.NewEvent(
+            event_id=event_id, kind=kind, payload=redact(raw), sealed=sealed, sender=sender
+        )
 
     async def record(self, channel: str, rows: list[events_db.NewEvent]) -> list[int]:
         """Store events not seen before and commit; returns the new row ids to process.

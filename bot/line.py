@@ -442,6 +442,15 @@ def _translate(exc: ApiException) -> Exception:
 
 
 # -- the webhook -------------------------------------------------------------------------------
+def _sender(event: dict[str, Any]) -> str | None:
+    """Whose event it is: the group or room it came from, else the user."""
+    source = event.get("source")
+    if not isinstance(source, dict):
+        return None
+    who = source.get("groupId") or source.get("roomId") or source.get("userId")
+    return str(who)[:80] if who else None
+
+
 def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter:
     """POST /webhooks/line: verify, record once, acknowledge, then process."""
     assert settings.line_channel_secret is not None
@@ -459,7 +468,9 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
             if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
                 raise TypeError
             rows = [
-                processor.new_event(event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e)
+                processor.new_event(
+                    event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e, sender=_sender(e)
+                )
                 for e in events
             ]
         except (ValueError, KeyError, TypeError):

@@ -137,7 +137,7 @@ async def simulate(processor: InboundProcessor, body: SimulatorInput) -> None:
     if body.persona is not None:
         await apply_persona(processor, user=body.user, persona=body.persona, language=body.language)
     raw = body.model_dump(exclude={"after", "persona"}) | {"id": uuid.uuid4().hex}
-    row = processor.new_event(event_id=raw["id"], kind=body.kind, raw=raw)
+    row = processor.new_event(event_id=raw["id"], kind=body.kind, raw=raw, sender=body.user)
     ids = await processor.record(NAME, [row])
     await processor.process_many(ids)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import (
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -25,13 +26,14 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from models.base import Base
 
@@ -43,16 +45,32 @@ PENDING, PROCESSING, ANSWERING, DONE, FAILED = (
     "failed",
 )
 MAX_ATTEMPTS = 5
+# Not yet through the handlers: a later event of the same sender must wait for these (an
+# event whose replies only wait for delivery has already updated the conversation).
+_UNHANDLED = (PENDING, PROCESSING)
 
 
 class InboundEvent(Base):
     __tablename__ = "inbound_event"
-    __table_args__ = (UniqueConstraint("channel", "event_id"),)
+    __table_args__ = (
+        UniqueConstraint("channel", "event_id"),
+        # A sender's events not yet handled, oldest first: the claim keeps each person's order.
+        Index(
+            "ix_inbound_event_open_sender",
+            "channel",
+            "sender",
+            "id",
+            postgresql_where=text("status IN ('pending', 'processing')"),
+            sqlite_where=text("status IN ('pending', 'processing')"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     channel: Mapped[str] = mapped_column(String(16))
     event_id: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(32))
+    # Who (LINE user or group, Telegram chat, simulator user): their events go in order.
+    sender: Mapped[str | None] = mapped_column(String(80), default=None)
     status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     received_at: Mapped[dt.datetime]
@@ -73,6 +91,7 @@ class NewEvent:
     kind: str
     payload: dict[str, Any]
     sealed: bytes
+    sender: str | None = None
 
 
 async def record_events_multi(
@@ -98,6 +117,7 @@ async def record_events_multi(
             ("channel", [channel for channel, _ in unique], String),
             ("event_id", [event_id for _, event_id in unique], String),
             ("kind", [e.kind for e in fresh], String),
+            ("sender", [e.sender for e in fresh], String),
             ("payload", [json.dumps(e.payload, ensure_ascii=False) for e in fresh], String),
             ("sealed", [e.sealed for e in fresh], LargeBinary),
         ]
@@ -114,6 +134,7 @@ async def record_events_multi(
                     source.c.channel,
                     source.c.event_id,
                     source.c.kind,
+                    source.c.sender,
                     func.cast(source.c.payload, JSONB),
                     source.c.sealed,
                     bindparam(None, now, type_=table.c.received_at.type),
@@ -138,6 +159,7 @@ async def record_events_multi(
                 "channel": channel,
                 "event_id": e.event_id,
                 "kind": e.kind,
+                "sender": e.sender,
                 "payload": e.payload,
                 "sealed": e.sealed,
                 "received_at": now,
@@ -181,6 +203,22 @@ async def claim_events(
     if not row_ids:
         return []
     stale = now - lease
+    # Not while an earlier event of the same sender, outside this batch, has not been through
+    # the handlers (another worker holds it, or it waits to be retried): one person's
+    # messages are handled in the order they were sent, however many workers there are.
+    earlier = aliased(InboundEvent)
+    overtakes = (
+        select(earlier.id)
+        .where(
+            earlier.channel == InboundEvent.channel,
+            earlier.sender == InboundEvent.sender,
+            earlier.id < InboundEvent.id,
+            earlier.status.in_(_UNHANDLED),
+            earlier.attempts < MAX_ATTEMPTS,
+            earlier.id.not_in(row_ids),
+        )
+        .exists()
+    )
     result = await session.execute(
         update(InboundEvent)
         .where(
@@ -192,6 +230,7 @@ async def claim_events(
                     InboundEvent.claimed_at < stale,
                 ),
             ),
+            or_(InboundEvent.sender.is_(None), ~overtakes),
         )
         .values(
             status=case((InboundEvent.status == ANSWERING, ANSWERING), else_=PROCESSING),

@@ -125,12 +125,15 @@ async def erase_member(
         rows = await session.scalars(
             select(InboundEvent).where(
                 InboundEvent.channel == account.channel,
-                payload_text.contains(account.external_id),
+                or_(
+                    payload_text.contains(account.external_id),
+                    InboundEvent.sender == account.external_id,
+                ),
             )
         )
         for event in rows.all():
             if keep_event == (event.channel, event.event_id):
-                event.payload = {"erased": True}
+                event.payload, event.sender = {"erased": True}, None
             else:
                 await session.delete(event)
     for phone in phones:

@@ -15,6 +15,15 @@ from tests.dialog import eventually
 from tests.line_helpers import body_of, sign, text_event
 
 
+def line_config(fake_url: str) -> dict[str, str]:
+    """Settings for a LINE channel whose API is the fake on loopback."""
+    return {
+        "line_channel_secret": LINE_SECRET,
+        "line_channel_access_token": LINE_TOKEN,
+        "line_api_base_url": fake_url,
+    }
+
+
 async def _record_without_processing(settings, ev: dict) -> int:  # type: ignore[no-untyped-def]
     """What a web process does before it dies: record and commit, then nothing."""
     runtime = build_runtime(settings)
@@ -30,11 +39,7 @@ async def test_event_recorded_before_a_crash_is_answered_at_start(
     make_settings, fake_line, served, engine
 ) -> None:  # type: ignore[no-untyped-def]
     fake, fake_url = fake_line
-    line = {
-        "line_channel_secret": LINE_SECRET,
-        "line_channel_access_token": LINE_TOKEN,
-        "line_api_base_url": fake_url,
-    }
+    line = line_config(fake_url)
     ev = text_event("說明")
     await _record_without_processing(make_settings(**line), ev)
     assert fake.requests == []
@@ -54,9 +59,7 @@ async def test_claim_of_a_dead_worker_is_taken_over_after_the_lease(
 ) -> None:  # type: ignore[no-untyped-def]
     fake, fake_url = fake_line
     settings = make_settings(
-        line_channel_secret=LINE_SECRET,
-        line_channel_access_token=LINE_TOKEN,
-        line_api_base_url=fake_url,
+        **line_config(fake_url),
         inbound_lease_seconds=30,
     )
     row_id = await _record_without_processing(settings, text_event("help"))
@@ -79,14 +82,74 @@ async def test_claim_of_a_dead_worker_is_taken_over_after_the_lease(
     assert len(fake.sent("/reply")) == 1
 
 
+async def test_a_persons_later_message_waits_while_another_worker_holds_an_earlier_one(
+    make_settings, fake_line, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    settings = make_settings(
+        **line_config(fake_url),
+        inbound_lease_seconds=30,
+    )
+    mei, other = "U" + "1" * 32, "U" + "2" * 32
+    first, second = text_event("驗證手機", user=mei), text_event("選單", user=mei)
+    elsewhere = text_event("說明", user=other)
+    ids = []
+    runtime = build_runtime(settings)
+    try:
+        for ev in (first, second, elsewhere):
+            row = runtime.processor.new_event(
+                event_id=ev["webhookEventId"], kind="message", raw=ev, sender=ev["source"]["userId"]
+            )
+            ids += await runtime.processor.record("line", [row])
+        # Worker A has taken Mei's first message and is still working on it.
+        claimed = dt.datetime.now(dt.UTC)
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(InboundEvent)
+                .where(InboundEvent.id == ids[0])
+                .values(status="processing", claimed_at=claimed, attempts=1)
+            )
+        # Worker B is handed her second message and someone else's.
+        await runtime.processor.process_many(ids[1:])
+        assert [r.body["replyToken"] for r in fake.sent("/reply")] == [elsewhere["replyToken"]]
+        async with engine.connect() as conn:
+            status = dict((await conn.execute(select(InboundEvent.id, InboundEvent.status))).all())
+        assert status == {ids[0]: "processing", ids[1]: "pending", ids[2]: "done"}
+        # A dies; once its lease is over, her two messages are answered in the order sent.
+        runtime.processor.clock = lambda: claimed + dt.timedelta(seconds=31)
+        assert await runtime.processor.recover() == 2
+    finally:
+        await runtime.close()
+    assert [r.body["replyToken"] for r in fake.sent("/reply")] == [
+        elsewhere["replyToken"],
+        first["replyToken"],
+        second["replyToken"],
+    ]
+
+
+async def test_the_webhook_records_who_sent_each_event(served, fake_line, engine) -> None:  # type: ignore[no-untyped-def]
+    _, fake_url = fake_line
+    line = line_config(fake_url)
+    from_user = text_event("說明", user="U" + "3" * 32)
+    from_group = text_event("說明", user="U" + "4" * 32)
+    from_group["source"] = {"type": "group", "groupId": "C" + "5" * 32, "userId": "U" + "4" * 32}
+    async with served(**line) as (url, _), httpx.AsyncClient(base_url=url) as http:
+        body = body_of(from_user, from_group)
+        response = await http.post(
+            "/webhooks/line", content=body, headers={"x-line-signature": sign(body)}
+        )
+        assert response.status_code == 200
+    async with engine.connect() as conn:
+        senders = (await conn.execute(select(InboundEvent.sender).order_by(InboundEvent.id))).all()
+    assert [s for (s,) in senders] == ["U" + "3" * 32, "C" + "5" * 32]
+
+
 async def test_replies_computed_before_a_crash_are_delivered_without_rerunning(
     make_settings, fake_line, engine
 ) -> None:  # type: ignore[no-untyped-def]
     fake, fake_url = fake_line
     settings = make_settings(
-        line_channel_secret=LINE_SECRET,
-        line_channel_access_token=LINE_TOKEN,
-        line_api_base_url=fake_url,
+        **line_config(fake_url),
         inbound_lease_seconds=1,
     )
     row_id = await _record_without_processing(settings, text_event("help"))
@@ -112,9 +175,7 @@ async def test_late_answer_goes_out_by_push_and_a_push_failure_is_retried_with_i
 ) -> None:  # type: ignore[no-untyped-def]
     fake, fake_url = fake_line
     settings = make_settings(
-        line_channel_secret=LINE_SECRET,
-        line_channel_access_token=LINE_TOKEN,
-        line_api_base_url=fake_url,
+        **line_config(fake_url),
     )
     ev = text_event("help")
     fake.invalid_tokens.add(ev["replyToken"])  # answered too late for the reply token
@@ -153,12 +214,7 @@ async def test_worker_mode_web_only_acknowledges_and_a_worker_answers(
     import asyncio
 
     fake, fake_url = fake_line
-    line = {
-        "line_channel_secret": LINE_SECRET,
-        "line_channel_access_token": LINE_TOKEN,
-        "line_api_base_url": fake_url,
-        "inbound_processing": "worker",
-    }
+    line = {**line_config(fake_url), "inbound_processing": "worker"}
     ev = text_event("說明")
     async with served(**line) as (url, _), httpx.AsyncClient(base_url=url) as http:
         body = body_of(ev)

@@ -294,8 +294,10 @@ class MemoryRecorder:
         self.processed: list[int] = []
         self.down = 0  # fail this many record() calls
 
-    def new_event(self, *, event_id: str, kind: str, raw: dict[str, Any]) -> NewEvent:
-        return NewEvent(event_id=event_id, kind=kind, payload=raw, sealed=b"")
+    def new_event(
+        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+    ) -> NewEvent:
+        return NewEvent(event_id=event_id, kind=kind, payload=raw, sealed=b"", sender=sender)
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]:
         if self.down:

@@ -154,6 +154,7 @@ async def test_every_recorded_update_is_accepted_and_recorded_once(
     [row] = await events(engine)
     assert row.event_id == str(json.loads(body)["update_id"])
     assert row.kind in {"message", "callback_query", "my_chat_member"}
+    assert row.sender == str(CHAT)  # the chat, so that its updates are answered in order
     await eventually(lambda: all_done(engine))
 
 

@@ -44,7 +44,9 @@ T = TypeVar("T")
 class Recorder(Protocol):
     """What the intake needs of bot.inbound.InboundProcessor."""
 
-    def new_event(self, *, event_id: str, kind: str, raw: dict[str, Any]) -> NewEvent: ...
+    def new_event(
+        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+    ) -> NewEvent: ...
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]: ...
 
@@ -59,8 +61,24 @@ def _problem(status: int, detail: str) -> JSONResponse:
 
 def event_for(recorder: Recorder, update: dict[str, Any]) -> NewEvent:
     return recorder.new_event(
-        event_id=str(update["update_id"]), kind=update_kind(update), raw=minimise(update)
+        event_id=str(update["update_id"]),
+        kind=update_kind(update),
+        raw=minimise(update),
+        sender=_sender(update),
     )
+
+
+def _sender(update: dict[str, Any]) -> str | None:
+    """The chat an update belongs to (a button press: the chat of its message)."""
+    body = update.get(update_kind(update))
+    if not isinstance(body, dict):
+        return None
+    message = body.get("message") if isinstance(body.get("message"), dict) else body
+    chat = message.get("chat") if isinstance(message, dict) else None
+    who = chat.get("id") if isinstance(chat, dict) else None
+    if who is None and isinstance(body.get("from"), dict):
+        who = body["from"].get("id")
+    return str(who)[:80] if who is not None else None
 
 
 def telegram_routes(
