@@ -42,6 +42,11 @@ BATCH = 20
 # On SQLite a batch holds the one write lock from its claim to its commit, and the webhook's
 # group commit waits behind it: batches there are sized to hold it about this long.
 SQLITE_LOCK_BUDGET = 0.04  # seconds
+# An event this process recorded but could not claim (another process still handles an
+# earlier message of the same person) is tried again this often, this many times; after
+# that the periodic sweep (recover) takes it.
+RETRY_SKIPPED_SECONDS = 0.5
+RETRY_SKIPPED_TIMES = 20
 
 
 @dataclass
@@ -93,6 +98,7 @@ class InboundProcessor:
         bind = sessionmaker.kw.get("bind")
         self._one_writer = getattr(getattr(bind, "dialect", None), "name", "") == "sqlite"
         self._seconds_per_event = SQLITE_LOCK_BUDGET / BATCH  # a running average, measured
+        self._skipped: dict[int, int] = {}  # row id -> times it could not be claimed
 
     @property
     def batch_size(self) -> int:
@@ -174,7 +180,22 @@ class InboundProcessor:
             if recorder is not None and not recorder.done():
                 await asyncio.wait([recorder], timeout=1.0)
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
-            await self.process_many(batch)
+            skipped = await self.process_many(batch)
+            self._retry_later(batch, skipped)
+
+    def _retry_later(self, batch: list[int], skipped: list[int]) -> None:
+        """Submit skipped events again shortly (a bounded number of times)."""
+        for row_id in set(batch) - set(skipped):
+            self._skipped.pop(row_id, None)
+        again = []
+        for row_id in skipped:
+            tries = self._skipped[row_id] = self._skipped.get(row_id, 0) + 1
+            if tries <= RETRY_SKIPPED_TIMES:
+                again.append(row_id)
+            else:
+                del self._skipped[row_id]
+        if again:
+            asyncio.get_running_loop().call_later(RETRY_SKIPPED_SECONDS, self.submit, again)
 
     async def drain(self, within: float = 10.0) -> None:
         """Wait (at most `within` s) for submitted events, e.g. at shutdown; the sweep
@@ -185,25 +206,28 @@ class InboundProcessor:
                     await asyncio.wait_for(asyncio.shield(task), within)
 
     # -- processing ----------------------------------------------------------------------------
-    async def process_many(self, row_ids: list[int]) -> None:
-        """Process events in order, in batches (one user's events never overtake each other)."""
+    async def process_many(self, row_ids: list[int]) -> list[int]:
+        """Process events in order, in batches (one user's events never overtake each other);
+        returns the ids that could not be claimed (held or finished elsewhere)."""
+        skipped: list[int] = []
         i = 0
         while i < len(row_ids):
             chunk = row_ids[i : i + self.batch_size]
             i += len(chunk)
             try:
-                await self.process_batch(chunk)
+                skipped += await self.process_batch(chunk)
             except Exception:
                 # The rows stay claimed; recover() retries them once the lease has passed.
                 log.exception("inbound event processing failed", extra={"rows": len(chunk)})
+        return skipped
 
     async def process(self, row_id: int) -> None:
         await self.process_batch([row_id])
 
-    async def process_batch(self, row_ids: list[int]) -> None:
+    async def process_batch(self, row_ids: list[int]) -> list[int]:
         """Claim, route and answer a batch: one transaction for the claim and the handlers
         (each in its own savepoint) that also stores the replies; then delivery; then one
-        update to finish."""
+        update to finish. Returns the ids it could not claim."""
         now = self.clock()
         work: list[_Answer] = []
         started = time.perf_counter()
@@ -214,9 +238,10 @@ class InboundProcessor:
             claimed = await events_db.claim_events(
                 session, row_ids=row_ids, now=now, lease=self.lease
             )
+            skipped = sorted(set(row_ids) - set(claimed))
             if not claimed:
                 await session.rollback()
-                return
+                return skipped
             for row in await events_db.load_events(session, row_ids=claimed):
                 channel = self.channels.get(row.channel)
                 if channel is None:
@@ -247,6 +272,7 @@ class InboundProcessor:
             by_user.setdefault((answer.channel_name, user), []).append(answer)
         await asyncio.gather(*(self._deliver_in_order(items) for items in by_user.values()))
         await self._finish(work)
+        return skipped
 
     async def _run_handlers(
         self,

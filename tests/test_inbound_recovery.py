@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import httpx
@@ -127,6 +128,41 @@ async def test_a_persons_later_message_waits_while_another_worker_holds_an_earli
     ]
 
 
+async def test_a_skipped_message_is_answered_soon_after_the_earlier_one_is_done(
+    make_settings, fake_line, engine
+) -> None:  # type: ignore[no-untyped-def]
+    fake, fake_url = fake_line
+    settings = make_settings(**line_config(fake_url))
+    mei = "U" + "6" * 32
+    first, second = text_event("驗證手機", user=mei), text_event("選單", user=mei)
+    runtime = build_runtime(settings)
+    try:
+        ids = []
+        for ev in (first, second):
+            row = runtime.processor.new_event(
+                event_id=ev["webhookEventId"], kind="message", raw=ev, sender=mei
+            )
+            ids += await runtime.processor.record("line", [row])
+        # Another web process holds her first message; this one is handed the second.
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(InboundEvent)
+                .where(InboundEvent.id == ids[0])
+                .values(status="processing", claimed_at=dt.datetime.now(dt.UTC), attempts=1)
+            )
+        runtime.processor.submit([ids[1]])
+        await asyncio.sleep(0.3)
+        assert fake.sent("/reply") == []  # it waits its turn
+        async with engine.begin() as conn:  # the other process is done with the first
+            await conn.execute(
+                update(InboundEvent).where(InboundEvent.id == ids[0]).values(status="done")
+            )
+        replies = await eventually(lambda: fake.sent("/reply"))
+        assert [r.body["replyToken"] for r in replies] == [second["replyToken"]]
+    finally:
+        await runtime.close()
+
+
 async def test_the_webhook_records_who_sent_each_event(served, fake_line, engine) -> None:  # type: ignore[no-untyped-def]
     _, fake_url = fake_line
     line = line_config(fake_url)
@@ -211,8 +247,6 @@ async def test_healthz_reports_the_database(app_url: str) -> None:
 async def test_worker_mode_web_only_acknowledges_and_a_worker_answers(
     served, fake_line, make_settings, engine
 ) -> None:  # type: ignore[no-untyped-def]
-    import asyncio
-
     fake, fake_url = fake_line
     line = {**line_config(fake_url), "inbound_processing": "worker"}
     ev = text_event("說明")
