@@ -36,6 +36,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, aliased, mapped_column
 
 from models.base import Base
+from models.outbox import ids_match
 
 PENDING, PROCESSING, ANSWERING, DONE, FAILED = (
     "pending",
@@ -206,6 +207,7 @@ async def claim_events(
     # Not while an earlier event of the same sender, outside this batch, has not been through
     # the handlers (another worker holds it, or it waits to be retried): one person's
     # messages are handled in the order they were sent, however many workers there are.
+    # (ids_match: one statement shape on PostgreSQL whatever the batch size.)
     earlier = aliased(InboundEvent)
     overtakes = (
         select(earlier.id)
@@ -215,14 +217,14 @@ async def claim_events(
             earlier.id < InboundEvent.id,
             earlier.status.in_(_UNHANDLED),
             earlier.attempts < MAX_ATTEMPTS,
-            earlier.id.not_in(row_ids),
+            ~ids_match(session, earlier.id, row_ids),
         )
         .exists()
     )
     result = await session.execute(
         update(InboundEvent)
         .where(
-            InboundEvent.id.in_(row_ids),
+            ids_match(session, InboundEvent.id, row_ids),
             or_(
                 InboundEvent.status == PENDING,
                 and_(

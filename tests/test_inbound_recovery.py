@@ -36,6 +36,27 @@ async def _record_without_processing(settings, ev: dict) -> int:  # type: ignore
         await runtime.close()
 
 
+async def _record(processor, *events: dict) -> list[int]:  # type: ignore[no-untyped-def]
+    """Record LINE events as the webhook does (sender included), without processing them."""
+    ids: list[int] = []
+    for ev in events:
+        row = processor.new_event(
+            event_id=ev["webhookEventId"], kind="message", raw=ev, sender=ev["source"]["userId"]
+        )
+        ids += await processor.record("line", [row])
+    return ids
+
+
+async def _held_elsewhere(engine, row_id: int, since: dt.datetime) -> None:  # type: ignore[no-untyped-def]
+    """Another worker claimed the event at `since` and has not finished it."""
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(InboundEvent)
+            .where(InboundEvent.id == row_id)
+            .values(status="processing", claimed_at=since, attempts=1)
+        )
+
+
 async def test_event_recorded_before_a_crash_is_answered_at_start(
     make_settings, fake_line, served, engine
 ) -> None:  # type: ignore[no-untyped-def]
@@ -65,12 +86,7 @@ async def test_claim_of_a_dead_worker_is_taken_over_after_the_lease(
     )
     row_id = await _record_without_processing(settings, text_event("help"))
     claimed = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=5)
-    async with engine.begin() as conn:
-        await conn.execute(
-            update(InboundEvent)
-            .where(InboundEvent.id == row_id)
-            .values(status="processing", claimed_at=claimed, attempts=1)
-        )
+    await _held_elsewhere(engine, row_id, claimed)
     runtime = build_runtime(settings)
     try:
         assert await runtime.processor.recover() == 0  # the lease is still live
@@ -94,22 +110,12 @@ async def test_a_persons_later_message_waits_while_another_worker_holds_an_earli
     mei, other = "U" + "1" * 32, "U" + "2" * 32
     first, second = text_event("驗證手機", user=mei), text_event("選單", user=mei)
     elsewhere = text_event("說明", user=other)
-    ids = []
     runtime = build_runtime(settings)
     try:
-        for ev in (first, second, elsewhere):
-            row = runtime.processor.new_event(
-                event_id=ev["webhookEventId"], kind="message", raw=ev, sender=ev["source"]["userId"]
-            )
-            ids += await runtime.processor.record("line", [row])
+        ids = await _record(runtime.processor, first, second, elsewhere)
         # Worker A has taken Mei's first message and is still working on it.
         claimed = dt.datetime.now(dt.UTC)
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(InboundEvent)
-                .where(InboundEvent.id == ids[0])
-                .values(status="processing", claimed_at=claimed, attempts=1)
-            )
+        await _held_elsewhere(engine, ids[0], claimed)
         # Worker B is handed her second message and someone else's.
         await runtime.processor.process_many(ids[1:])
         assert [r.body["replyToken"] for r in fake.sent("/reply")] == [elsewhere["replyToken"]]
@@ -137,19 +143,9 @@ async def test_a_skipped_message_is_answered_soon_after_the_earlier_one_is_done(
     first, second = text_event("驗證手機", user=mei), text_event("選單", user=mei)
     runtime = build_runtime(settings)
     try:
-        ids = []
-        for ev in (first, second):
-            row = runtime.processor.new_event(
-                event_id=ev["webhookEventId"], kind="message", raw=ev, sender=mei
-            )
-            ids += await runtime.processor.record("line", [row])
+        ids = await _record(runtime.processor, first, second)
         # Another web process holds her first message; this one is handed the second.
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(InboundEvent)
-                .where(InboundEvent.id == ids[0])
-                .values(status="processing", claimed_at=dt.datetime.now(dt.UTC), attempts=1)
-            )
+        await _held_elsewhere(engine, ids[0], dt.datetime.now(dt.UTC))
         runtime.processor.submit([ids[1]])
         await asyncio.sleep(0.3)
         assert fake.sent("/reply") == []  # it waits its turn
