@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bot.router import Router
-from handlers import courses, learning, podcasts, settings, start, verification
+from handlers import campaigns, courses, learning, podcasts, settings, start, verification
 
 
 def build_router() -> Router:
@@ -18,6 +18,7 @@ def build_router() -> Router:
         settings.router,
         learning.router,
         podcasts.router,
+        campaigns.router,
         courses.router,
     ):
         root.include(feature)

@@ -36,7 +36,8 @@ async def on_follow(ctx: Context, msg: Incoming) -> Reply:
 
 @router.on_command("start")
 async def start(ctx: Context, msg: Incoming) -> Reply:
-    """Welcome; a deep-link payload (/start <payload>) is kept for the features that use it."""
+    """Welcome. A Telegram deep-link payload (/start <payload>) arrives as `ctx.args`; no
+    link carries one yet, so it does not change the welcome."""
     key = "start.welcome" if ctx.new_member else "start.welcome_back"
     return Text(text=ctx.t(key), quick_replies=menu_buttons(ctx))
 
