@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The demo podcasts are spoken by espeak-ng and encoded by ffmpeg; where they cannot be
+# installed, seed-demo says so and the bot starts without them.
 run: install
+	@sh scripts/system-packages.sh run || echo "make run: continuing without the demo podcasts"
 	$(BIN)/edoor migrate
 	$(BIN)/edoor seed-demo
 	$(BIN)/edoor serve

@@ -2,9 +2,10 @@
 # Installs the Debian packages the tests need when they are missing: chromium (browser test
 # of the simulator), espeak-ng and ffmpeg (text to speech and transcoding of audio lessons),
 # a Traditional Chinese font (titles on the rich menu and on podcast covers).
+# `system-packages.sh run`: only what `make run` uses (no browser).
 set -eu
 missing=""
-command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
+[ "${1:-}" = run ] || command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v espeak-ng >/dev/null 2>&1 || missing="$missing espeak-ng"
 command -v ffmpeg >/dev/null 2>&1 || missing="$missing ffmpeg"
 [ -e /usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc ] || missing="$missing fonts-noto-cjk"

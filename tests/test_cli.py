@@ -63,3 +63,16 @@ def test_configuration_errors_exit_2_with_the_reason(db: str) -> None:
     result = edoor("migrate", database_url=db, LINE_CHANNEL_SECRET="s" * 32)
     assert result.returncode == 2
     assert "LINE is half-configured" in result.stderr
+
+
+def test_seed_demo_without_the_audio_tools_loads_the_catalog_and_says_what_it_skipped(
+    db: str, tmp_path: Path
+) -> None:
+    # A machine where apt could not install espeak-ng and ffmpeg: `make run` must still start.
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    seeded = edoor("seed-demo", database_url=db, PATH=str(bare))
+    assert seeded.returncode == 0, seeded.stderr
+    assert "demo catalog: created" in seeded.stdout
+    assert "demo podcasts skipped: espeak-ng, ffmpeg not installed" in seeded.stderr
+    assert "demo podcasts: created" not in seeded.stdout
