@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -496,6 +497,24 @@ async def active_course_records(session: AsyncSession) -> list[dict[str, Any]]:
 # -- search log ---------------------------------------------------------------------------
 
 
+# Text typed outside a verification step is searched, so a phone number ("0912-345-678",
+# "+886 912 345 678") or a one-time code may arrive here. The log keeps no identity and is
+# never erased, so neither may rest in it: runs of four or more digits (with the separators
+# people type in numbers) are masked. The same rule as bot/redact.py, which models/ may not
+# import; course words rarely hold four digits, and "***" still counts as a search.
+_DIGIT_RUN = re.compile(r"\+?\d[\d\s\-().]{2,}\d")
+MASK = "***"
+
+
+def mask_digits(text: str, *, min_digits: int = 4) -> str:
+    """'0912-345-678 資安' -> '*** 資安'; shorter digit runs ('2小時內') stay."""
+
+    def _mask(m: re.Match[str]) -> str:
+        return MASK if sum(ch.isdigit() for ch in m.group(0)) >= min_digits else m.group(0)
+
+    return _DIGIT_RUN.sub(_mask, text)
+
+
 async def log_search(
     session: AsyncSession,
     *,
@@ -505,11 +524,14 @@ async def log_search(
     channel: str,
     now: dt.datetime,
 ) -> None:
-    """Record one search (no identity: the dashboard only needs what was asked and found)."""
+    """Record one search (no identity: the dashboard only needs what was asked and found).
+
+    Phone numbers and codes in what was typed are masked in both forms before storing.
+    """
     session.add(
         SearchLog(
-            query=query[:200],
-            normalised=normalised[:200],
+            query=mask_digits(query)[:200],
+            normalised=mask_digits(normalised)[:200],
             result_count=result_count,
             channel=channel[:16],
             created_at=now,

@@ -104,3 +104,29 @@ async def test_password_step_is_left_by_cancel(chat: Chat, session: AsyncSession
     await chat.say("open-sesame")
     n = await session.scalar(select(func.count(SearchLog.id)))
     assert n == 1
+
+
+@pytest.mark.parametrize(
+    ("typed", "digits"),
+    [
+        ("0912-345-678", ["0912", "345", "678"]),
+        ("+886912345678", ["886", "912", "345", "678"]),
+        ("+886 912 345 678", ["886", "912", "345", "678"]),
+        ("123456", ["123456", "123", "456"]),
+        ("我的手機 0912345678 資安", ["0912", "345", "678"]),
+    ],
+)
+async def test_numbers_typed_as_a_search_are_not_logged(
+    chat: Chat, session: AsyncSession, typed: str, digits: list[str]
+) -> None:
+    # Outside the verification step a phone number or a code is a search like any text...
+    replies = await chat.say(typed)
+    assert replies
+    # ...but the anonymous log, which is never erased, keeps none of its digits.
+    (row,) = (await session.scalars(select(SearchLog))).all()
+    for stored in (row.query, row.normalised):
+        assert "***" in stored
+        assert not any(d in stored for d in digits), stored
+        assert not any(ch.isdigit() for ch in stored), stored
+    if "資安" in typed:
+        assert "資安" in row.query  # the words around the number still count
