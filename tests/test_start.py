@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from typing import Any
+
+import httpx
+from sqlalchemy import func, select
+
+from models.conversation import ConversationState
 from tests.dialog import Chat, buttons, texts
 
 
@@ -49,3 +56,29 @@ async def test_unknown_action_and_text_get_the_friendly_fallback(chat: Chat) -> 
     replies = await chat.tap("no.such.action:1")
     assert "看不懂" in texts(replies)
     assert "cmd:help" in buttons(replies).values()
+
+
+async def test_a_step_expires_after_its_ttl_and_the_retention_job_removes_it(
+    served: Any,
+) -> None:
+    now = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
+    async with served(conversation_ttl_seconds=60) as (url, api):
+        runtime = api.state.runtime
+        runtime.processor.clock = lambda: now
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            chat = Chat(http, "sim-slow")
+            await chat.say("語言")
+            now += dt.timedelta(seconds=59)
+            assert "之後用中文" in texts(await chat.say("1"))  # still within the step's minute
+
+            await chat.say("語言")
+            now += dt.timedelta(seconds=61)
+            late = await chat.say("1")  # the step has lapsed: "1" is no language answer
+            assert "之後用中文" not in texts(late)
+
+            purged = await runtime.jobs.require("retention").run(now)
+
+        async with runtime.sessionmaker() as session:
+            left = await session.scalar(select(func.count()).select_from(ConversationState))
+    assert purged["conversation_states"] == 1
+    assert left == 0
