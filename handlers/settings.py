@@ -12,6 +12,7 @@ from bot.messages import Button, Incoming, Reply, Text
 from bot.phones import mask_phone
 from bot.router import COMMAND_ACTION, Router, normalise_words
 from models import identity
+from models.members import ChannelAccount
 from models.privacy import erase_member
 
 router = Router("settings")
@@ -63,8 +64,11 @@ async def _overview(ctx: Context, note: str | None = None) -> Reply:
         ctx.t("settings.marketing_on" if ctx.member.marketing_opt_in else "settings.marketing_off"),
         ctx.t("settings.reminder_line", time=reminder or ctx.t("settings.reminder_unset")),
         ctx.t("settings.channels_line", channels=channels or "-"),
-        *await status_lines(ctx),
     ]
+    choosable = _channel_choices(accounts)
+    if len(choosable) > 1:
+        lines.append(ctx.t("settings.notify_line", channel=_notify_name(ctx)))
+    lines.extend(await status_lines(ctx))
     if note:
         lines.insert(0, note + "\n")
     marketing = "off" if ctx.member.marketing_opt_in else "on"
@@ -76,10 +80,26 @@ async def _overview(ctx: Context, note: str | None = None) -> Reply:
             action=f"settings.marketing:{marketing}",
         ),
         Button(label=ctx.t("settings.button_reminder"), action="settings.reminder"),
+    ]
+    if len(choosable) > 1:
+        buttons.append(Button(label=ctx.t("settings.button_notify"), action="settings.notify"))
+    buttons += [
         Button(label=ctx.t("settings.button_verify"), action=f"{COMMAND_ACTION}:verify"),
         Button(label=ctx.t("settings.button_delete"), action="settings.delete"),
     ]
     return Text(text="\n".join(lines), buttons=buttons)
+
+
+def _channel_choices(accounts: list[ChannelAccount]) -> list[str]:
+    """Channels a member can get proactive messages on, in a stable order."""
+    return sorted({a.channel for a in accounts if a.following and not a.unreachable})
+
+
+def _notify_name(ctx: Context) -> str:
+    chosen = ctx.member.preferred_channel
+    if chosen is None:
+        return ctx.t("settings.notify_auto")
+    return CHANNEL_NAMES.get(chosen, chosen)
 
 
 @router.on_command("settings", words=("設定", "settings"))
@@ -106,6 +126,22 @@ async def marketing(ctx: Context, msg: Incoming) -> Reply:
     ctx.member.marketing_opt_in = ctx.args == "on"
     note = ctx.t("settings.marketing_now_on" if ctx.args == "on" else "settings.unsubscribed")
     return await _overview(ctx, note)
+
+
+@router.on_action("settings.notify")
+async def choose_notify(ctx: Context, msg: Incoming) -> Reply:
+    """Where reminders and episodes go when the member has several linked channels; with
+    an argument, sets it ("auto": the channel used most recently)."""
+    accounts = await identity.linked_accounts(ctx.session, member_id=ctx.member.id)
+    choosable = _channel_choices(accounts)
+    if ctx.args == "auto" or (ctx.args and ctx.args in choosable):
+        ctx.member.preferred_channel = None if ctx.args == "auto" else ctx.args
+        return await _overview(ctx, ctx.t("settings.notify_set", channel=_notify_name(ctx)))
+    buttons = [
+        Button(label=CHANNEL_NAMES.get(c, c), action=f"settings.notify:{c}") for c in choosable
+    ]
+    buttons.append(Button(label=ctx.t("settings.notify_auto"), action="settings.notify:auto"))
+    return Text(text=ctx.t("settings.notify_prompt"), buttons=buttons)
 
 
 @router.on_action("settings.reminder")
