@@ -112,6 +112,11 @@ def _saved_button(ctx: Context) -> Button:
     return Button(label=ctx.t("courses.saved_button"), action="course.saved")
 
 
+def _verify_button(ctx: Context) -> Button:
+    # Civil-servant status comes from phone verification (the roster lists staff mobiles).
+    return Button(label=ctx.t("courses.verify"), action=f"{COMMAND_ACTION}:verify")
+
+
 # -- filters on buttons ---------------------------------------------------------------------
 # A search travels in an action id as `course.<more|f>:<offset>[,<flag>...]:<query>`. Flags:
 # `h<n>` at most n hours, `g<n>` at least n hours, `c<6 hex>` a category (by a short hash of
@@ -254,15 +259,14 @@ async def _answer(
     """Search `query` with the filters the person chose; `typed` logs a new search."""
     service = await _search(ctx)
     replies: list[Reply] = []
+    told = False
     if chosen.audience == "civil_servant" and not ctx.member.is_civil_servant:
         # Citizens are told such courses exist and how to see them, then get the rest.
         replies.append(
-            Text(
-                text=ctx.t("courses.civil_servant_filter"),
-                buttons=[Button(label=ctx.t("courses.verify"), action=f"{COMMAND_ACTION}:verify")],
-            )
+            Text(text=ctx.t("courses.civil_servant_filter"), buttons=[_verify_button(ctx)])
         )
         chosen = replace(chosen, audience=None)
+        told = True
     if not query and chosen.empty():
         return [*replies, await _ask_query(ctx)]
     filters = _effective(ctx, chosen)
@@ -280,11 +284,31 @@ async def _answer(
         )
     else:
         found = service.search(query, filters=filters, offset=offset, limit=PAGE, facets=True)
+    hidden = 0
+    if not told and offset == 0 and not ctx.member.is_civil_servant:
+        # Matches the person may not see yet: they are told these exist and how to verify
+        # (once per search, not on every page).
+        hidden = service.search(
+            query, filters=replace(filters, audience="civil_servant"), limit=1
+        ).total
     q = _Query(ctx, query)
     if found.corrected:
         replies.append(Text(text=ctx.t("courses.corrected", query=found.corrected)))
     if not found.hits:
-        replies.append(await _nothing(ctx, q, found, chosen, service))
+        if hidden:
+            # Not "nothing found": there is something, behind civil-servant verification.
+            replies.append(
+                Text(
+                    text=ctx.t("courses.hidden_only", n=hidden),
+                    buttons=[_verify_button(ctx)],
+                    quick_replies=[
+                        _recommend_button(ctx),
+                        *_category_buttons(ctx, found.related_categories),
+                    ][:MAX_QUICK],
+                )
+            )
+        else:
+            replies.append(await _nothing(ctx, q, found, chosen, service))
         return replies
     more = None
     if found.has_more:
@@ -315,6 +339,11 @@ async def _answer(
             quick_replies=quick[:MAX_QUICK],
         )
     )
+    if hidden:
+        # After the cards, without quick replies: LINE keeps the cards' ones on the last.
+        replies.append(
+            Text(text=ctx.t("courses.hidden_also", n=hidden), buttons=[_verify_button(ctx)])
+        )
     return replies
 
 
@@ -510,12 +539,26 @@ async def _visible(ctx: Context, course_id: str) -> Course | None:
     return course if course is not None and _may_see(ctx, course) else None
 
 
+async def _open_or_refuse(ctx: Context, course_id: str) -> Course | Reply:
+    """The course when the person may see it; otherwise why not (and how to verify).
+
+    A civil-servant course is named to nobody else (not even its title), but the person
+    learns that verified civil servants can open it and gets the verify button.
+    """
+    course = await get_course(ctx.session, course_id=course_id)
+    if course is not None and _may_see(ctx, course):
+        return course
+    if course is not None and not course.retired and course.audience == "civil_servant":
+        return Text(text=ctx.t("courses.civil_servant_course"), buttons=[_verify_button(ctx)])
+    return Text(text=ctx.t("courses.gone"))
+
+
 @router.on_action("course.open")
 async def open_course(ctx: Context, msg: Incoming) -> Reply:
     """One course: details, the link (or password), save for later and similar courses."""
-    course = await _visible(ctx, ctx.args)
-    if course is None:
-        return Text(text=ctx.t("courses.gone"))
+    course = await _open_or_refuse(ctx, ctx.args)
+    if not isinstance(course, Course):
+        return course
     course.popularity += 1
     lines = [f"{course.category}・{_hours(ctx, course.hours)}"]
     if course.hours_estimated:
@@ -546,9 +589,9 @@ async def open_course(ctx: Context, msg: Incoming) -> Reply:
 @router.on_action("course.save")
 async def save(ctx: Context, msg: Incoming) -> Reply:
     """Save a course for later."""
-    course = await _visible(ctx, ctx.args)
-    if course is None:
-        return Text(text=ctx.t("courses.gone"))
+    course = await _open_or_refuse(ctx, ctx.args)
+    if not isinstance(course, Course):
+        return course
     try:
         added = await save_course(
             ctx.session, member_id=ctx.member.id, course_id=course.id, now=ctx.now
@@ -629,9 +672,9 @@ async def _saved_page(ctx: Context, offset: int) -> Reply:
 @router.on_action("course.sim")
 async def similar(ctx: Context, msg: Incoming) -> Reply:
     """Courses like this one (same category, shared title words or tags) the person may see."""
-    course = await _visible(ctx, ctx.args)
-    if course is None:
-        return Text(text=ctx.t("courses.gone"))
+    course = await _open_or_refuse(ctx, ctx.args)
+    if not isinstance(course, Course):
+        return course
     service = await _search(ctx)
     hits = service.index.similar(
         course.id, filters=Filters(audience=_audience(ctx)), limit=PAGE + 3
@@ -736,9 +779,9 @@ def _cooling_down(ctx: Context, retry_at: dt.datetime) -> Reply:
 @router.on_action("course.pw")
 async def ask_password(ctx: Context, msg: Incoming) -> Reply:
     """Asks for the course password (a step: 取消 leaves it), unless tries are used up."""
-    course = await _visible(ctx, ctx.args)
-    if course is None:
-        return Text(text=ctx.t("courses.gone"))
+    course = await _open_or_refuse(ctx, ctx.args)
+    if not isinstance(course, Course):
+        return course
     retry_at = await password_retry_at(ctx.session, member_id=ctx.member.id, now=ctx.now)
     if retry_at is not None:
         await ctx.leave()

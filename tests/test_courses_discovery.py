@@ -182,7 +182,7 @@ async def test_hidden_or_retired_courses_cannot_be_saved(
     world: World, session: AsyncSession
 ) -> None:
     chat = world.chat("sim-citizen-save")
-    assert "沒有開放" in texts(await chat.tap("course.save:cs-2"))
+    assert "限已驗證身分的公務人員" in texts(await chat.tap("course.save:cs-2"))
     assert "沒有開放" in texts(await chat.tap("course.save:old-1"))
     assert "沒有開放" in texts(await chat.tap("course.save:no-such-course"))
     assert await session.scalar(select(func.count(SavedCourse.id))) == 0
@@ -437,6 +437,52 @@ async def test_audience_filter_for_civil_servants_and_citizens(world: World) -> 
     assert _ids(only)[0] == "cs-2"
     assert set((await world.audience(_ids(only))).values()) == {"civil_servant"}
     assert _ids(await servant.say("資安社交工程 限公務人員")) == _ids(only)
+
+
+async def test_citizens_are_told_civil_servant_courses_exist_and_how_to_verify(
+    world: World,
+) -> None:
+    citizen = world.chat("sim-told-citizen")
+    found = await citizen.say("資安社交工程")
+    assert "pub-1" in _ids(found)
+    assert "cs-2" not in _ids(found)
+    notice = [r for r in found if r["kind"] == "text" and "限公務人員" in r["text"]]
+    assert len(notice) == 1
+    assert re.search(
+        r"另有 [1-9]\d* 門限公務人員的課程，完成公務人員身分驗證後即可查看", notice[0]["text"]
+    )
+    assert [b["action"] for b in notice[0]["buttons"]] == ["cmd:verify"]
+    assert found[-1] is notice[0]  # after the cards, which keep their quick replies
+    # The next page is the same search: no second notice.
+    wide = await citizen.say("資安")
+    assert any("限公務人員的課程" in r.get("text", "") for r in wide)
+    page2 = await citizen.tap(buttons(wide)["更多結果"])
+    assert not any("限公務人員的課程" in r.get("text", "") for r in page2)
+    # Every way into the course explains instead of "not available".
+    for action in ("course.open:cs-2", "course.pw:cs-2", "course.sim:cs-2", "course.save:cs-2"):
+        replies = await citizen.tap(action)
+        assert "這門課程限已驗證身分的公務人員觀看" in texts(replies), action
+        assert "資安社交工程演練" not in texts(replies)
+        assert buttons(replies) == {"驗證手機": "cmd:verify"}
+    # A course that is gone is still just gone.
+    assert "目前沒有開放" in texts(await citizen.tap("course.open:no-such-course"))
+
+    english = world.chat("sim-told-en", language="en")
+    await english.say("menu")
+    told = await english.say("資安社交工程")
+    assert "Courses for civil servants only that also match" in texts(told)
+    assert buttons(told)["Verify my phone"] == "cmd:verify"
+    card = await english.tap("course.open:cs-2")
+    assert "for verified civil servants only" in texts(card)
+
+    # A verified civil servant sees the course itself, and no notice.
+    servant = world.chat("sim-told-servant")
+    await servant.say("menu")
+    await world.make_civil_servant(servant)
+    found = await servant.say("資安社交工程")
+    assert "cs-2" in _ids(found)
+    assert "限公務人員的課程" not in texts(found)
+    assert "資安社交工程演練" in texts(await servant.tap("course.open:cs-2"))
 
 
 async def test_recommend_reachable_from_categories_and_search_prompt(world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -92,9 +93,23 @@ async def test_card_password_flow_and_civil_servant_courses_hidden(chat: Chat) -
     ok = await chat.say("open-sesame")
     assert "密碼正確" in texts(ok)
     assert buttons(ok)["前往上課"].startswith("https://")
-    # A citizen neither finds nor opens a civil-servant course.
-    assert "公務機密維護講習" not in texts(await chat.say("公務機密"))
-    assert "沒有開放" in texts(await chat.tap("course.open:cs-1"))
+    # A citizen neither finds nor opens a civil-servant course, but is told that one
+    # matches and how to see it, instead of "nothing found" / "not available".
+    found = await chat.say("公務機密")
+    assert "公務機密維護講習" not in texts(found)
+    assert "cs-1" not in " ".join(buttons(found).values())
+    assert "找不到" not in texts(found)
+    # cs-1 and a demo course match; a citizen sees neither, only that they exist.
+    assert re.search(
+        r"有 [1-9]\d* 門限公務人員的課程，完成公務人員身分驗證後即可查看", texts(found)
+    )
+    assert buttons(found)["驗證手機"] == "cmd:verify"
+    card = await chat.tap("course.open:cs-1")
+    assert "這門課程限已驗證身分的公務人員觀看" in texts(card)
+    assert "公務機密維護講習" not in texts(card)
+    assert buttons(card) == {"驗證手機": "cmd:verify"}
+    # The button starts phone verification, the way to civil-servant status.
+    assert "手機號碼" in texts(await chat.tap("cmd:verify"))
 
 
 async def test_password_step_is_left_by_cancel(chat: Chat, session: AsyncSession) -> None:
