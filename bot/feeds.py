@@ -314,7 +314,11 @@ def podcast_routes(
             raise HTTPException(404, "this feed does not exist or was revoked")
         podcast = await session.get(Podcast, row.podcast_id)
         member = await session.get(Member, row.member_id)
-        if podcast is None or member is None or not may_listen(member, podcast):
+        if (
+            podcast is None
+            or member is None
+            or not await may_listen(session, member=member, podcast=podcast)
+        ):
             raise HTTPException(403, "this feed is no longer open to you")
         return podcast, row
 

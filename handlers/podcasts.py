@@ -10,6 +10,7 @@ from bot.messages import Button, Card, Cards, Incoming, Reply, Text
 from bot.podcasts import episode_audio, episode_title
 from bot.router import COMMAND_ACTION, Router
 from models.podcasts import (
+    Access,
     Episode,
     Podcast,
     PodcastSubscription,
@@ -20,9 +21,9 @@ from models.podcasts import (
     get_podcast,
     get_subscription,
     list_podcasts,
+    listen_access,
     mark_finished,
     mark_played,
-    may_listen,
     parse_delivery_time,
     revoke_feed_tokens,
     subscribe,
@@ -49,8 +50,20 @@ def _signer(ctx: Context) -> MediaSigner:
     return signer
 
 
-def _refusal(ctx: Context, podcast: Podcast) -> Reply:
-    """A restricted podcast, asked for by someone not verified as a civil servant."""
+def _refusal(ctx: Context, podcast: Podcast, access: Access) -> Reply:
+    """A podcast the member may not listen to yet, with the way to open it."""
+    course = podcast.password_course
+    if access is Access.COURSE_PASSWORD and course is not None:
+        # The course's own password step (course.pw) unlocks it; its record opens the podcast.
+        return Text(
+            text=ctx.t("podcasts.needs_course_password", title=podcast.title, course=course.title),
+            buttons=[
+                Button(
+                    label=ctx.t("podcasts.enter_course_password"), action=f"course.pw:{course.id}"
+                ),
+                Button(label=ctx.t("podcasts.about_course"), action=f"course.open:{course.id}"),
+            ],
+        )
     buttons = []
     if "verify" in ctx.commands:
         buttons.append(Button(label=ctx.t("podcasts.verify"), action=f"{COMMAND_ACTION}:verify"))
@@ -63,8 +76,9 @@ async def _podcast(ctx: Context, raw: str) -> Podcast | Reply:
     podcast = await get_podcast(ctx.session, podcast_id=pid) if pid is not None else None
     if podcast is None:
         return Text(text=ctx.t("podcasts.gone"))
-    if not may_listen(ctx.member, podcast):
-        return _refusal(ctx, podcast)
+    access = await listen_access(ctx.session, member=ctx.member, podcast=podcast)
+    if access is not Access.OPEN:
+        return _refusal(ctx, podcast, access)
     return podcast
 
 
@@ -83,8 +97,12 @@ async def podcasts(ctx: Context, msg: Incoming) -> Reply:
     for p in found[:12]:
         count = len(await episodes_of(ctx.session, podcast_id=p.id, now=ctx.now))
         subtitle = ctx.t("podcasts.episodes_count", count=count)
-        if p.restricted:
+        if p.civil_servant_only:
             subtitle += "・" + ctx.t("podcasts.locked")
+        elif p.password_course is not None:
+            access = await listen_access(ctx.session, member=ctx.member, podcast=p)
+            if access is Access.COURSE_PASSWORD:
+                subtitle += "・" + ctx.t("podcasts.locked_password")
         cards.append(
             Card(
                 title=p.title,
@@ -172,8 +190,9 @@ async def _episode(ctx: Context) -> Episode | Reply:
     episode = await get_episode(ctx.session, episode_id=eid) if eid is not None else None
     if episode is None or episode.published_at > ctx.now:
         return Text(text=ctx.t("podcasts.gone"))
-    if not may_listen(ctx.member, episode.podcast):
-        return _refusal(ctx, episode.podcast)
+    access = await listen_access(ctx.session, member=ctx.member, podcast=episode.podcast)
+    if access is not Access.OPEN:
+        return _refusal(ctx, episode.podcast, access)
     return episode
 
 

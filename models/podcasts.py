@@ -1,13 +1,16 @@
 """Podcasts (audio lessons): episodes, subscriptions with a Taipei delivery time, listening
 progress, completions and private feed tokens, with the rules over them.
 
-A podcast may belong to a course and follows the same audience rule: one for civil servants
-is open to verified civil servants only. Episodes are numbered from 1 in listening order.
+A podcast may belong to a course and follows the same access rules as courses: one for civil
+servants is open to verified civil servants only, and one whose course has a password is open
+to members who have unlocked that course (typed its password in the course step). Episodes
+are numbered from 1 in listening order.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import enum
 import re
 import secrets
 from dataclasses import dataclass
@@ -30,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
-from models.courses import Course
+from models.courses import Course, CoursePasswordAttempt
 from models.learning import Completion, taipei_day
 from models.members import Member
 
@@ -38,6 +41,9 @@ TAIPEI = ZoneInfo("Asia/Taipei")
 AUDIENCES = ("public", "civil_servant")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,46}$")
 RESERVED_SLUGS = frozenset({"private", "index"})  # path segments of /feeds/
+# A completion of a podcast with hours of its own but no course is recorded as a learning
+# completion of this pseudo course id, so that "My learning" counts the hours it promised.
+PODCAST_COURSE_PREFIX = "podcast:"
 _TIME = re.compile(r"^([01]?\d|2[0-3]):?([0-5]\d)$")
 
 
@@ -66,10 +72,22 @@ class Podcast(Base):
     course: Mapped[Course | None] = relationship(lazy="joined")
 
     @property
-    def restricted(self) -> bool:
+    def civil_servant_only(self) -> bool:
         """Open to verified civil servants only (its own audience or its course's)."""
         course_audience = self.course.audience if self.course is not None else "public"
         return "civil_servant" in (self.audience, course_audience)
+
+    @property
+    def password_course(self) -> Course | None:
+        """The linked course when it has a password: members unlock that course first."""
+        course = self.course
+        return course if course is not None and course.password_protected else None
+
+    @property
+    def restricted(self) -> bool:
+        """Not open to everyone (civil servants only, or behind a course password): its audio
+        goes out by signed, expiring links and its feeds are private, per member."""
+        return self.civil_servant_only or self.password_course is not None
 
     @property
     def credit_hours(self) -> float:
@@ -140,7 +158,8 @@ class EpisodeListen(Base):
 class PodcastCompletion(Base):
     """Every episode of a podcast finished (once per member and podcast). When the podcast
     belongs to a course, a learning `Completion` of that course is recorded too, so the hours
-    count toward the member's learning hours and mandatory requirements."""
+    count toward the member's learning hours and mandatory requirements; a podcast with hours
+    but no course records one under `podcast:<id>`, which counts toward the yearly total."""
 
     __tablename__ = "podcast_completion"
     __table_args__ = (UniqueConstraint("member_id", "podcast_id"),)
@@ -169,10 +188,49 @@ class FeedToken(Base):
     revoked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
 
 
+# -- access ---------------------------------------------------------------------------------
+class Access(enum.StrEnum):
+    """Whether a member may listen, and if not, what opens the podcast to them."""
+
+    OPEN = "open"
+    CIVIL_SERVANT = "civil_servant"  # verify as a civil servant first
+    # Unlock the linked course with its password first (a reason, not a password).
+    COURSE_PASSWORD = "course_password"  # noqa: S105
+
+
+async def course_unlocked(session: AsyncSession, *, member_id: int, course_id: str) -> bool:
+    """The member typed the course's password right at some point: the course step's own
+    record of a successful try (course_password_attempt), not a second password flow."""
+    found = await session.scalar(
+        select(CoursePasswordAttempt.id)
+        .where(
+            CoursePasswordAttempt.member_id == member_id,
+            CoursePasswordAttempt.course_id == course_id,
+            CoursePasswordAttempt.success.is_(True),
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+async def listen_access(session: AsyncSession, *, member: Member, podcast: Podcast) -> Access:
+    """The access rules of courses applied to a podcast: audience first, then the password."""
+    if podcast.civil_servant_only and not member.is_civil_servant:
+        return Access.CIVIL_SERVANT
+    course = podcast.password_course
+    if course is not None and not await course_unlocked(
+        session, member_id=member.id, course_id=course.id
+    ):
+        return Access.COURSE_PASSWORD
+    return Access.OPEN
+
+
+async def may_listen(session: AsyncSession, *, member: Member, podcast: Podcast) -> bool:
+    """True when the member may play, be sent and subscribe to the feed of this podcast."""
+    return await listen_access(session, member=member, podcast=podcast) is Access.OPEN
+
+
 # -- podcasts and episodes ------------------------------------------------------------------
-def may_listen(member: Member, podcast: Podcast) -> bool:
-    """The audience rule of courses: restricted podcasts are for verified civil servants."""
-    return not podcast.restricted or member.is_civil_servant
 
 
 async def create_podcast(
@@ -429,23 +487,29 @@ async def mark_finished(
         completed_at=now,
     )
     session.add(completion)
-    if podcast.course_id is not None:
+    course_id = podcast.course_id
+    if course_id is None and completion.hours > 0:
+        # Hours of its own and no course: the hours still count toward "My learning" (the
+        # yearly total, which counts every completion; no category requirement matches it).
+        course_id = podcast_course_id(podcast.id)
+    if course_id is not None:
         await _record_course_completion(
-            session,
-            member_id=member_id,
-            course_id=podcast.course_id,
-            hours=completion.hours,
-            now=now,
+            session, member_id=member_id, course_id=course_id, hours=completion.hours, now=now
         )
     await session.flush()
     return done, completion
 
 
+def podcast_course_id(podcast_id: int) -> str:
+    """The learning-completion course id of a podcast that has hours but no course."""
+    return f"{PODCAST_COURSE_PREFIX}{podcast_id}"
+
+
 async def _record_course_completion(
     session: AsyncSession, *, member_id: int, course_id: str, hours: float, now: dt.datetime
 ) -> None:
-    """A course-linked podcast finished counts as that course completed (learning hours,
-    mandatory-course reminders); the same person, course and Taipei day is one completion."""
+    """A finished podcast counts as its course completed (learning hours, mandatory-course
+    reminders); the same person, course and Taipei day is one completion."""
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(
         insert(Completion)
@@ -520,8 +584,11 @@ async def subscribe(
 ) -> PodcastSubscription:
     """Subscribe (or change the time of) a member; deliveries start at the next slot with the
     first episode they have neither finished nor been sent."""
-    if not may_listen(member, podcast):
+    access = await listen_access(session, member=member, podcast=podcast)
+    if access is Access.CIVIL_SERVANT:
         raise PodcastError("this podcast is for verified civil servants")
+    if access is Access.COURSE_PASSWORD:
+        raise PodcastError("this podcast opens once its course is unlocked with the password")
     parsed = parse_delivery_time(delivery_time)
     if parsed is None:
         raise PodcastError(f"not a time of day: {delivery_time!r}")
@@ -601,8 +668,8 @@ async def due_drops(session: AsyncSession, *, now: dt.datetime, batch: int = 500
                 continue
             sub.last_slot_at = slot
             member = await session.get(Member, sub.member_id)
-            if member is None or not may_listen(member, sub.podcast):
-                continue
+            if member is None or not await may_listen(session, member=member, podcast=sub.podcast):
+                continue  # not (or no longer) open to them: the slot passes, nothing is sent
             episode = await _next_unfinished(session, sub=sub, now=now)
             if episode is None:
                 continue  # caught up: a new episode goes out at the next slot
