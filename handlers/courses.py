@@ -13,7 +13,7 @@ from dataclasses import replace
 from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import MAX_ACTION_BYTES, Button, Card, Cards, Incoming, Reply, Text
-from bot.router import COMMAND_ACTION, Router
+from bot.router import COMMAND_ACTION, Router, normalise_words
 from models.courses import (
     MAX_SAVED,
     PASSWORD_TRIES_PER_HOUR,
@@ -403,17 +403,64 @@ async def run_search(ctx: Context, text: str, *, offset: int = 0) -> list[Reply]
     return await _answer(ctx, query, chosen, offset=offset, typed=text)
 
 
+def _browse_buttons(ctx: Context) -> list[Button]:
+    """Newest, popular, under an hour, all categories: browsing without typing."""
+    return [
+        *(
+            Button(label=ctx.t(f"courses.browse_{kind}_button"), action=f"course.browse:{kind}")
+            for kind in BROWSE_KINDS
+        ),
+        Button(label=ctx.t("courses.categories_button"), action="course.cats"),
+    ]
+
+
 async def _ask_query(ctx: Context) -> Reply:
     await ctx.enter("courses.await_query")
     cats = [c for c, _ in await list_categories(ctx.session, audience=_audience(ctx))]
+    browse = _browse_buttons(ctx)
     return Text(
         text=ctx.t("courses.ask_query"),
         quick_replies=[
-            *_category_buttons(ctx, cats[:8]),
+            *browse,
+            *_category_buttons(ctx, cats[: MAX_QUICK - len(browse) - 3]),
             _recommend_button(ctx),
             _saved_button(ctx),
         ],
     )
+
+
+# Words typed (any channel, zh-TW or en) that browse instead of searching; "browse" is no
+# command of its own (the Ways-in table keeps its commands), so these are plain-text words.
+BROWSE_KINDS = ("new", "popular", "short")
+BROWSE_WORDS: dict[str, str] = {
+    normalise_words(word): kind
+    for kind, words in (
+        (
+            "new",
+            ("最新課程", "最新", "新課程", "newest", "newest courses", "new courses", "latest"),
+        ),
+        ("popular", ("熱門課程", "熱門", "popular", "popular courses")),
+        (
+            "short",
+            (
+                "微課程",
+                "短課程",
+                "一小時內的課程",
+                "short courses",
+                "short",
+                "micro courses",
+                "microcourses",
+                "micro-courses",
+            ),
+        ),
+        ("cats", ("課程類別", "課程分類", "類別", "分類", "categories", "course categories")),
+    )
+    for word in words
+}
+
+
+def _browse_word(text: str) -> str | None:
+    return BROWSE_WORDS.get(normalise_words(text))
 
 
 @router.on_command("search", words=("找課程", "搜尋課程", "搜尋", "search"))
@@ -425,10 +472,21 @@ async def search(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
 
 
 @router.on_state("courses.await_query")
-async def typed_query(ctx: Context, msg: Incoming) -> list[Reply]:
-    """The words typed after 找課程."""
+async def typed_query(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
+    """The words typed after 找課程 (the browse words browse, as the buttons do)."""
     await ctx.leave()
+    if _browse_word(msg.text) is not None:
+        return await browse_words(ctx, msg)
     return await run_search(ctx, msg.text)
+
+
+@router.on_text(lambda text: _browse_word(text) is not None)
+async def browse_words(ctx: Context, msg: Incoming) -> Reply:
+    """最新課程 / 熱門課程 / 微課程 / 課程類別 typed: the same lists as the buttons."""
+    kind = _browse_word(msg.text)
+    if kind == "cats":
+        return await _categories(ctx)
+    return await _browse(ctx, kind or "popular", 0)
 
 
 @router.on_text(lambda text: bool(text.strip()) and not text.lstrip().startswith("/"))
@@ -471,6 +529,10 @@ async def filtered(ctx: Context, msg: Incoming) -> list[Reply]:
 @router.on_action("course.cats")
 async def categories(ctx: Context, msg: Incoming) -> Reply:
     """Every category with its number of courses, as buttons."""
+    return await _categories(ctx)
+
+
+async def _categories(ctx: Context) -> Reply:
     cats = await list_categories(ctx.session, audience=_audience(ctx))
     lines = "\n".join(f"・{c}（{n}）" for c, n in cats)
     return Text(
@@ -482,9 +544,15 @@ async def categories(ctx: Context, msg: Incoming) -> Reply:
     )
 
 
-def _course_cards(ctx: Context, courses: list[Course], title: str, more: str | None) -> Reply:
+def _course_cards(
+    ctx: Context,
+    courses: list[Course],
+    title: str,
+    more: str | None,
+    quick: list[Button] | None = None,
+) -> Reply:
     if not courses:
-        return Text(text=ctx.t("courses.empty_list"))
+        return Text(text=ctx.t("courses.empty_list"), quick_replies=quick or [])
     return Cards(
         alt_text=title,
         cards=[
@@ -494,6 +562,7 @@ def _course_cards(ctx: Context, courses: list[Course], title: str, more: str | N
         more=Button(label=ctx.t("courses.more"), action=more)
         if more and len(courses) > PAGE
         else None,
+        quick_replies=quick or [],
     )
 
 
@@ -516,16 +585,24 @@ async def category(ctx: Context, msg: Incoming) -> Reply:
 
 @router.on_action("course.browse")
 async def browse(ctx: Context, msg: Incoming) -> Reply:
-    """Newest, most popular or short (< 1 h) courses (`course.browse:new|popular|short`)."""
-    kind = ctx.args if ctx.args in ("new", "popular", "short") else "popular"
+    """Newest, most popular or short (< 1 h) courses, a page at a time
+    (`course.browse:new|popular|short[|<offset>]`)."""
+    kind, _, raw = ctx.args.partition("|")
+    return await _browse(ctx, kind, int(raw) if raw.isdigit() else 0)
+
+
+async def _browse(ctx: Context, kind: str, offset: int) -> Reply:
+    kind = kind if kind in BROWSE_KINDS else "popular"
     audience = _audience(ctx)
-    if kind == "new":
-        found = await newest_courses(ctx.session, limit=PAGE, audience=audience)
-    elif kind == "short":
-        found = await short_courses(ctx.session, limit=PAGE, audience=audience)
-    else:
-        found = await popular_courses(ctx.session, limit=PAGE, audience=audience)
-    return _course_cards(ctx, found, ctx.t(f"courses.browse_{kind}"), None)
+    lister = {"new": newest_courses, "short": short_courses}.get(kind, popular_courses)
+    found = await lister(ctx.session, limit=PAGE + 1, offset=offset, audience=audience)
+    # The other lists and the categories, so one can wander without typing.
+    quick = [b for b in _browse_buttons(ctx) if b.action != f"course.browse:{kind}"] + [
+        _recommend_button(ctx)
+    ]
+    return _course_cards(
+        ctx, found, ctx.t(f"courses.browse_{kind}"), f"course.browse:{kind}|{offset + PAGE}", quick
+    )
 
 
 def _may_see(ctx: Context, course: Course | None) -> bool:

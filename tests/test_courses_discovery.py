@@ -485,6 +485,105 @@ async def test_citizens_are_told_civil_servant_courses_exist_and_how_to_verify(
     assert "資安社交工程演練" in texts(await servant.tap("course.open:cs-2"))
 
 
+# -- browsing ----------------------------------------------------------------------------------
+
+
+async def test_search_prompt_offers_browsing(world: World) -> None:
+    chat = world.chat("sim-browse-prompt")
+    asked = await chat.say("找課程")
+    offered = buttons(asked)
+    assert offered["最新課程"] == "course.browse:new"
+    assert offered["熱門課程"] == "course.browse:popular"
+    assert offered["一小時內微課程"] == "course.browse:short"
+    assert offered["課程類別"] == "course.cats"
+    assert offered["健康生活"] == "course.cat:健康生活"
+    (prompt,) = asked
+    assert len(prompt["quick_replies"]) <= 13  # LINE's quick-reply limit
+    english = world.chat("sim-browse-prompt-en", language="en")
+    await english.say("menu")
+    offered = buttons(await english.say("search"))
+    assert offered["Newest"] == "course.browse:new"
+    assert offered["Popular"] == "course.browse:popular"
+    assert offered["Under 1 hour"] == "course.browse:short"
+    assert offered["Categories"] == "course.cats"
+
+
+async def test_browse_newest(world: World, session: AsyncSession) -> None:
+    later = "id,title,category,hours,audience,password\nnew-1,最新上架的測試課程,管理,2,public,\n"
+    await apply_catalog(session, parsed=parse_csv(later.encode()), now=NOW + dt.timedelta(days=1))
+    await session.commit()
+    chat = world.chat("sim-browse-new")
+    newest = await chat.tap("course.browse:new")
+    assert _alt(newest) == "最新課程"
+    assert _ids(newest)[0] == "new-1"
+    assert len(_ids(newest)) == 5
+    assert set((await world.audience(_ids(newest))).values()) == {"public"}
+    # The other lists are a tap away; this one is not offered again.
+    offered = buttons(newest)
+    assert offered["熱門課程"] == "course.browse:popular"
+    assert offered["課程類別"] == "course.cats"
+    assert "course.browse:new" not in offered.values()
+    page2 = await chat.tap(offered["更多結果"])
+    assert offered["更多結果"] == "course.browse:new|5"
+    assert _ids(page2)
+    assert not set(_ids(newest)) & set(_ids(page2))
+    for typed in ("最新課程", "newest"):
+        assert _ids(await chat.say(typed)) == _ids(newest), typed
+
+
+async def test_browse_popular(world: World, session: AsyncSession) -> None:
+    await session.execute(update(Course).where(Course.id == "pub-1").values(popularity=10_000))
+    await session.execute(update(Course).where(Course.id == "cs-2").values(popularity=20_000))
+    await session.commit()
+    chat = world.chat("sim-browse-popular")
+    popular = await chat.tap("course.browse:popular")
+    assert _alt(popular) == "熱門課程"
+    assert _ids(popular)[0] == "pub-1"  # the most opened course a citizen may see
+    assert "cs-2" not in _ids(popular)
+    for typed in ("熱門課程", "popular"):
+        assert _ids(await chat.say(typed))[0] == "pub-1", typed
+    servant = world.chat("sim-browse-popular-cs")
+    await servant.say("menu")
+    await world.make_civil_servant(servant)
+    assert _ids(await servant.tap("course.browse:popular"))[:2] == ["cs-2", "pub-1"]
+
+
+async def test_browse_short_courses(world: World) -> None:
+    chat = world.chat("sim-browse-short")
+    short = await chat.tap("course.browse:short")
+    assert _alt(short) == "一小時內的短課程"
+    page2 = await chat.tap(buttons(short)["更多結果"])
+    hours = _hours(short) + _hours(page2)
+    assert len(hours) == 10
+    assert all(h < 1 for h in hours)
+    assert hours == sorted(hours)  # shortest first
+    assert not set(_ids(short)) & set(_ids(page2))
+    for typed in ("微課程", "short courses"):
+        assert _ids(await chat.say(typed)) == _ids(short), typed
+
+
+async def test_browse_categories_and_words_inside_the_search_step(
+    world: World, session: AsyncSession
+) -> None:
+    chat = world.chat("sim-browse-cats")
+    cats = await chat.tap("course.cats")
+    assert "課程類別：" in texts(cats)
+    assert "健康生活（76）" in texts(cats)
+    assert buttons(cats)["長期照顧"] == "course.cat:長期照顧"
+    assert texts(await chat.say("課程類別")) == texts(cats)
+    english = world.chat("sim-browse-cats-en", language="en")
+    await english.say("menu")
+    assert "Course categories:" in texts(await english.say("categories"))
+    listed = await chat.tap("course.cat:長期照顧")
+    assert all(c["subtitle"].startswith("長期照顧") for c in _cards(listed))
+    # After 找課程, a browse word browses too (it is not searched for, nor logged).
+    await chat.say("找課程")
+    assert _alt(await chat.say("熱門課程")) == "熱門課程"
+    await chat.say("找課程")
+    assert "課程類別：" in texts(await chat.say("類別"))
+    assert await session.scalar(select(func.count(SearchLog.id))) == 0
+
+
 async def test_recommend_reachable_from_categories_and_search_prompt(world: World) -> None:
     chat = world.chat("sim-menus")
     assert buttons(await chat.tap("course.cats"))["為你推薦"] == "course.rec"
