@@ -61,6 +61,9 @@ class Runtime:
     telegram: TelegramChannel | None = None
     simulator: SimulatorChannel | None = None
     dispatcher: Dispatcher | None = None
+    # The catalog watch (see SearchService.watch), running from start() to close().
+    _catalog_stop: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
+    _catalog_watch: asyncio.Task[None] | None = field(default=None, init=False, repr=False)
 
     @property
     def search(self) -> SearchService:
@@ -72,6 +75,15 @@ class Runtime:
             await self.telegram.start()
         async with self.sessionmaker() as session:
             await self.search.reload(session)
+        # Every process holds its own index over the shared catalog: it follows imports made
+        # by other processes (and the CLI) within the search service's refresh interval.
+        self._catalog_stop.clear()
+        self._catalog_watch = asyncio.create_task(
+            self.search.watch(self.sessionmaker, self._catalog_stop)
+        )
+        # A rebuilt index lives as long as the first one did: out of the collector's sight too
+        # (the old one has no reference cycles, so dropping it frees it, frozen or not).
+        self.search.on_rebuilt = gc.freeze
         # What is loaded by now (modules, SDK models, the search index) lives as long as
         # the process: moved out of the collector's sight, a full collection no longer
         # walks a few hundred thousand objects, a pause of 100 ms or more that every
@@ -79,7 +91,15 @@ class Runtime:
         gc.freeze()
 
     async def close(self) -> None:
-        gc.unfreeze()
+        if self._catalog_watch is not None:
+            self._catalog_stop.set()
+            try:
+                # A rebuild in progress finishes first (its thread cannot be interrupted).
+                await asyncio.wait_for(self._catalog_watch, 30)
+            except TimeoutError:
+                log.warning("catalog watch did not stop in time")
+            self._catalog_watch = None
+        gc.unfreeze()  # after the watch: a rebuild finishing now freezes again
         if self.line is not None:
             await self.line.stop()
         if self.telegram is not None:
