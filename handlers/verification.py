@@ -15,6 +15,7 @@ import re
 from sqlalchemy import select
 
 from bot.context import Context
+from bot.i18n import taipei_time
 from bot.messages import AskPhone, Button, Incoming, Reply, Text
 from bot.phones import check_phone, looks_like_phone, mask_phone
 from bot.router import Router, normalise_words
@@ -70,6 +71,15 @@ def _seconds(wait: dt.timedelta | None) -> int:
     return max(1, math.ceil((wait or dt.timedelta()).total_seconds()))
 
 
+def _until(ctx: Context, wait: dt.timedelta | None) -> str:
+    """The Taipei wall-clock minute at which `wait` is over (rounded up), e.g. '10:05'."""
+    at = ctx.now + (wait or dt.timedelta())
+    if at.second or at.microsecond:
+        at = at.replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+    same_day = taipei_time(at, "%Y-%m-%d") == taipei_time(ctx.now, "%Y-%m-%d")
+    return taipei_time(at, "%H:%M" if same_day else "%m/%d %H:%M")
+
+
 def _refusal(ctx: Context, refused: VerificationRefused) -> Reply:
     """The message for an expected refusal, with the way forward as buttons."""
     reason = refused.reason
@@ -77,6 +87,8 @@ def _refusal(ctx: Context, refused: VerificationRefused) -> Reply:
         "minutes": _minutes(refused.wait),
         "seconds": _seconds(refused.wait),
         "remaining": refused.remaining or 0,
+        "time": _until(ctx, refused.wait),
+        "limit": _limits(ctx).wrong_codes_hour,
     }
     buttons: list[Button] = []
     if reason in (Refusal.WRONG_CODE, Refusal.EXPIRED, Refusal.COOLDOWN):
@@ -132,7 +144,7 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
                 now=ctx.now,
             )
     except VerificationRefused as refused:
-        if refused.reason is Refusal.ALREADY_VERIFIED:
+        if refused.reason in (Refusal.ALREADY_VERIFIED, Refusal.TOO_MANY_WRONG):
             await ctx.leave()
         elif refused.challenge_id is not None:
             await ctx.enter(AWAIT_CODE, {"challenge_id": refused.challenge_id})
@@ -273,9 +285,15 @@ async def await_code(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
                 account_id=ctx.account.id,
                 code=text,
                 now=ctx.now,
+                limits=_limits(ctx),
             )
         except VerificationRefused as refused:
-            if refused.reason in (Refusal.LOCKED, Refusal.NO_CHALLENGE, Refusal.USED):
+            if refused.reason in (
+                Refusal.LOCKED,
+                Refusal.NO_CHALLENGE,
+                Refusal.USED,
+                Refusal.TOO_MANY_WRONG,
+            ):
                 await ctx.leave()
             return _refusal(ctx, refused)
         return await _verified(

@@ -41,6 +41,10 @@ RESEND_COOLDOWN = dt.timedelta(seconds=60)
 MAX_CHECKS = 5
 MAX_SENDS = 5
 HOUR = dt.timedelta(hours=1)
+# Wrong codes per member, and per number, in an hour over all their verifications: cancelling
+# or starting again opens a new verification with five fresh checks, so without this cap the
+# guesses would be bounded only by the SMS caps.
+MAX_WRONG_CODES_HOUR = 10
 
 # otp_challenge.status
 PENDING, VERIFIED, LOCKED, CLOSED = "pending", "verified", "locked", "closed"
@@ -177,6 +181,7 @@ class Refusal(enum.StrEnum):
     EXPIRED = "expired"
     USED = "used"
     WRONG_CODE = "wrong_code"
+    TOO_MANY_WRONG = "too_many_wrong"
 
 
 class VerificationRefused(Exception):
@@ -202,6 +207,7 @@ class OtpLimits:
     per_phone_hour: int = 5
     per_member_hour: int = 10
     global_hour: int = 1000
+    wrong_codes_hour: int = MAX_WRONG_CODES_HOUR  # per member and per number
 
 
 @dataclass(frozen=True)
@@ -294,6 +300,47 @@ async def _active_lock(
     )
 
 
+def _free_at(rows: list[tuple[dt.datetime, int]], limit: int) -> dt.datetime | None:
+    """When the wrong codes of these challenges ((counted until, checks), oldest first) fall
+    below `limit`; None when they are below it already."""
+    total = sum(checks for _, checks in rows)
+    for until, checks in rows:
+        if total < limit:
+            break
+        total -= checks
+        if total < limit:
+            return until
+    return None
+
+
+async def wrong_codes_wait(
+    session: AsyncSession, *, member_id: int, phone_hash: str, limit: int, now: dt.datetime
+) -> tuple[dt.timedelta | None, int]:
+    """(how long until this member and this number may check a code again, or None when they
+    may now; wrong codes left this hour), over every verification of either.
+
+    A challenge's wrong codes were all typed before its code expired, so they count until an
+    hour after `expires_at` (an hour after the last guess at the earliest, 70 minutes at most):
+    a closed or replaced challenge keeps counting, whatever ended it.
+    """
+    left = limit
+    free_at: dt.datetime | None = None
+    for scope in (OtpChallenge.member_id == member_id, OtpChallenge.phone_hash == phone_hash):
+        rows = (
+            await session.execute(
+                select(OtpChallenge.expires_at, OtpChallenge.checks)
+                .where(scope, OtpChallenge.checks > 0, OtpChallenge.expires_at > now - HOUR)
+                .order_by(OtpChallenge.expires_at)
+            )
+        ).all()
+        counted = [(until + HOUR, int(checks)) for until, checks in rows]
+        left = min(left, limit - sum(c for _, c in counted))
+        at = _free_at(counted, limit)
+        if at is not None and (free_at is None or at > free_at):
+            free_at = at
+    return (free_at - now if free_at is not None else None), max(left, 0)
+
+
 # -- sending a code ----------------------------------------------------------------------------
 async def issue_code(
     session: AsyncSession,
@@ -318,6 +365,12 @@ async def issue_code(
     locked = await _active_lock(session, member_id=member_id, phone_hash=phone_hash, now=now)
     if locked is not None:
         raise VerificationRefused(Refusal.LOCKED, wait=locked - now)
+    # No text message for a code that could not be checked anyway.
+    wait, _ = await wrong_codes_wait(
+        session, member_id=member_id, phone_hash=phone_hash, limit=limits.wrong_codes_hour, now=now
+    )
+    if wait is not None:
+        raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
 
     challenge = await session.scalar(
         select(OtpChallenge)
@@ -407,11 +460,14 @@ async def check_code(
     account_id: int,
     code: str,
     now: dt.datetime,
+    limits: OtpLimits = OtpLimits(),
 ) -> OtpChallenge:
     """Accept the right code once; raises VerificationRefused otherwise.
 
     Five wrong codes lock the verification (and new ones for this member or number) for
-    15 minutes. An expired code does not count as a wrong guess.
+    15 minutes; `limits.wrong_codes_hour` wrong codes in an hour, over all verifications of
+    the member or of the number, stop checks until the hour has passed (TOO_MANY_WRONG).
+    An expired code does not count as a wrong guess.
     """
     challenge = await get_challenge(
         session, challenge_id=challenge_id, member_id=member_id, account_id=account_id
@@ -427,6 +483,20 @@ async def check_code(
         raise VerificationRefused(Refusal.NO_CHALLENGE)  # lock over: start again
     if challenge.expires_at <= now or challenge.code_hash is None:
         raise VerificationRefused(Refusal.EXPIRED, challenge_id=challenge.id)
+
+    async def hourly() -> tuple[dt.timedelta | None, int]:
+        return await wrong_codes_wait(
+            session,
+            member_id=challenge.member_id,
+            phone_hash=challenge.phone_hash,
+            limit=limits.wrong_codes_hour,
+            now=now,
+        )
+
+    wait, _ = await hourly()
+    if wait is not None:
+        # Not even compared: a right guess past the cap would defeat it.
+        raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
     typed = "".join(ch for ch in code if ch.isdigit())
     if len(typed) == 6 and hmac.compare_digest(
         challenge.code_hash, _code_hash(vault, challenge, typed)
@@ -440,9 +510,17 @@ async def check_code(
         challenge.status = LOCKED
         challenge.code_hash = None
         challenge.locked_until = now + LOCK_TIME
+    await session.flush()
+    wait, left = await hourly()
+    if wait is not None and (challenge.status != LOCKED or wait > LOCK_TIME):
+        # The hourly cap outlasts the lock: say the longer wait.
+        raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait, challenge_id=challenge.id)
+    if challenge.status == LOCKED:
         raise VerificationRefused(Refusal.LOCKED, wait=LOCK_TIME, challenge_id=challenge.id)
     raise VerificationRefused(
-        Refusal.WRONG_CODE, remaining=MAX_CHECKS - challenge.checks, challenge_id=challenge.id
+        Refusal.WRONG_CODE,
+        remaining=min(MAX_CHECKS - challenge.checks, left),
+        challenge_id=challenge.id,
     )
 
 

@@ -168,6 +168,52 @@ async def test_five_wrong_codes_lock_the_verification(world: World) -> None:
     assert "手機：已驗證" in texts(await chat.say(await world.sms_code(PHONE)))
 
 
+async def test_wrong_codes_are_capped_per_hour_across_verifications(world: World) -> None:
+    """Cancelling or starting again gives a verification five fresh checks, but not more
+    guesses: ten wrong codes an hour per member and per number, then a wait in Taipei time."""
+    chat = world.chat("sim-guess")
+
+    async def wrong_four(cancel: str) -> None:
+        bad = f"{(int(await world.sms_code(PHONE)) + 1) % 1_000_000:06d}"
+        for _ in range(4):
+            assert "不正確" in texts(await chat.say(bad))
+        if cancel == "tap":
+            assert "已取消" in texts(await chat.tap("verify.cancel"))
+        else:
+            assert "已取消" in texts(await chat.say("取消"))
+
+    await chat.say("驗證手機")
+    await chat.say(PHONE)  # 09:00 Taipei; this code expires at 09:10
+    await wrong_four("tap")
+    world.advance(seconds=61)
+    assert "驗證碼已傳送" in texts(await chat.say(f"/verify {PHONE}"))
+    await wrong_four("say")
+    world.advance(seconds=61)
+    assert "驗證碼已傳送" in texts(await chat.say(f"/verify {PHONE}"))
+    code = await world.sms_code(PHONE)
+    bad = f"{(int(code) + 1) % 1_000_000:06d}"
+    assert "還可以再試 1 次" in texts(await chat.say(bad))  # the ninth wrong code this hour
+    capped = texts(await chat.say(bad))
+    # The first verification's guesses stop counting an hour after its code expired.
+    assert "一小時內輸入錯誤的驗證碼太多次（最多 10 次）" in capped
+    assert "臺北時間 10:10（約 68 分鐘後）" in capped
+    assert "手機：已驗證" not in texts(await chat.say(code))  # the step is over
+    # Starting again sends nothing, for this member, another number, or another member.
+    sent = await world.sms_count(PHONE)
+    assert "太多次" in texts(await chat.say(f"/verify {PHONE}"))
+    assert "太多次" in texts(await chat.say(f"/verify {OTHER}"))
+    other = world.chat("sim-guess-2", language="en")
+    refused = texts(await other.say(f"/verify {PHONE}"))
+    assert "Too many wrong codes in the past hour (at most 10)" in refused
+    assert "after 10:10 Taipei time" in refused
+    assert await world.sms_count(PHONE) == sent
+    assert await world.sms_count(OTHER) == 0
+    # After the wait it works again, with the right code.
+    world.advance(minutes=68)
+    assert "驗證碼已傳送" in texts(await chat.say(f"/verify {PHONE}"))
+    assert "手機：已驗證" in texts(await chat.say(await world.sms_code(PHONE)))
+
+
 async def test_expired_code(world: World) -> None:
     chat = world.chat("sim-exp")
     await chat.say("驗證手機")

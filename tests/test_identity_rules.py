@@ -401,3 +401,42 @@ async def test_verifying_a_roster_number_grants_the_status(session: AsyncSession
     row = await session.scalar(select(CivilServant))
     assert row is not None
     assert row.member_id is None
+
+
+async def test_past_the_hourly_wrong_code_cap_even_the_right_code_is_refused(
+    session: AsyncSession,
+) -> None:
+    """Ten wrong codes an hour over new verifications (a cancel closes each), then the right
+    code is not even compared; another member's verification of the number is capped too."""
+    acc = await account(session, "U-guess")
+    minute = dt.timedelta(minutes=1)
+    now = T0
+    for _ in range(2):
+        issued = await issue(session, acc, now=now)
+        for _ in range(4):
+            with pytest.raises(VerificationRefused):
+                await check(session, acc, issued.challenge.id, wrong(issued.code), now=now)
+        issued.challenge.status = "closed"  # as a cancel leaves it
+        now += 2 * minute
+    issued = await issue(session, acc, now=now)
+    with pytest.raises(VerificationRefused) as info:
+        await check(session, acc, issued.challenge.id, wrong(issued.code), now=now)
+    assert (info.value.reason, info.value.remaining) == (Refusal.WRONG_CODE, 1)
+    with pytest.raises(VerificationRefused) as info:
+        await check(session, acc, issued.challenge.id, wrong(issued.code), now=now)
+    assert info.value.reason is Refusal.TOO_MANY_WRONG
+    # The first verification's code expired at 09:10: its guesses count until 10:10.
+    assert info.value.wait == T0 + dt.timedelta(minutes=70) - now
+    with pytest.raises(VerificationRefused) as info:
+        await check(session, acc, issued.challenge.id, issued.code, now=now)
+    assert info.value.reason is Refusal.TOO_MANY_WRONG
+    stranger = await account(session, "U-other")
+    with pytest.raises(VerificationRefused) as info:
+        await issue(session, stranger, now=now + 2 * minute)
+    assert info.value.reason is Refusal.TOO_MANY_WRONG
+    # Once the hour has passed, a new code is sent and accepted.
+    later = T0 + dt.timedelta(minutes=70)
+    again = await issue(session, acc, now=later)
+    assert (await check(session, acc, again.challenge.id, again.code, now=later)).status == (
+        "verified"
+    )
