@@ -2,7 +2,9 @@
 
 `dev` puts the message in the simulator's phone inbox; `twilio` and `mitake` call their HTTP
 APIs. Providers never log the number, the text or a credential, and raise SmsError (with a
-reason free of personal data) when the person should simply try again later.
+reason free of personal data) when the message was not taken: `temporary` (try again later),
+`recipient` (this number cannot get text messages: check it or use another), or neither (a
+problem on our side, such as credentials, for an operator to fix).
 """
 
 from __future__ import annotations
@@ -37,15 +39,27 @@ __all__ = [
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
 # Mitake reports these as accepted (0 scheduled, 1/2 handed to the carrier, 4 delivered).
 MITAKE_ACCEPTED = {"0", "1", "2", "4"}
+# Mitake: system error, service paused (a, b, r), too many connections at once (l).
+MITAKE_TEMPORARY = {"*", "a", "b", "r", "l"}
+# Mitake: the number is wrong (6) or not a valid mobile number (v).
+MITAKE_RECIPIENT = {"6", "v"}
+# Twilio error codes that are about the number itself: invalid (21211, 21217, 21401, 21421),
+# unreachable or not for SMS (21214, 21407, 21612, 21614), a region our account may not
+# text (21408), or a person who replied STOP (21610). Other 4xx are our own requests' fault.
+TWILIO_RECIPIENT_CODES = {
+    "21211", "21214", "21217", "21401", "21407", "21408", "21421", "21610", "21612", "21614",
+}  # fmt: skip
 
 
 class SmsError(Exception):
     """The provider did not take the message; `reason` is safe to log (no number, no text)."""
 
-    def __init__(self, reason: str, *, temporary: bool = True) -> None:
+    def __init__(self, reason: str, *, temporary: bool = True, recipient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.temporary = temporary
+        # The number itself was refused (invalid, unreachable, opted out): retrying is futile.
+        self.recipient = recipient
 
 
 @dataclass(frozen=True)
@@ -125,7 +139,11 @@ class TwilioSmsProvider:
                 return ""
         code = _twilio_error_code(response)
         temporary = response.status_code == 429 or response.status_code >= 500
-        raise _err(f"twilio: HTTP {response.status_code} code {code}", temporary=temporary)
+        raise _err(
+            f"twilio: HTTP {response.status_code} code {code}",
+            temporary=temporary,
+            recipient=not temporary and code in TWILIO_RECIPIENT_CODES,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -192,7 +210,11 @@ class MitakeSmsProvider:
         if status in MITAKE_ACCEPTED:
             return fields.get("msgid", "")
         # Letters are account or request problems (e: bad password, v: bad number, ...).
-        raise _err(f"mitake: statuscode {status or '-'}", temporary=status in {"*", "a", "b", "r"})
+        raise _err(
+            f"mitake: statuscode {status or '-'}",
+            temporary=status in MITAKE_TEMPORARY,
+            recipient=status in MITAKE_RECIPIENT,
+        )
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -208,8 +230,8 @@ def parse_mitake_reply(text: str) -> dict[str, str]:
     return fields
 
 
-def _err(reason: str, *, temporary: bool = True) -> SmsError:
-    return SmsError(reason, temporary=temporary)
+def _err(reason: str, *, temporary: bool = True, recipient: bool = False) -> SmsError:
+    return SmsError(reason, temporary=temporary, recipient=recipient)
 
 
 def build_sms_provider(

@@ -151,7 +151,15 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
         return _refusal(ctx, refused)
     except SmsError as exc:
         # exc.reason names the provider and status only; never the number or the text.
-        log.warning("SMS not sent: %s", exc.reason)
+        if exc.recipient:
+            # Not "try later": this number will not get the message, so ask for another.
+            log.info("SMS refused for the number: %s", exc.reason)
+            await ctx.enter(AWAIT_PHONE)
+            return _ask_phone(ctx, "verification.sms_number_refused", phone=mask_phone(phone))
+        if exc.temporary:
+            log.warning("SMS not sent: %s", exc.reason)
+        else:
+            log.error("SMS provider refuses our requests (check its settings): %s", exc.reason)
         return Text(
             text=ctx.t("verification.sms_failed"),
             buttons=[

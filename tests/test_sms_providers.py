@@ -236,3 +236,35 @@ def test_dev_provider_refused_in_production() -> None:
     settings = Settings.model_construct(edoor_env="production", sms_provider="dev")
     with pytest.raises(ConfigError):
         build_sms_provider(settings, vault=VAULT)
+
+
+@pytest.mark.parametrize(
+    ("kind", "status", "body", "recipient"),
+    [
+        ("twilio", 400, '{"code": 21211}', True),  # invalid 'To' number
+        ("twilio", 400, '{"code": 21614}', True),  # not a mobile number
+        ("twilio", 401, '{"code": 20003}', False),  # our credentials
+        ("twilio", 400, '{"code": 21606}', False),  # our From number
+        ("twilio", 503, '{"code": 21211}', False),  # a server error is never the number
+        ("mitake", 200, "statuscode=v\r\n", True),
+        ("mitake", 200, "statuscode=6\r\n", True),
+        ("mitake", 200, "statuscode=e\r\n", False),  # our password
+    ],
+)
+async def test_a_refused_number_is_told_apart_from_our_own_errors(
+    gateway: FakeSmsGateway,
+    session: AsyncSession,
+    kind: str,
+    status: int,
+    body: str,
+    recipient: bool,
+) -> None:
+    gateway.queue(status, body, content_type="application/json" if kind == "twilio" else None)
+    provider = twilio(gateway) if kind == "twilio" else mitake(gateway)
+    try:
+        with pytest.raises(SmsError) as info:
+            await provider.send(MESSAGE, session=session, now=NOW)
+    finally:
+        await provider.aclose()
+    assert info.value.recipient is recipient
+    assert not (info.value.recipient and info.value.temporary)
