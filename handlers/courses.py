@@ -31,6 +31,7 @@ from models.courses import (
     password_tries_left,
     popular_courses,
     record_password_attempt,
+    remember_search,
     save_course,
     saved_courses,
     short_courses,
@@ -282,6 +283,11 @@ async def _answer(
             facets=True,
             logged_as=typed,
         )
+        if found.total and offset == 0:
+            # The member's own side of the search (for 為你推薦); search_log stays anonymous.
+            await remember_search(
+                ctx.session, member_id=ctx.member.id, normalised=found.normalised, now=ctx.now
+            )
     else:
         found = service.search(query, filters=filters, offset=offset, limit=PAGE, facets=True)
     hidden = 0
@@ -779,14 +785,15 @@ def _reason(ctx: Context, rec: Recommendation) -> str:
             topic=rec.requirement.title_in(ctx.lang),
             hours=_num(rec.missing_hours),
         )
-    if rec.reason in ("saved", "completed"):
+    if rec.reason in ("saved", "completed", "searched"):
         return ctx.t(f"courses.why_{rec.reason}", title=rec.because)
     return ctx.t(f"courses.why_{rec.reason}")
 
 
 @router.on_command("recommend", words=("推薦", "為你推薦", "推薦課程", "recommend", "recommended"))
 async def recommended(ctx: Context, msg: Incoming) -> Reply:
-    """為你推薦: courses from saved, completed and missing mandatory hours; else popular/short."""
+    """為你推薦: courses from missing mandatory hours, saved, completed and searched; else
+    popular/short."""
     return await _recommended(ctx)
 
 

@@ -80,6 +80,23 @@ class SearchLog(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+class MemberSearchInterest(Base):
+    """What a member searched for lately, for 為你推薦 only; erased with the member.
+
+    The anonymous search_log never learns who searched; this keeps the member's side apart,
+    small (the last RECENT_SEARCHES distinct queries) and without numbers (digits masked).
+    """
+
+    __tablename__ = "member_search_interest"
+    __table_args__ = (UniqueConstraint("member_id", "query"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
+    query: Mapped[str] = mapped_column(String(100))  # the normalised form
+    count: Mapped[int] = mapped_column(default=1)
+    last_at: Mapped[dt.datetime]
+
+
 class SavedCourse(Base):
     """A course a member saved for later ("收藏"); erased with the member."""
 
@@ -537,6 +554,59 @@ async def log_search(
             created_at=now,
         )
     )
+
+
+# Enough to follow a member's current interests; older searches say little about them.
+RECENT_SEARCHES = 20
+
+
+def _interest(normalised: str) -> str:
+    """The normalised query as kept for a member: numbers gone, not merely masked."""
+    return " ".join(w for w in mask_digits(normalised).replace(MASK, " ").split())[:100]
+
+
+async def remember_search(
+    session: AsyncSession, *, member_id: int, normalised: str, now: dt.datetime
+) -> None:
+    """Note that a member searched for `normalised` (a signal for recommendations).
+
+    The same query again counts up and moves to the front; beyond RECENT_SEARCHES
+    distinct queries the oldest are dropped. A query of only numbers is not kept at all.
+    """
+    query = _interest(normalised)
+    if not query:
+        return
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = make(MemberSearchInterest).values(member_id=member_id, query=query, count=1, last_at=now)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["member_id", "query"],
+            set_={"count": MemberSearchInterest.count + 1, "last_at": now},
+        )
+    )
+    old = (
+        await session.scalars(
+            select(MemberSearchInterest.id)
+            .where(MemberSearchInterest.member_id == member_id)
+            .order_by(MemberSearchInterest.last_at.desc(), MemberSearchInterest.id.desc())
+            .offset(RECENT_SEARCHES)
+        )
+    ).all()
+    if old:
+        await session.execute(delete(MemberSearchInterest).where(MemberSearchInterest.id.in_(old)))
+
+
+async def recent_searches(
+    session: AsyncSession, *, member_id: int, limit: int = RECENT_SEARCHES
+) -> list[str]:
+    """The member's remembered queries (normalised), most recent first."""
+    rows = await session.scalars(
+        select(MemberSearchInterest.query)
+        .where(MemberSearchInterest.member_id == member_id)
+        .order_by(MemberSearchInterest.last_at.desc(), MemberSearchInterest.id.desc())
+        .limit(limit)
+    )
+    return list(rows.all())
 
 
 async def zero_result_queries(

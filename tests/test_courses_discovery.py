@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.catalog_import import parse_csv, read_catalog
 from models.completions_import import import_completions
-from models.courses import Course, SavedCourse, SearchLog, apply_catalog
+from models.courses import Course, MemberSearchInterest, SavedCourse, SearchLog, apply_catalog
 from models.learning import default_requirements, import_requirements
 from models.members import ChannelAccount, Member
 from models.search import demo_catalog_path
@@ -276,6 +276,40 @@ async def test_recommendations_follow_saved_and_completed_courses(world: World) 
     first = _ids(recs)[0]
     await world.retire(first)
     assert first not in _ids(await chat.say("推薦"))
+
+
+async def test_recommendations_follow_the_members_own_searches(
+    world: World, session: AsyncSession
+) -> None:
+    chat, other = world.chat("sim-searched-recs"), world.chat("sim-searched-other")
+    await chat.say("长照")  # Simplified script: remembered as searched, 長照
+    await other.say("menu")
+    recs = await chat.say("推薦")
+    searched = [c for c in _cards(recs) if c["body"] == "因為你搜尋過「長照」"]
+    assert len(searched) >= 2, texts(recs)
+    # The best matches of 長照: long-term-care courses (one may sit in another category).
+    assert all("長照" in c["title"] or "長期照" in c["title"] for c in searched)
+    assert sum(c["subtitle"].startswith("長期照顧") for c in searched) >= 2
+    assert set((await world.audience(_ids(recs))).values()) == {"public"}
+    # One member's searches are nobody else's signal.
+    assert "因為你搜尋過" not in texts(await other.say("推薦"))
+    english = world.chat("sim-searched-recs-en", language="en")
+    await english.say("menu")
+    await english.say("long-term care")
+    assert 'Because you searched for "' in texts(await english.say("recommend"))
+
+    # The member's side is theirs alone: the anonymous log has no member column at all,
+    # and "delete my data" takes the member's searches with it.
+    assert "member_id" not in SearchLog.__table__.columns
+    leaving_id = await world.member_id(chat)
+    await other.say("資安")
+    await chat.say("設定")
+    await chat.tap("settings.delete")
+    assert "已刪除" in texts(await chat.tap("settings.delete_yes"))
+    owners = (await session.scalars(select(MemberSearchInterest.member_id))).all()
+    assert owners
+    assert leaving_id not in owners
+    assert await session.scalar(select(func.count(SearchLog.id))) == 3  # aggregates stay
 
 
 async def test_civil_servant_gets_courses_for_missing_mandatory_hours(world: World) -> None:

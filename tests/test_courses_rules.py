@@ -207,3 +207,41 @@ async def test_password_tries_roll_over_an_hour_and_go_with_the_member(
     assert await session.scalar(n_me) == 0
     left = select(func.count(courses.CoursePasswordAttempt.id))
     assert await session.scalar(left) == 1
+
+
+async def test_member_searches_are_few_recent_and_without_numbers(session: AsyncSession) -> None:
+    me, other = await _member(session), await _member(session)
+    minute = dt.timedelta(minutes=1)
+    for i in range(courses.RECENT_SEARCHES + 3):
+        await courses.remember_search(
+            session, member_id=me, normalised=f"課程{i}", now=NOW + i * minute
+        )
+    # Searching again counts up and moves to the front; the oldest distinct ones are dropped.
+    await courses.remember_search(session, member_id=me, normalised="課程3", now=NOW + 60 * minute)
+    await courses.remember_search(session, member_id=other, normalised="長照", now=NOW)
+    # Numbers never rest here: a phone number or code alone is not kept, and is cut from words.
+    for typed in ("0912 345 678", "886912345678", "123456"):
+        await courses.remember_search(session, member_id=other, normalised=typed, now=NOW)
+    await courses.remember_search(
+        session, member_id=other, normalised="長照 0912345678", now=NOW + minute
+    )
+    recent = await courses.recent_searches(session, member_id=me)
+    assert len(recent) == courses.RECENT_SEARCHES
+    assert recent[0] == "課程3"
+    assert recent[1] == f"課程{courses.RECENT_SEARCHES + 2}"
+    assert {"課程0", "課程1", "課程2"}.isdisjoint(recent)
+    counts = dict(
+        (
+            await session.execute(
+                select(courses.MemberSearchInterest.query, courses.MemberSearchInterest.count)
+            )
+        ).all()
+    )
+    assert counts["課程3"] == 2
+    assert await courses.recent_searches(session, member_id=other) == ["長照"]
+    await session.commit()
+    # The database drops a member's searches with the member.
+    await session.execute(delete(Member).where(Member.id == me))
+    await session.commit()
+    owners = (await session.scalars(select(courses.MemberSearchInterest.member_id))).all()
+    assert set(owners) == {other}

@@ -1,11 +1,13 @@
-"""為你推薦 / Recommended for you: courses from what a member saved, completed and (for
-verified civil servants) still owes in mandatory hours; popular and short courses otherwise.
+"""為你推薦 / Recommended for you: courses from what a member saved, completed and searched
+for and (for verified civil servants) still owes in mandatory hours; popular and short
+courses otherwise.
 
 Signals, strongest first: mandatory requirements with hours missing this Taipei year
-(civil servants only), courses like the ones saved, courses like the ones completed.
-Searches are not a signal: the search log deliberately has no member id. What is left of
-the list is filled with popular courses and courses of under an hour, so a new member gets
-those. Never recommended: retired courses (not in the index), courses already completed,
+(civil servants only); then, taking turns, courses like the ones saved, like the ones
+completed, and the best matches of the member's recent searches (member_search_interest:
+the anonymous search log deliberately has no member id). What is left of the list is
+filled with popular courses and courses of under an hour, so a new member gets those.
+Never recommended: retired courses (not in the index), courses already completed,
 courses already saved (except for a mandatory gap, where a saved course is the best
 advice), and civil-servant-only courses to anyone who is not a verified civil servant.
 """
@@ -22,6 +24,7 @@ from models.courses import (
     Course,
     active_course_ids,
     popular_courses,
+    recent_searches,
     saved_course_ids,
     short_courses,
 )
@@ -36,14 +39,15 @@ GAPS = 3  # at most this many gap courses in one list
 
 @dataclass(frozen=True)
 class Recommendation:
-    """One recommended course and why: `reason` is gap, saved, completed, popular or short."""
+    """One recommended course and why: `reason` is gap, saved, completed, searched, popular
+    or short."""
 
     id: str
     title: str
     category: str
     hours: float
     reason: str
-    because: str = ""  # the saved / completed course's title
+    because: str = ""  # the saved / completed course's title, or the words searched
     requirement: Requirement | None = None  # for a gap
     missing_hours: float = 0.0
 
@@ -117,7 +121,7 @@ async def recommend(
                     )
                 )
     taken.update(saved)
-    # Round-robin over the seeds (saved first, then completed), so each gets a turn.
+    # Round-robin over the seeds (saved, then completed, then searched), so each gets a turn.
     lists = []
     for reason, seed in [
         *(("saved", i) for i in saved[:SEEDS]),
@@ -127,6 +131,10 @@ async def recommend(
         if doc is not None:
             hits = index.similar(seed, filters=filters, exclude=taken, limit=limit)
             lists.append((reason, doc.title, hits))
+    for query in await recent_searches(session, member_id=member_id, limit=SEEDS):
+        # Over-fetch: what is taken (completed, saved) is skipped below.
+        found = index.search(query, filters=filters, limit=limit + len(taken))
+        lists.append(("searched", query, [h for h in found.hits if h.id not in taken]))
     for rank in range(limit):
         for reason, title, hits in lists:
             if rank < len(hits) and room() and hits[rank].id not in taken:
