@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import phonenumbers
-from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType
+from phonenumbers import NumberParseException, PhoneNumberFormat, PhoneNumberType, geocoder
 
 PhoneProblem = Literal["invalid", "region", "not_mobile"]
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
@@ -39,6 +39,13 @@ def parse_regions(setting: str | Iterable[str]) -> tuple[str, ...]:
     items = setting.split(",") if isinstance(setting, str) else list(setting)
     regions = tuple(r.strip().upper() for r in items if r.strip())
     return regions or ("TW",)
+
+
+def region_fallback_name(region: str) -> str:
+    """The English name of a region the catalogs do not name ('FR' -> 'France'), else its code."""
+    example = phonenumbers.example_number(region)
+    name = geocoder.country_name_for_number(example, "en") if example is not None else ""
+    return name or region
 
 
 def _clean(raw: str) -> str:

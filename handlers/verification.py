@@ -17,7 +17,13 @@ from sqlalchemy import select
 from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import AskPhone, Button, Incoming, Reply, Text
-from bot.phones import check_phone, looks_like_phone, mask_phone
+from bot.phones import (
+    check_phone,
+    looks_like_phone,
+    mask_phone,
+    parse_regions,
+    region_fallback_name,
+)
 from bot.router import Router, normalise_words
 from bot.sms import SmsError, SmsMessage, SmsProvider
 from models import identity
@@ -61,6 +67,21 @@ def _ask_phone(ctx: Context, key: str = "verification.ask_phone", **values: obje
         share_label=ctx.t("verification.share_phone"),
         cancel=_cancel_button(ctx),
     )
+
+
+def _regions(ctx: Context) -> str:
+    """The accepted countries (PHONE_ALLOWED_REGIONS) by name, in the person's language."""
+    names = []
+    for region in parse_regions(ctx.settings.phone_allowed_regions):
+        try:
+            names.append(ctx.t(f"verification.region.{region}"))
+        except KeyError:  # a region the catalogs do not name yet: its English name
+            names.append(region_fallback_name(region))
+    return ctx.t("verification.region_separator").join(names)
+
+
+def _bad_phone(ctx: Context, problem: str | None) -> AskPhone:
+    return _ask_phone(ctx, f"verification.phone_{problem}", regions=_regions(ctx))
 
 
 def _minutes(wait: dt.timedelta | None) -> int:
@@ -220,7 +241,7 @@ async def _phone_given(ctx: Context, raw: str) -> Reply | list[Reply]:
     checked = check_phone(raw, regions=ctx.settings.phone_allowed_regions)
     if checked.e164 is None:
         await ctx.enter(AWAIT_PHONE)
-        return _ask_phone(ctx, f"verification.phone_{checked.problem}")
+        return _bad_phone(ctx, checked.problem)
     return await _send_code(ctx, checked.e164)
 
 
@@ -234,7 +255,7 @@ async def _contact(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     )
     if checked.e164 is None:
         await ctx.enter(AWAIT_PHONE)
-        return _ask_phone(ctx, f"verification.phone_{checked.problem}")
+        return _bad_phone(ctx, checked.problem)
     if ctx.settings.phone_trust_telegram_contact and ctx.channel == "telegram":
         mine = await identity.get_verified_phone(ctx.session, member_id=ctx.member.id)
         if mine is not None and mine.phone_hash == ctx.services.vault.lookup_hash(checked.e164):

@@ -3,6 +3,7 @@ the real app over HTTP, the simulator channel, the dev SMS provider's phone inbo
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -383,6 +384,35 @@ async def test_roster_match_mismatch_and_removal(world: World) -> None:
     status = texts(await servant.say("設定"))
     assert "手機：已驗證" in status
     assert "公務人員：已驗證" not in status
+
+
+async def test_wrong_country_names_the_allowed_regions(served: Callable[..., Any]) -> None:
+    """PHONE_ALLOWED_REGIONS=TW,HK: a Japanese number is refused naming both, in both languages;
+    a Hong Kong mobile is accepted; a region the catalogs do not name shows its English name."""
+
+    @contextlib.asynccontextmanager
+    async def client(regions: str) -> AsyncIterator[httpx.AsyncClient]:
+        async with (
+            served(phone_allowed_regions=regions) as (url, _),
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            yield http
+
+    async with client("TW, HK") as http:
+        chat = Chat(http, "sim-regions")
+        await chat.say("驗證手機")
+        refused = await chat.say("+81 90-1234-5678")
+        assert "目前只接受台灣、香港的手機號碼" in texts(refused)
+        assert refused[0]["kind"] == "ask_phone"
+        english = Chat(http, "sim-regions-en", language="en")
+        await english.say("verify")
+        said = texts(await english.say("+81 90-1234-5678"))
+        assert "Only mobile numbers from Taiwan, Hong Kong are accepted" in said
+        assert "+852 ***-567" in texts(await chat.say("+852 9123 4567"))
+    async with client("FR") as http:
+        chat = Chat(http, "sim-regions-fr")
+        await chat.say("驗證手機")
+        assert "目前只接受France的手機號碼" in texts(await chat.say("+886 912 345 678"))
 
 
 async def test_key_rotation_keeps_lookups(world: World, served: Callable[..., Any]) -> None:

@@ -11,6 +11,7 @@ from bot.phones import (
     national_digits,
     normalise_phone,
     parse_regions,
+    region_fallback_name,
 )
 
 
@@ -72,3 +73,8 @@ def test_looks_like_phone() -> None:
     assert not looks_like_phone("123456a")
     assert not looks_like_phone("資安課程")
     assert not looks_like_phone("12345")
+
+
+def test_a_region_without_a_catalog_name_falls_back_to_english() -> None:
+    assert region_fallback_name("FR") == "France"
+    assert region_fallback_name("ZZ") == "ZZ"  # not a region phonenumbers knows
