@@ -70,13 +70,30 @@ def _mac(key: bytes, message: str, length: int = 22) -> str:
 
 @dataclass(frozen=True)
 class MediaSigner:
-    """Signs `/media/<path>` links with an expiry; a link cannot be moved to another file."""
+    """Signs `/media/<path>` links with an expiry; a link cannot be moved to another file.
+
+    Signs with the key of the current PII_KEY and also accepts the key of PII_KEY_PREVIOUS, so
+    that links and private feed URLs given out before `edoor rotate-pii-key` keep working
+    while the previous key is configured.
+    """
 
     key: bytes
+    previous: tuple[bytes, ...] = ()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MediaSigner:
-        return cls(derive_key(settings.pii_key.get_secret_value(), b"media-link"))
+        old = settings.pii_key_previous
+        return cls(
+            derive_key(settings.pii_key.get_secret_value(), b"media-link"),
+            previous=(derive_key(old.get_secret_value(), b"media-link"),) if old else (),
+        )
+
+    def _matches(self, message: str, mac: str, length: int) -> bool:
+        # Every key is tried (no early exit), so timing does not tell which one matched.
+        found = False
+        for key in (self.key, *self.previous):
+            found |= hmac.compare_digest(_mac(key, message, length), mac)
+        return found
 
     def query(self, path: str, *, expires_at: dt.datetime) -> str:
         expires = int(expires_at.timestamp())
@@ -87,7 +104,7 @@ class MediaSigner:
             return False
         if int(exp) < now.timestamp():
             return False
-        return hmac.compare_digest(_mac(self.key, f"{path}\n{exp}"), sig)
+        return self._matches(f"{path}\n{exp}", sig, 22)
 
     def feed_token(self, token_id: int, nonce: str) -> str:
         """The URL token of a private feed row: id plus an HMAC, so the row alone is no URL."""
@@ -101,7 +118,7 @@ class MediaSigner:
         return int(head), mac
 
     def feed_token_matches(self, token_id: int, nonce: str, mac: str) -> bool:
-        return hmac.compare_digest(_mac(self.key, f"feed:{token_id}:{nonce}", 32), mac)
+        return self._matches(f"feed:{token_id}:{nonce}", mac, 32)
 
 
 def media_url(
