@@ -128,7 +128,7 @@ def build_runtime(settings: Settings) -> Runtime:
         line = LineChannel(settings)
         channels[line.name] = line
     if settings.telegram_enabled:
-        telegram = TelegramChannel(settings)
+        telegram = TelegramChannel(settings, sessionmaker=sessionmaker)
         channels[telegram.name] = telegram
     if settings.simulator_on:
         simulator = SimulatorChannel(sessionmaker)

@@ -23,6 +23,7 @@ from models.podcasts import (
     PodcastSubscription,
 )
 from models.simulator import SimulatorMessage
+from models.telegram_files import TelegramFile
 
 __all__ = [
     "AuditLog",
@@ -52,5 +53,6 @@ __all__ = [
     "SavedCourse",
     "SearchLog",
     "SimulatorMessage",
+    "TelegramFile",
     "VerifiedPhone",
 ]

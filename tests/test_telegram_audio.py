@@ -15,6 +15,7 @@ from bot.media import local_media_path, media_url
 from bot.messages import Audio, Button
 from bot.settings import Settings
 from bot.telegram import TelegramChannel
+from models.db import create_engine, create_sessionmaker
 from tests.fakes.telegram import CHAT, TOKEN, FakeTelegram
 from tests.telegram_spec import call_errors, load_spec
 
@@ -135,6 +136,31 @@ async def test_people_asking_at_once_share_one_upload(
     assert len(fake.uploads) == 1
     by_id = [c for c in fake.calls("sendAudio") if not c.params["audio"].startswith("<file")]
     assert len(by_id) == 2
+
+
+async def test_a_database_away_never_costs_the_audio(
+    fake: FakeTelegram, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """File_ids are kept in the database; with the database unreachable the audio still goes
+    (uploaded once, then by the id this process remembers)."""
+    engine = create_engine("postgresql+asyncpg://edoor@127.0.0.1:9/none", pool_pre_ping=False)
+    tg = TelegramChannel(
+        settings_for(fake, tmp_path / "media"), sessionmaker=create_sessionmaker(engine)
+    )
+    await tg.start()
+    try:
+        size = 21 * MB
+        big_file(tg.settings.media_dir, REL, size)
+        reply = episode(tg, size=size)
+        await tg.deliver(str(CHAT), [reply])
+        await tg.deliver(str(CHAT), [reply])
+    finally:
+        await tg.stop()
+        await engine.dispose()
+    assert len(fake.uploads) == 1
+    assert len(fake.calls("sendAudio")) == 2
+    assert "stored Telegram file_ids unavailable" in caplog.text
+    assert "Telegram file_id not stored" in caplog.text
 
 
 async def test_small_audio_still_goes_by_url(channel: TelegramChannel, fake: FakeTelegram) -> None:

@@ -11,6 +11,8 @@ from collections import OrderedDict
 from typing import Any
 
 from pydantic import SecretStr
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from telegram import Bot, InputFile, Message, Update
 from telegram.constants import ChatMemberStatus, ChatType
 from telegram.error import (
@@ -27,10 +29,12 @@ from telegram.warnings import PTBDeprecationWarning
 
 from bot.channels import Delivery, DeliveryError, RecipientGone
 from bot.media import local_media_path
-from bot.messages import Incoming, Reply
+from bot.messages import Audio, Incoming, Reply
 from bot.settings import Settings
 from bot.telegram.logs import protect_logs
 from bot.telegram.render import CardsMode, TgCall, opens_keyboard, removes_keyboard, render
+from models.base import utcnow
+from models.telegram_files import bot_hash, forget_file_id, get_file_ids, remember_file_id
 
 log = logging.getLogger("edoor.telegram")
 
@@ -191,6 +195,13 @@ def translate_error(exc: TelegramError) -> DeliveryError | RecipientGone:
     return DeliveryError(f"telegram: {type(exc).__name__}")
 
 
+def file_refused(exc: BadRequest) -> bool:
+    """Telegram refused the file we named ("wrong file identifier/HTTP URL specified", "wrong
+    remote file identifier", ...), as opposed to the chat or the message."""
+    text = exc.message.lower()
+    return ("file" in text or "identifier" in text) and "chat not found" not in text
+
+
 def _chat_id(external_id: str) -> int | str:
     try:
         return int(external_id)
@@ -210,7 +221,10 @@ class TelegramChannel:
         cards_mode: CardsMode = "list",
         request: BaseRequest | None = None,
         get_updates_request: BaseRequest | None = None,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
+        """`sessionmaker` keeps learned file_ids in the database for every process; without
+        it they live in this process only."""
         if settings.telegram_bot_token is None:
             raise TelegramConfigError("TELEGRAM_BOT_TOKEN is not set")
         token = settings.telegram_bot_token.get_secret_value()
@@ -225,9 +239,14 @@ class TelegramChannel:
             request=request,
             get_updates_request=get_updates_request,
         )
-        # media_key -> Telegram file_id, so an episode is uploaded once and re-sent by id.
-        # In memory for now: a restart re-sends by URL once per file and learns the id again.
+        # media_key -> Telegram file_id, so an episode is uploaded once and re-sent by id: a
+        # cache over the telegram_file table, which every process and restart shares.
         self.file_ids: dict[str, str] = {}
+        # media_key -> file size as the replies give it; the table keys a file by both.
+        self._sizes: dict[str, int] = {}
+        self.sessionmaker = sessionmaker
+        # file_ids belong to one bot: rows are kept per bot token (hashed, never the token).
+        self._bot = bot_hash(token)
         # One upload per file at a time: others wait for its file_id instead of uploading too.
         self._uploads: dict[str, asyncio.Lock] = {}
         # Chats with a reply keyboard (AskPhone) still open; the next plain message removes it.
@@ -271,6 +290,7 @@ class TelegramChannel:
         requests = 0
         if incoming is not None and incoming.callback_query_id:
             requests += await self._answer_callback(incoming.callback_query_id)
+        await self._recall_file_ids(replies)
         calls = render(
             replies,
             cards_mode=self.cards_mode,
@@ -314,6 +334,70 @@ class TelegramChannel:
             log.warning("callback query not answered: %s", type(exc).__name__)
         return 1
 
+    # -- file_ids ---------------------------------------------------------------------------
+    async def _recall_file_ids(self, replies: list[Reply]) -> None:
+        """Read through to the stored file_ids of the audio about to be sent (one query for
+        the files this process does not know yet)."""
+        wanted: list[tuple[str, int]] = []
+        for reply in replies:
+            if not isinstance(reply, Audio) or not reply.media_key:
+                continue
+            key, size = reply.media_key, reply.file_size or 0
+            if self._sizes.get(key, size) != size:
+                self.file_ids.pop(key, None)  # another file behind the same key
+            self._sizes[key] = size
+            if key not in self.file_ids:
+                wanted.append((key, size))
+        if not wanted or self.sessionmaker is None:
+            return
+        try:
+            async with self.sessionmaker() as session:
+                found = await get_file_ids(session, bot=self._bot, keys=wanted)
+        except (SQLAlchemyError, OSError) as exc:
+            # Without the stored ids the audio still goes, by URL or upload, as on first send.
+            log.warning("stored Telegram file_ids unavailable: %s", type(exc).__name__)
+            return
+        for (key, _size), file_id in found.items():
+            self.file_ids.setdefault(key, file_id)
+
+    async def _learn(self, call: TgCall, message: Message, *, by_id: bool) -> None:
+        """Remember the file_id Telegram returned; stored after a send by URL or upload (a
+        send by a known id changes nothing worth a write)."""
+        if not call.media_key or message.audio is None:
+            return
+        file_id = message.audio.file_id
+        self.file_ids[call.media_key] = file_id
+        if by_id or self.sessionmaker is None:
+            return
+        key = (call.media_key, self._sizes.get(call.media_key, 0))
+        try:
+            async with self.sessionmaker() as session:
+                await remember_file_id(
+                    session, bot=self._bot, key=key, file_id=file_id, now=utcnow()
+                )
+                await session.commit()
+        except (SQLAlchemyError, OSError) as exc:
+            # The audio is out: a lost id costs one more upload later, never a failed send.
+            log.warning("Telegram file_id not stored: %s", type(exc).__name__)
+
+    async def _forget(self, call: TgCall, file_id: str) -> None:
+        """Telegram refused a remembered file_id (another bot, purged): drop it everywhere."""
+        if not call.media_key:
+            return
+        if self.file_ids.get(call.media_key) == file_id:
+            del self.file_ids[call.media_key]
+        if self.sessionmaker is None:
+            return
+        key = (call.media_key, self._sizes.get(call.media_key, 0))
+        try:
+            async with self.sessionmaker() as session:
+                await forget_file_id(session, bot=self._bot, key=key, file_id=file_id)
+                await session.commit()
+        except (SQLAlchemyError, OSError) as exc:
+            # The send that follows stores its new id over this one anyway.
+            log.warning("refused Telegram file_id not dropped: %s", type(exc).__name__)
+
+    # -- sending ----------------------------------------------------------------------------
     async def _send(self, chat_id: int | str, call: TgCall) -> Message:
         if call.method == "send_message":
             return await self.tg.send_message(chat_id=chat_id, **call.params)
@@ -323,26 +407,24 @@ class TelegramChannel:
             )
         if call.upload:
             return await self._send_large_audio(chat_id, call)
+        # render names a remembered file_id only with the URL to fall back on.
+        by_id = call.url_fallback is not None
         try:
             message = await self.tg.send_audio(
                 chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **call.params
             )
-        except BadRequest:
-            if call.url_fallback is None:
+        except BadRequest as exc:
+            if call.url_fallback is None or not file_refused(exc):
                 raise
-            # The remembered file_id is no longer valid (another bot token, purged): use the URL.
-            if call.media_key:
-                self.file_ids.pop(call.media_key, None)
+            # The remembered file_id is no longer valid: send by URL once and store its new id.
+            await self._forget(call, str(call.params["audio"]))
             params = {**call.params, "audio": call.url_fallback}
             message = await self.tg.send_audio(
                 chat_id=chat_id, read_timeout=MEDIA_READ_TIMEOUT, **params
             )
-        self._learn(call, message)
+            by_id = False
+        await self._learn(call, message, by_id=by_id)
         return message
-
-    def _learn(self, call: TgCall, message: Message) -> None:
-        if call.media_key and message.audio is not None:
-            self.file_ids[call.media_key] = message.audio.file_id
 
     async def _send_large_audio(self, chat_id: int | str, call: TgCall) -> Message:
         """Audio over 20 MB, which Telegram will not fetch by URL: upload the file from
@@ -350,15 +432,17 @@ class TelegramChannel:
         lock = self._uploads.setdefault(call.media_key or str(call.params["audio"]), asyncio.Lock())
         async with lock:
             cached = self.file_ids.get(call.media_key) if call.media_key else None
-            if cached is not None:  # another delivery uploaded it while this one waited
+            if cached is not None:  # stored, or uploaded by another delivery while this one waited
                 try:
                     return await self.tg.send_audio(
                         chat_id=chat_id,
                         read_timeout=MEDIA_READ_TIMEOUT,
                         **{**call.params, "audio": cached},
                     )
-                except BadRequest:
-                    self.file_ids.pop(call.media_key or "", None)
+                except BadRequest as exc:
+                    if not file_refused(exc):
+                        raise
+                    await self._forget(call, cached)
             url = str(call.url_fallback or call.params["audio"])
             path = local_media_path(self.settings, url)
             if path is None:
@@ -374,5 +458,5 @@ class TelegramChannel:
                 write_timeout=MEDIA_WRITE_TIMEOUT,
                 **{**call.params, "audio": InputFile(data, filename=path.name)},
             )
-            self._learn(call, message)
+            await self._learn(call, message, by_id=False)
             return message
