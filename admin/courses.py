@@ -12,7 +12,7 @@ from admin.auth import Caller, require_role
 from bot.settings import Settings
 from models.base import utcnow
 from models.catalog_import import CatalogError, parse_catalog
-from models.courses import apply_catalog, get_course, hash_course_password
+from models.courses import apply_catalog, forget_unlocks, get_course, hash_course_password
 from models.identity import record_audit
 from models.search.service import SearchService
 
@@ -87,6 +87,7 @@ def course_admin_routes(
             if course is None:
                 raise HTTPException(404, "no such course")
             course.password_hash = hash_course_password(body.password) if body.password else None
+            await forget_unlocks(session, course_ids=[course_id])
             await record_audit(
                 session,
                 actor=caller.name,

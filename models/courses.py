@@ -211,13 +211,19 @@ async def record_password_attempt(
 ) -> None:
     """Count one typed password (only whether it was right, never what was typed).
 
-    The member's tries older than a day go at the same time: the table stays small.
+    A right one is also the member's unlock of the course (its podcasts play from then on),
+    so it is kept, one per course; wrong ones older than a day go: the table stays small.
     """
-    await session.execute(
-        delete(CoursePasswordAttempt).where(
-            CoursePasswordAttempt.member_id == member_id,
-            CoursePasswordAttempt.attempted_at < now - PASSWORD_KEEP,
+    stale = CoursePasswordAttempt.success.is_(False) & (
+        CoursePasswordAttempt.attempted_at < now - PASSWORD_KEEP
+    )
+    if success:
+        stale = stale | (
+            CoursePasswordAttempt.success.is_(True)
+            & (CoursePasswordAttempt.course_id == course_id[:48])
         )
+    await session.execute(
+        delete(CoursePasswordAttempt).where(CoursePasswordAttempt.member_id == member_id, stale)
     )
     session.add(
         CoursePasswordAttempt(
@@ -225,6 +231,17 @@ async def record_password_attempt(
         )
     )
     await session.flush()
+
+
+async def forget_unlocks(session: AsyncSession, *, course_ids: Sequence[str]) -> None:
+    """A course's password changed or was removed: earlier unlocks no longer count."""
+    if course_ids:
+        await session.execute(
+            delete(CoursePasswordAttempt).where(
+                CoursePasswordAttempt.course_id.in_(list(course_ids)),
+                CoursePasswordAttempt.success.is_(True),
+            )
+        )
 
 
 # -- import -------------------------------------------------------------------------------
@@ -295,6 +312,7 @@ async def upsert_courses(
         }
         inserts: list[dict[str, Any]] = []
         updates: list[dict[str, Any]] = []
+        relocked: list[str] = []
         for row in chunk:
             values = _values(row)
             old = existing.get(row.id)
@@ -310,6 +328,8 @@ async def upsert_courses(
                 inserts.append(values)
                 continue
             values["password_hash"] = _new_hash(row, old.password_hash)
+            if values["password_hash"] != old.password_hash:
+                relocked.append(row.id)
             changed = old.retired or values["password_hash"] != old.password_hash
             changed = changed or any(getattr(old, k) != values[k] for k in _COMPARED)
             if changed:
@@ -323,6 +343,7 @@ async def upsert_courses(
         if updates:
             await session.execute(update(Course), updates)
             report.updated += len(updates)
+        await forget_unlocks(session, course_ids=relocked)
         if progress is not None:
             progress(min(start + CHUNK, len(rows)), len(rows))
     return report

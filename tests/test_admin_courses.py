@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from models.courses import Course
+from models.courses import Course, CoursePasswordAttempt
 from models.identity import AuditLog
 from tests.dialog import Chat, buttons, texts
 
@@ -105,3 +105,26 @@ async def test_password_set_by_admin_is_asked_in_chat(admin, engine) -> None:  #
     card = await chat.tap("course.open:adm-1")
     assert "tp-2026" not in texts(card)
     assert any("pw" in action or "password" in action for action in buttons(card).values())
+    # The right password unlocks the course for this member; a new password undoes that.
+    await chat.tap("course.pw:adm-1")
+    assert "密碼正確" in texts(await chat.say("tp-2026"))
+    assert await _unlocks(engine, "adm-1") == 1
+    await admin.put("/admin/api/courses/adm-1/password", json={"password": "tp-2027"}, headers=auth)
+    assert await _unlocks(engine, "adm-1") == 0
+
+
+async def _unlocks(engine, course_id: str) -> int:  # type: ignore[no-untyped-def]
+    async with engine.connect() as conn:
+        return int(
+            (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(CoursePasswordAttempt)
+                    .where(
+                        CoursePasswordAttempt.course_id == course_id,
+                        CoursePasswordAttempt.success.is_(True),
+                    )
+                )
+            ).scalar()
+            or 0
+        )

@@ -177,3 +177,32 @@ async def test_locked_until_the_course_is_unlocked_then_plays_drops_and_feeds(
     assert await _drops(runtime, slot + dt.timedelta(days=1)) == 1
     ok = await chat.tap(f"pod.subok:{podcast.id}:0830:d")
     assert "已訂閱「密碼課語音」" in texts(ok)
+
+
+async def test_an_unlock_lasts_past_later_wrong_tries_and_ends_when_the_password_changes(
+    world: dict[str, Any],
+) -> None:
+    http: httpx.AsyncClient = world["http"]
+    runtime = world["runtime"]
+    first = world["locked"].episodes[0]
+    chat = Chat(http, "sim-pw-later")
+    now = NOW
+    runtime.processor.clock = lambda: now
+    await chat.tap("course.pw:pw-pod")
+    assert "密碼正確" in texts(await chat.say(PASSWORD))
+
+    # Two days on, a wrong password for another course prunes old tries, not the unlock.
+    now += dt.timedelta(days=2)
+    await chat.tap("course.pw:pw-other")
+    assert "密碼正確" not in texts(await chat.say("Wrong-Guess"))
+    assert [r for r in await chat.tap(f"pod.ep:{first.id}") if r["kind"] == "audio"]
+
+    # The trainers hand out a new password: the old unlock no longer opens the podcast.
+    changed = COURSES.replace(PASSWORD, "A-New-Password")
+    async with runtime.sessionmaker() as session:
+        await apply_catalog(session, parsed=parse_csv(changed.encode()), now=now)
+        await session.commit()
+    assert "有密碼的課程" in texts(await chat.tap(f"pod.ep:{first.id}"))
+    await chat.tap("course.pw:pw-pod")
+    assert "密碼正確" in texts(await chat.say("A-New-Password"))
+    assert [r for r in await chat.tap(f"pod.ep:{first.id}") if r["kind"] == "audio"]
