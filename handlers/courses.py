@@ -271,6 +271,11 @@ async def _answer(
     if not query and chosen.empty():
         return [*replies, await _ask_query(ctx)]
     filters = _effective(ctx, chosen)
+    # Matches the person may not see yet are counted in the same pass, so they can be told
+    # these exist and how to verify (once per search, not on every page).
+    also = None
+    if not told and offset == 0 and not ctx.member.is_civil_servant:
+        also = replace(filters, audience="civil_servant")
     if typed is not None:
         found = await service.search_and_log(
             ctx.session,
@@ -281,6 +286,7 @@ async def _answer(
             offset=offset,
             limit=PAGE,
             facets=True,
+            also=also,
             logged_as=typed,
         )
         if found.total and offset == 0:
@@ -289,14 +295,10 @@ async def _answer(
                 ctx.session, member_id=ctx.member.id, normalised=found.normalised, now=ctx.now
             )
     else:
-        found = service.search(query, filters=filters, offset=offset, limit=PAGE, facets=True)
-    hidden = 0
-    if not told and offset == 0 and not ctx.member.is_civil_servant:
-        # Matches the person may not see yet: they are told these exist and how to verify
-        # (once per search, not on every page).
-        hidden = service.search(
-            query, filters=replace(filters, audience="civil_servant"), limit=1
-        ).total
+        found = service.search(
+            query, filters=filters, offset=offset, limit=PAGE, facets=True, also=also
+        )
+    hidden = found.also_total
     q = _Query(ctx, query)
     if found.corrected:
         replies.append(Text(text=ctx.t("courses.corrected", query=found.corrected)))

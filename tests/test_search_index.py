@@ -191,3 +191,16 @@ async def test_service_reloads_after_import_and_logs(session: AsyncSession) -> N
     )
     await service.reload(session)
     assert service.search("資安").total == 0
+
+
+def test_also_counts_what_other_filters_would_keep_in_the_same_pass(demo: SearchIndex) -> None:
+    public, civil = Filters(audience="public"), Filters(audience="civil_servant")
+    hidden = {}
+    for query in ("資安", "公務人員", "長照", "人工智慧"):
+        seen = demo.search(query, filters=public, also=civil)
+        assert seen.total == demo.search(query, filters=public).total
+        assert all(h.audience == "public" for h in seen.hits)
+        hidden[query] = seen.also_total
+        assert seen.also_total == demo.search(query, filters=civil).total
+    assert any(hidden.values())  # the demo catalog has civil-servant courses to count
+    assert demo.search("資安", filters=public).also_total == 0  # only when asked

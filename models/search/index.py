@@ -83,6 +83,7 @@ class SearchResult:
     categories: dict[str, int] = field(default_factory=dict)  # category -> matches
     within_hour: int = 0  # matches of one hour or less
     civil_servant: int = 0  # matches for civil servants only
+    also_total: int = 0  # matches the `also` filters would keep instead (same scoring pass)
 
     @property
     def has_more(self) -> bool:
@@ -427,11 +428,14 @@ class SearchIndex:
         offset: int = 0,
         limit: int = 10,
         facets: bool = False,
+        also: Filters | None = None,
     ) -> SearchResult:
         """Ranked courses for a typed query, with paging, suggestions and related categories.
 
         With `facets`, the result also counts every match by category, by "one hour or
-        less" and by "civil servants only" (what a chat filter button would keep).
+        less" and by "civil servants only" (what a chat filter button would keep). With
+        `also`, it counts the matches those filters would keep (e.g. the courses a citizen
+        may not see yet) without scoring the query a second time.
         """
         filters = filters or Filters()
         offset, limit = max(offset, 0), max(limit, 1)
@@ -444,6 +448,7 @@ class SearchIndex:
                 s *= SECONDARY
                 if scores.get(d, 0.0) < s:
                     scores[d] = s
+        also_total = sum(1 for d in scores if self._passes(d, also)) if also is not None else 0
         if not filters.empty():
             scores = {d: s for d, s in scores.items() if self._passes(d, filters)}
         qc = compact(primary)
@@ -491,6 +496,7 @@ class SearchIndex:
             corrected=corrected,
             suggestions=suggestions,
             related_categories=related,
+            also_total=also_total,
             **(self._facets(final) if facets else {}),
         )
 

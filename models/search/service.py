@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -203,11 +204,19 @@ class SearchService:
         offset: int = 0,
         limit: int = 10,
         facets: bool = False,
+        also: Filters | None = None,
     ) -> SearchResult:
-        """Ranked matches for typed words; with no words, the filtered courses by popularity."""
+        """Ranked matches for typed words; with no words, the filtered courses by popularity.
+        `also`: count the matches these filters would keep instead (see SearchIndex.search)."""
         if not query.strip():
-            return self.index.listing(filters=filters, offset=offset, limit=limit)
-        return self.index.search(query, filters=filters, offset=offset, limit=limit, facets=facets)
+            result = self.index.listing(filters=filters, offset=offset, limit=limit)
+            if also is not None:
+                hidden = self.index.listing(filters=also, limit=1).total
+                result = dataclasses.replace(result, also_total=hidden)
+            return result
+        return self.index.search(
+            query, filters=filters, offset=offset, limit=limit, facets=facets, also=also
+        )
 
     async def search_and_log(
         self,
@@ -220,6 +229,7 @@ class SearchService:
         offset: int = 0,
         limit: int = 10,
         facets: bool = False,
+        also: Filters | None = None,
         logged_as: str | None = None,
     ) -> SearchResult:
         """Search and record the query for analytics (first page only: paging is no new search).
@@ -227,7 +237,9 @@ class SearchService:
         `logged_as` is what the person typed when it differs from the words searched (typed
         filters such as "1小時內" are taken out of the query but kept in the log).
         """
-        result = self.search(query, filters=filters, offset=offset, limit=limit, facets=facets)
+        result = self.search(
+            query, filters=filters, offset=offset, limit=limit, facets=facets, also=also
+        )
         if offset == 0:
             await log_search(
                 session,
