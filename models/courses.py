@@ -515,23 +515,6 @@ async def active_course_ids(session: AsyncSession, *, course_ids: Sequence[str])
     return out
 
 
-async def active_course_records(session: AsyncSession) -> list[dict[str, Any]]:
-    """The fields the search index needs, for every active course (no ORM objects: 100k rows)."""
-    rows = await session.execute(
-        select(
-            Course.id,
-            Course.title,
-            Course.category,
-            Course.hours,
-            Course.audience,
-            Course.tags,
-            Course.popularity,
-            Course.created_at,
-        ).where(Course.retired.is_(False))
-    )
-    return [dict(r._mapping) for r in rows.all()]
-
-
 # -- search log ---------------------------------------------------------------------------
 
 
