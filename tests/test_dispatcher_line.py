@@ -51,6 +51,9 @@ async def line(fake_line: tuple[FakeLine, str], make_settings: Any) -> AsyncIter
 
 
 def dispatcher(engine: AsyncEngine, channels: dict[str, Any], **config: Any) -> Dispatcher:
+    # One lane unless a test says otherwise: these tests count multicasts exactly, and two
+    # lanes claiming at once may each take part of a group (see the lanes test below).
+    config.setdefault("line_lanes", 1)
     return Dispatcher(create_sessionmaker(engine), channels, config=DispatcherConfig(**config))
 
 
@@ -115,6 +118,30 @@ async def test_more_than_500_identical_messages_are_split_into_multicasts_of_500
     sizes = sorted(len(r.body["to"]) for r in fake.sent("/multicast"))
     assert sizes == [201, 500, 500]
     assert len(fake.sent("/push")) == 0
+    assert fake.delivered() == {p.external_id: 1 for p in people}
+
+
+async def test_lanes_claiming_side_by_side_keep_multicasts_within_500_and_send_each_once(
+    engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
+) -> None:
+    fake, _ = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [
+            await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(1201)
+        ]
+        await queue(s, people, text("broadcast"), key="b")
+        await s.commit()
+
+    report = await dispatcher(engine, {"line": line}, batch_size=700, line_lanes=3).drain(NOON)
+
+    assert report.sent == 1201
+    sizes = [len(r.body["to"]) for r in fake.sent("/multicast")]
+    assert sum(sizes) + len(fake.sent("/push")) == 1201
+    assert max(sizes) <= 500
+    # Each claim (at most 700 rows, in one of three lanes) forms its own groups: a broadcast
+    # may split where claims meet, never into more than one extra call per claim.
+    claims = -(-1201 // 700) + 2
+    assert len(sizes) <= -(-1201 // 500) + claims
     assert fake.delivered() == {p.external_id: 1 for p in people}
 
 
