@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-# Runs of four or more digits, allowing the separators people type in phone numbers.
-_DIGITS = re.compile(r"\+?\d[\d\s\-().]{2,}\d")
+# Runs of four or more digits (any script: \d matches full-width ０-９), allowing the
+# separators people type in phone numbers, full-width and Unicode dashes included.
+_DIGITS = re.compile(r"[+＋(（]?\d[\d\s\-‐‑‒–—―－()（）.．/／]{2,}\d")
 _SENSITIVE_KEYS = {"phone_number", "phoneNumber", "vcard", "password"}
 # Free text a person typed; ids (LINE user ids are hex) are kept as they are.
 _TEXT_KEYS = {"text", "caption", "data", "query", "quotedMessageId"}

@@ -523,7 +523,7 @@ async def active_course_ids(session: AsyncSession, *, course_ids: Sequence[str])
 # never erased, so neither may rest in it: runs of four or more digits (with the separators
 # people type in numbers) are masked. The same rule as bot/redact.py, which models/ may not
 # import; course words rarely hold four digits, and "***" still counts as a search.
-_DIGIT_RUN = re.compile(r"\+?\d[\d\s\-().]{2,}\d")
+_DIGIT_RUN = re.compile(r"[+＋(（]?\d[\d\s\-‐‑‒–—―－()（）.．/／]{2,}\d")
 MASK = "***"
 
 

@@ -129,6 +129,10 @@ async def test_password_step_is_left_by_cancel(chat: Chat, session: AsyncSession
         ("+886 912 345 678", ["886", "912", "345", "678"]),
         ("123456", ["123456", "123", "456"]),
         ("我的手機 0912345678 資安", ["0912", "345", "678"]),
+        # Full-width digits and dashes (zh-TW keyboards), slashes, Unicode dashes.
+        ("０９１２－３４５－６７８", ["０９１２", "３４５", "６７８"]),
+        ("0912/345/678", ["0912", "345", "678"]),
+        ("0912\u2010345\u2014678", ["0912", "345", "678"]),
     ],
 )
 async def test_numbers_typed_as_a_search_are_not_logged(
