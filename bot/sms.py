@@ -46,8 +46,9 @@ MITAKE_RECIPIENT = {"6", "v"}
 # Twilio error codes that are about the number itself: invalid (21211, 21217, 21401, 21421),
 # unreachable or not for SMS (21214, 21407, 21612, 21614), a region our account may not
 # text (21408), or a person who replied STOP (21610). Other 4xx are our own requests' fault.
+# 21408 (our account may not text that region) is ours to fix, not the person's number.
 TWILIO_RECIPIENT_CODES = {
-    "21211", "21214", "21217", "21401", "21407", "21408", "21421", "21610", "21612", "21614",
+    "21211", "21214", "21217", "21401", "21407", "21421", "21610", "21612", "21614",
 }  # fmt: skip
 
 

@@ -173,8 +173,16 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
     except SmsError as exc:
         # exc.reason names the provider and status only; never the number or the text.
         if exc.recipient:
-            # Not "try later": this number will not get the message, so ask for another.
+            # Not "try later": this number will not get the message, so ask for another. The
+            # refusal still counts toward the caps (the savepoint above took the send back).
             log.info("SMS refused for the number: %s", exc.reason)
+            await identity.record_refused_send(
+                ctx.session,
+                vault=ctx.services.vault,
+                member_id=ctx.member.id,
+                phone=phone,
+                now=ctx.now,
+            )
             await ctx.enter(AWAIT_PHONE)
             return _ask_phone(ctx, "verification.sms_number_refused", phone=mask_phone(phone))
         if exc.temporary:

@@ -441,6 +441,20 @@ async def issue_code(
     return IssuedCode(challenge=challenge, code=code)
 
 
+async def record_refused_send(
+    session: AsyncSession, *, vault: PiiVault, member_id: int, phone: str, now: dt.datetime
+) -> None:
+    """The provider refused the number itself (invalid, landline, opted out). Nothing was
+    delivered, but the attempt counts toward the cool-down and the hourly caps, or anyone
+    could make us ask the provider about numbers without limit."""
+    session.add(
+        OtpSend(
+            challenge_id=None, member_id=member_id, phone_hash=vault.lookup_hash(phone), sent_at=now
+        )
+    )
+    await session.flush()
+
+
 async def close_challenges(session: AsyncSession, *, member_id: int) -> None:
     """Cancel: any open verification of the member stops accepting codes."""
     await session.execute(

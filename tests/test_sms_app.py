@@ -21,11 +21,14 @@ from tests.fakes.sms import FakeSmsGateway, Recorded
 
 PHONE = "0912-345-678"
 E164 = "+886912345678"
+OTHER = "0987-654-321"
 T0 = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
 SID = "AC00112233445566778899aabbccddeeff"
 TWILIO_TOKEN = "twilio-auth-token-for-tests"
 MITAKE_PASSWORD = "mitake-password-for-tests"
-SECRETS = (E164, "0912345678", "912345678", TWILIO_TOKEN, MITAKE_PASSWORD)
+SECRETS = (
+    E164, "0912345678", "912345678", "0987654321", "987654321", TWILIO_TOKEN, MITAKE_PASSWORD
+)  # fmt: skip
 
 
 def _code(request: Recorded, field: str) -> str:
@@ -141,13 +144,21 @@ async def test_twilio_refusals_name_the_number_only_when_it_is_the_number(  # ty
             assert "0912-***-678 無法接收簡訊" in texts(replies)
             assert "請確認號碼" in texts(replies)
             assert replies[0]["kind"] == "ask_phone"  # a corrected number answers this step
+            # The refusal counts toward the cool-down and the caps, or anyone could have us
+            # ask the provider about numbers without limit: the same number waits...
+            assert await _sends(runtime) == 1
+            assert "驗證碼已傳送" not in texts(await chat.say(PHONE))
+            assert len(gateway.requests) == 1  # the provider was not asked again
+            # ...while a corrected number is texted at once.
+            gateway.queue(201, '{"sid": "SM3"}', content_type="application/json")
+            assert "驗證碼已傳送到 0987-***-321" in texts(await chat.say(OTHER))
         else:
             assert "請稍後再試" in texts(replies)  # our side's fault, not the person's number
             assert "無法接收簡訊" not in texts(replies)
-        assert await _sends(runtime) == 0
-        # Nothing used up: the next number (or the same, fixed) is texted at once.
-        gateway.queue(201, '{"sid": "SM3"}', content_type="application/json")
-        assert "驗證碼已傳送" in texts(await chat.say(PHONE))
+            assert await _sends(runtime) == 0
+            # Nothing used up: the same number is texted at once when the provider is back.
+            gateway.queue(201, '{"sid": "SM3"}', content_type="application/json")
+            assert "驗證碼已傳送" in texts(await chat.say(PHONE))
 
 
 async def test_mitake_sends_refuses_a_number_and_times_out(  # type: ignore[no-untyped-def]
@@ -161,10 +172,12 @@ async def test_mitake_sends_refuses_a_number_and_times_out(  # type: ignore[no-u
         refused = texts(await english.say(PHONE))
         assert "0912-***-678 cannot receive text messages" in refused
         assert "check the number" in refused
+        assert await _sends(runtime) == 1  # counted toward the caps, though nothing went
+        runtime.processor.clock = lambda: T0 + dt.timedelta(minutes=2)  # past the cool-down
         _short_timeout(runtime)
         gateway.queue(200, "[1]\r\nmsgid=1\r\nstatuscode=1\r\n", delay=1.0)
         assert "try again later" in texts(await english.say(PHONE))
-        assert await _sends(runtime) == 0
+        assert await _sends(runtime) == 1  # a timeout uses nothing up
         gateway.queue(200, "[1]\r\nmsgid=2\r\nstatuscode=1\r\n")
         await chat.say("驗證手機")
         assert "驗證碼已傳送" in texts(await chat.say(PHONE))

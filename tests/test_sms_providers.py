@@ -245,6 +245,7 @@ def test_dev_provider_refused_in_production() -> None:
         ("twilio", 400, '{"code": 21614}', True),  # not a mobile number
         ("twilio", 401, '{"code": 20003}', False),  # our credentials
         ("twilio", 400, '{"code": 21606}', False),  # our From number
+        ("twilio", 400, '{"code": 21408}', False),  # our account may not text that region
         ("twilio", 503, '{"code": 21211}', False),  # a server error is never the number
         ("mitake", 200, "statuscode=v\r\n", True),
         ("mitake", 200, "statuscode=6\r\n", True),
