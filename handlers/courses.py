@@ -26,6 +26,7 @@ from models.courses import (
     get_course,
     is_saved,
     list_categories,
+    lock_password_for_check,
     newest_courses,
     password_retry_at,
     password_tries_left,
@@ -893,6 +894,7 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
         # Not even checked: a right guess after the fifth wrong one would defeat the limit.
         await ctx.leave()
         return _cooling_down(ctx, retry_at)
+    await lock_password_for_check(ctx.session, course)
     ok = verify_course_password(course, msg.text)
     await record_password_attempt(
         ctx.session, member_id=member_id, course_id=course.id, success=ok, now=ctx.now

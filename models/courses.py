@@ -233,6 +233,13 @@ async def record_password_attempt(
     await session.flush()
 
 
+async def lock_password_for_check(session: AsyncSession, course: Course) -> None:
+    """Re-read the course's password hash under a share lock (PostgreSQL; SQLite's one writer
+    already serialises), so a password change waits for this check or is seen by it: an
+    unlock made with the old password cannot slip in after forget_unlocks."""
+    await session.refresh(course, attribute_names=["password_hash"], with_for_update={"read": True})
+
+
 async def forget_unlocks(session: AsyncSession, *, course_ids: Sequence[str]) -> None:
     """A course's password changed or was removed: earlier unlocks no longer count."""
     if course_ids:

@@ -4,6 +4,7 @@ says (in Taipei time) when to try again. The typed password rests in no log and 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import logging
@@ -13,12 +14,18 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import delete, select, text, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from models import Base
 from models.catalog_import import parse_csv
-from models.courses import CoursePasswordAttempt, apply_catalog, record_password_attempt
+from models.courses import (
+    Course,
+    CoursePasswordAttempt,
+    apply_catalog,
+    hash_course_password,
+    record_password_attempt,
+)
 from models.members import ChannelAccount
 from tests.dialog import Chat, buttons, texts
 
@@ -196,3 +203,27 @@ async def test_typed_password_rests_in_no_log_and_no_table(
         (False, "pw-a"),
         (True, "pw-a"),
     ]
+
+
+@pytest.mark.postgres_only
+async def test_a_check_racing_a_password_change_waits_for_it_and_uses_the_new_password(
+    world: World, engine: AsyncEngine
+) -> None:
+    chat = world.chat("pw-racer")
+    assert "請輸入" in texts(await chat.tap("course.pw:pw-a"))
+    async with engine.connect() as admin:
+        # An admin changes the password (and forgets unlocks) in a transaction still open...
+        await admin.execute(
+            update(Course)
+            .where(Course.id == "pw-a")
+            .values(password_hash=hash_course_password("A-New-Password"))
+        )
+        await admin.execute(delete(CoursePasswordAttempt).where(CoursePasswordAttempt.success))
+        # ...while the member types the old one: the check waits for the change to land.
+        typed = asyncio.create_task(chat.say(RIGHT_A))
+        await asyncio.sleep(0.5)
+        assert not typed.done()
+        await admin.commit()
+    answer = await typed
+    assert "密碼正確" not in texts(answer)  # checked against the new password
+    assert [ok for _, ok, _ in await world.attempts(await world.member_id(chat))] == [False]
