@@ -2,7 +2,7 @@
 
 from models.base import Base
 from models.conversation import ConversationState
-from models.courses import Course, CoursePasswordAttempt, SavedCourse, SearchLog
+from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
 from models.learning import (
@@ -28,6 +28,7 @@ from models.telegram_files import TelegramFile
 __all__ = [
     "AuditLog",
     "Base",
+    "CatalogVersion",
     "ChannelAccount",
     "ChannelPause",
     "CivilServant",

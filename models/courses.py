@@ -67,6 +67,17 @@ class Course(Base):
         return self.password_hash is not None
 
 
+class CatalogVersion(Base):
+    """One row (id 1) counting committed catalog imports. Every process's search index
+    compares it: the newest `updated_at` alone can miss an import that started first (an
+    older stamp) but committed last."""
+
+    __tablename__ = "catalog_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version: Mapped[int] = mapped_column(default=0)
+
+
 class SearchLog(Base):
     """One search, for the analytics dashboard; deliberately without any member id."""
 
@@ -399,7 +410,21 @@ async def apply_catalog(
         report.retired = await retire_missing(
             session, keep_ids=[r.id for r in parsed.rows], now=now
         )
+    if report.created or report.updated or report.retired:
+        await _bump_catalog_version(session)
     return report
+
+
+async def _bump_catalog_version(session: AsyncSession) -> None:
+    # Last in the import's transaction: on PostgreSQL the row lock orders concurrent imports
+    # for the shortest time, and each commit moves the version exactly once.
+    make = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = make(CatalogVersion).values(id=1, version=1)
+    await session.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[CatalogVersion.id], set_={"version": CatalogVersion.version + 1}
+        )
+    )
 
 
 # -- reading ------------------------------------------------------------------------------

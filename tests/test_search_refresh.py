@@ -5,6 +5,8 @@ interval, without a restart; catalog checks run per interval, never per query.""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import datetime as dt
 import json
 import logging
 from collections.abc import AsyncIterator, Callable
@@ -167,6 +169,39 @@ async def test_one_build_at_a_time_and_none_when_unchanged(
     assert sorted(results) == [False, False, True]
     assert builds == [0, len(demo().rows)]
     assert await service.refresh(sessionmaker) is False
+
+
+async def test_an_import_committed_after_a_later_stamped_one_is_still_seen(
+    engine: AsyncEngine, session: AsyncSession
+) -> None:
+    sessionmaker = create_sessionmaker(engine)
+    service = SearchService()
+    await import_elsewhere(engine, demo())
+    await service.reload(session)
+    await session.commit()
+    first = demo().rows[0]
+    later, earlier = utcnow(), utcnow() - dt.timedelta(minutes=5)
+
+    # Import B (stamped later) lands first; import A started earlier but commits after it and
+    # only edits a title: same row counts, and the newest stamp is still B's.
+    async with sessionmaker() as s:
+        await apply_catalog(s, parsed=demo(), now=later)  # nothing changed: no stamp, no bump
+        await s.commit()
+    touched = demo()
+    touched.rows[1] = dataclasses.replace(touched.rows[1], title=touched.rows[1].title + "（新）")
+    edited = dataclasses.replace(touched, rows=list(touched.rows))  # B's edit kept
+    edited.rows[0] = dataclasses.replace(first, title="糖葫蘆的食品衛生（改版）")
+    async with sessionmaker() as s:
+        await apply_catalog(s, parsed=touched, now=later)
+        await s.commit()
+    assert await service.refresh(sessionmaker) is True
+    async with sessionmaker() as s:
+        await apply_catalog(s, parsed=edited, now=earlier)
+        await s.commit()
+        assert (await catalog_fingerprint(s)).changed_at == later  # the stamp did not move
+
+    assert await service.refresh(sessionmaker) is True
+    assert first.id in [h.id for h in service.search("糖葫蘆").hits]
 
 
 async def test_a_failed_check_keeps_the_index_and_keeps_watching(

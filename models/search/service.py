@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from models.courses import Course, log_search
+from models.courses import CatalogVersion, Course, log_search
 from models.search.index import Filters, SearchIndex, SearchResult
 from models.search.synonyms import DEFAULT_PATH, Dictionary, load_dictionary
 
@@ -47,13 +47,15 @@ class CatalogFingerprint:
     every change the index can see. Popularity bumps do not stamp: they would rebuild the
     index on every opened course card, and the index keeps the popularity of its build.
     Password changes (admin API) do not stamp either; the index holds no password state.
-    Stamps come from each writer's clock: an import from a machine whose clock lags the last
-    stamp and that only edits titles would wait for the next import.
+    Stamps come from each writer's clock and are taken when an import starts, so they do not
+    follow commit order; `version` (catalog_version, moved once by every committed import)
+    does, and catches an import that only edited rows under an older stamp.
     """
 
     rows: int
     active: int
     changed_at: dt.datetime | None
+    version: int
 
 
 async def catalog_fingerprint(session: AsyncSession) -> CatalogFingerprint:
@@ -64,10 +66,13 @@ async def catalog_fingerprint(session: AsyncSession) -> CatalogFingerprint:
                 func.count(Course.id),
                 func.coalesce(func.sum(case((Course.retired.is_(False), 1), else_=0)), 0),
                 func.max(Course.updated_at),
+                select(CatalogVersion.version).where(CatalogVersion.id == 1).scalar_subquery(),
             )
         )
     ).one()
-    return CatalogFingerprint(rows=int(row[0]), active=int(row[1]), changed_at=row[2])
+    return CatalogFingerprint(
+        rows=int(row[0]), active=int(row[1]), changed_at=row[2], version=int(row[3] or 0)
+    )
 
 
 async def index_records(session: AsyncSession) -> list[dict[str, Any]]:
