@@ -82,8 +82,9 @@ class Runtime:
             self.search.watch(self.sessionmaker, self._catalog_stop)
         )
         # A rebuilt index lives as long as the first one did: out of the collector's sight too
-        # (the old one has no reference cycles, so dropping it frees it, frozen or not).
-        self.search.on_rebuilt = gc.freeze
+        # (the old one has no reference cycles, so dropping it frees it, frozen or not). The
+        # collection first, so that garbage made since the last freeze is not frozen with it.
+        self.search.on_rebuilt = _collect_and_freeze
         # What is loaded by now (modules, SDK models, the search index) lives as long as
         # the process: moved out of the collector's sight, a full collection no longer
         # walks a few hundred thousand objects, a pause of 100 ms or more that every
@@ -266,3 +267,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     return api
+
+
+def _collect_and_freeze() -> None:
+    gc.collect()
+    gc.freeze()

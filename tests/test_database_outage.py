@@ -61,8 +61,10 @@ async def outage(
         await cluster.start()
         await _migrate(cluster.url)
         own = create_engine(cluster.url)
-        yield Outage(cluster.url, own, cluster.stop, cluster.start)
-        await own.dispose()
+        try:
+            yield Outage(cluster.url, own, cluster.stop, cluster.start)
+        finally:
+            await own.dispose()
     finally:
         await asyncio.to_thread(cluster.close)
 

@@ -16,8 +16,12 @@ from pathlib import Path
 
 
 def _bindir() -> Path:
-    found = shutil.which("pg_ctl") or next(
-        iter(sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)), None
+    def version(path: str) -> tuple[int, ...]:
+        name = Path(path).parents[1].name  # /usr/lib/postgresql/<version>/bin/pg_ctl
+        return tuple(int(p) for p in name.split(".") if p.isdigit())
+
+    found = shutil.which("pg_ctl") or max(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=version, default=None
     )
     if found is None:
         raise RuntimeError("PostgreSQL server binaries (pg_ctl, initdb) are not installed")
