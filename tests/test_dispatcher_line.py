@@ -101,16 +101,20 @@ async def test_identical_messages_go_as_one_multicast_and_the_rest_as_pushes(
     assert (await dispatcher(engine, {"line": line}).drain(NOON)).claimed == 0
 
 
+async def _broadcast(engine: AsyncEngine, n: int) -> list[Any]:
+    """`n` LINE members, each queued the same message."""
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(n)]
+        await queue(s, people, text("broadcast"), key="b")
+        await s.commit()
+    return people
+
+
 async def test_more_than_500_identical_messages_are_split_into_multicasts_of_500(
     engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
 ) -> None:
     fake, _ = fake_line
-    async with create_sessionmaker(engine)() as s:
-        people = [
-            await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(1201)
-        ]
-        await queue(s, people, text("broadcast"), key="b")
-        await s.commit()
+    people = await _broadcast(engine, 1201)
 
     report = await dispatcher(engine, {"line": line}, batch_size=2000).drain(NOON)
 
@@ -125,12 +129,7 @@ async def test_lanes_claiming_side_by_side_keep_multicasts_within_500_and_send_e
     engine: AsyncEngine, fake_line: tuple[FakeLine, str], line: LineChannel
 ) -> None:
     fake, _ = fake_line
-    async with create_sessionmaker(engine)() as s:
-        people = [
-            await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(1201)
-        ]
-        await queue(s, people, text("broadcast"), key="b")
-        await s.commit()
+    people = await _broadcast(engine, 1201)
 
     report = await dispatcher(engine, {"line": line}, batch_size=700, line_lanes=3).drain(NOON)
 
