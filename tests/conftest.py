@@ -182,6 +182,40 @@ async def served(make_settings):  # type: ignore[no-untyped-def]
     return start
 
 
+TG_SECRET = "tg-webhook-secret_0123456789"
+
+
+@pytest.fixture
+async def both_platforms(served, fake_line):  # type: ignore[no-untyped-def]
+    """The real app with LINE and Telegram switched on, both pointed at loopback fakes:
+    `async with both_platforms() as (http, fake_line, fake_telegram, app)`."""
+    import contextlib
+
+    import httpx
+
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
+    line, line_url = fake_line
+
+    @contextlib.asynccontextmanager
+    async def start():  # type: ignore[no-untyped-def]
+        async with (
+            FakeTelegram() as telegram,
+            served(
+                line_channel_secret=LINE_SECRET,
+                line_channel_access_token=LINE_TOKEN,
+                line_api_base_url=line_url,
+                telegram_bot_token=TOKEN,
+                telegram_webhook_secret=TG_SECRET,
+                telegram_api_base_url=telegram.api_base_url,
+            ) as (url, api),
+            httpx.AsyncClient(base_url=url, timeout=30) as http,
+        ):
+            yield http, line, telegram, api
+
+    return start
+
+
 @pytest.fixture
 async def app_url(served) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
     """The real app with the simulator only."""

@@ -4,7 +4,6 @@ inline keyboard), each checked against the platform's own schema."""
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import itertools
 import json
@@ -24,10 +23,10 @@ from models.catalog_import import parse_csv, read_catalog
 from models.courses import apply_catalog
 from models.inbound import DONE, InboundEvent
 from models.search import demo_catalog_path
-from tests.conftest import LINE_SECRET, LINE_TOKEN
+from tests.conftest import TG_SECRET
 from tests.dialog import eventually
 from tests.fakes.line import FakeLine
-from tests.fakes.telegram import CHAT, TOKEN, FakeTelegram, TgCall
+from tests.fakes.telegram import CHAT, FakeTelegram, TgCall
 from tests.line_helpers import body_of, event, sign, text_event
 from tests.openapi import line_schema_errors
 from tests.telegram_spec import call_errors, load_spec
@@ -36,7 +35,6 @@ NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
 EXTRA = (
     "id,title,category,hours,audience,password\ncs-1,公務機密維護講習,資訊安全,1,civil_servant,\n"
 )
-TG_SECRET = "tg-webhook-secret_courses_0123456789"
 LINE_USER = "U" + "c" * 32
 SPEC = load_spec()
 _update_ids = itertools.count(830_000_001)
@@ -59,28 +57,14 @@ class Channels:
 async def channels(
     session: AsyncSession,
     engine: AsyncEngine,
-    served,  # type: ignore[no-untyped-def]
-    fake_line: tuple[FakeLine, str],
+    both_platforms,  # type: ignore[no-untyped-def]
 ) -> AsyncIterator[Channels]:
     """The real app with LINE and Telegram switched on, both pointed at loopback fakes."""
     await apply_catalog(session, parsed=read_catalog(demo_catalog_path()), now=NOW)
     await apply_catalog(session, parsed=parse_csv(EXTRA.encode()), now=NOW)
     await session.commit()
-    line, line_url = fake_line
-    async with contextlib.AsyncExitStack() as stack:
-        tg = await stack.enter_async_context(FakeTelegram())
-        url, api = await stack.enter_async_context(
-            served(
-                line_channel_secret=LINE_SECRET,
-                line_channel_access_token=LINE_TOKEN,
-                line_api_base_url=line_url,
-                telegram_bot_token=TOKEN,
-                telegram_webhook_secret=TG_SECRET,
-                telegram_api_base_url=tg.api_base_url,
-            )
-        )
+    async with both_platforms() as (http, line, tg, api):
         assert "telegram" in api.state.runtime.channels
-        http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
         yield Channels(http, line, tg, engine)
 
 

@@ -14,31 +14,18 @@ import pytest
 from sqlalchemy import select
 
 from models.inbound import InboundEvent
-from tests.conftest import LINE_SECRET, LINE_TOKEN
+from tests.conftest import TG_SECRET
 from tests.dialog import eventually
 from tests.fakes.line import FakeLine
-from tests.fakes.telegram import CHAT, TOKEN, FakeTelegram
+from tests.fakes.telegram import CHAT, FakeTelegram
 from tests.line_helpers import body_of, sign, text_event
 
-TG_SECRET = "tg-webhook-secret_0123456789"
 PHONE = "0912-345-678"
 
 
 @pytest.fixture
-async def platforms(served, fake_line) -> AsyncIterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    line, line_url = fake_line
-    async with (
-        FakeTelegram() as telegram,
-        served(
-            line_channel_secret=LINE_SECRET,
-            line_channel_access_token=LINE_TOKEN,
-            line_api_base_url=line_url,
-            telegram_bot_token=TOKEN,
-            telegram_webhook_secret=TG_SECRET,
-            telegram_api_base_url=telegram.api_base_url,
-        ) as (url, _),
-        httpx.AsyncClient(base_url=url, timeout=30) as http,
-    ):
+async def platforms(both_platforms) -> AsyncIterator[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    async with both_platforms() as (http, line, telegram, _):
         yield {"http": http, "line": line, "telegram": telegram}
 
 
