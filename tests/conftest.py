@@ -185,6 +185,15 @@ async def served(make_settings):  # type: ignore[no-untyped-def]
 TG_SECRET = "tg-webhook-secret_0123456789"
 
 
+@pytest.fixture(scope="session")
+def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One second of mp3 made by ffmpeg, for podcast tests that need some real audio (a file
+    that needs another length or format makes its own)."""
+    from tests.podcast_support import make_tone
+
+    return make_tone(tmp_path_factory.mktemp("tones") / "tone.mp3", seconds=1.0)
+
+
 @pytest.fixture
 async def both_platforms(served, fake_line):  # type: ignore[no-untyped-def]
     """The real app with LINE and Telegram switched on, both pointed at loopback fakes:

@@ -30,7 +30,7 @@ from models.podcasts import (
     subscribe,
 )
 from tests.dialog import Chat, buttons, texts
-from tests.podcast_support import Seeded, make_tone, seed_podcast
+from tests.podcast_support import Seeded, seed_podcast
 
 NOW = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
 BASE = "https://edoor.example"
@@ -41,11 +41,6 @@ COURSES = (
     f"pw-pod,密碼課程語音版,資訊安全,2,public,{PASSWORD}\n"
     "pw-other,另一門密碼課,資訊安全,1,public,Another-Secret\n"
 )
-
-
-@pytest.fixture(scope="module")
-def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tone(tmp_path_factory.mktemp("tones") / "tone.mp3", seconds=1.0)
 
 
 @pytest.fixture

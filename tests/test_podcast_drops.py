@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -26,7 +25,7 @@ from models.podcasts import (
     require_podcast,
     subscribe,
 )
-from tests.podcast_support import Seeded, make_tone, seed_podcast
+from tests.podcast_support import Seeded, seed_podcast
 
 
 def taipei(day: int, hour: int, minute: int = 0) -> dt.datetime:
@@ -63,11 +62,6 @@ class Outbox:
                 self.rows[m.key] = row
                 new.append(row)
         return new
-
-
-@pytest.fixture(scope="module")
-def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tone(tmp_path_factory.mktemp("tones") / "tone.mp3", seconds=1.0)
 
 
 @pytest.fixture

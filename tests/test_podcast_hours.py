@@ -15,14 +15,9 @@ from sqlalchemy import select
 from models.learning import Completion
 from models.podcasts import podcast_course_id
 from tests.dialog import Chat, texts
-from tests.podcast_support import Seeded, make_tone, seed_podcast
+from tests.podcast_support import Seeded, seed_podcast
 
 NOW = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
-
-
-@pytest.fixture(scope="module")
-def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tone(tmp_path_factory.mktemp("tones") / "tone.mp3", seconds=1.0)
 
 
 @pytest.fixture

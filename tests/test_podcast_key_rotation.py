@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from bot.feeds import private_feed_url
 from bot.media import MediaSigner, media_url
@@ -20,16 +19,11 @@ from models.pii import PiiVault
 from models.podcasts import ensure_feed_token
 from models.privacy import rotate_pii_key
 from tests.conftest import TEST_PII_KEY
-from tests.podcast_support import make_tone, seed_podcast
+from tests.podcast_support import seed_podcast
 
 NOW = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
 BASE = "https://edoor.example"
 NEW_KEY = "rotated-media-key-9876543210fedcba-9876543210"
-
-
-@pytest.fixture(scope="module")
-def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tone(tmp_path_factory.mktemp("tones") / "tone.mp3", seconds=1.0)
 
 
 def _local(url: str) -> str:
