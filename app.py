@@ -20,17 +20,16 @@ from admin.courses import course_admin_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
-from bot.feeds import podcast_routes
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
-from bot.line import LineChannel, line_routes
+from bot.line.channel import LineChannel, line_routes
 from bot.logs import configure_logging
-from bot.podcasts import podcast_drops
 from bot.router import Router
 from bot.settings import Settings
-from bot.simulator import SimulatorChannel, simulator_routes
-from bot.sms import build_sms_provider
+from bot.simulator.web import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
+from media.episodes import podcast_drops
+from media.feeds import podcast_routes
 from models.conversation import purge_expired_states
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
@@ -41,6 +40,7 @@ from notifications.jobs import Job, JobRegistry
 from notifications.reminders import reminders_job
 from notifications.reminders import retention as notifications_retention
 from notifications.scheduler import build_scheduler
+from sms.providers import build_sms_provider
 
 log = logging.getLogger("edoor.app")
 

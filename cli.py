@@ -200,8 +200,8 @@ def import_roster(
     file: Annotated[Path, typer.Argument(help="CSV: employee_id,name,agency,mobile,email,active")],
 ) -> None:
     """Replace the civil-servant roster; status follows it at once."""
-    from bot.phones import normalise_phone, parse_regions
     from models.base import utcnow
+    from models.phones import normalise_phone, parse_regions
     from models.roster_import import RosterError
     from models.roster_import import import_roster as apply_roster
 
@@ -292,8 +292,8 @@ def seed_demo() -> None:
 
 def seed_demo_podcasts_cmd() -> None:
     """The demo podcasts, spoken by espeak-ng (after the catalog, so they link to courses)."""
-    from bot.media import AudioError
-    from bot.podcasts import seed_demo_podcasts
+    from media.episodes import seed_demo_podcasts
+    from media.files import AudioError
     from models.base import utcnow
 
     async def run(runtime: Any) -> Any:
@@ -317,7 +317,7 @@ cli.add_typer(podcast_cli, name="podcast")
 
 
 def _podcast_errors() -> tuple[type[Exception], ...]:
-    from bot.media import AudioError
+    from media.files import AudioError
     from models.podcasts import PodcastError
 
     return (AudioError, PodcastError)
@@ -377,7 +377,7 @@ def podcast_upload(
     ] = None,
 ) -> None:
     """Add an episode from an audio file (wav and other m4a are transcoded to AAC m4a)."""
-    from bot.podcasts import read_chapters, upload_episode
+    from media.episodes import read_chapters, upload_episode
     from models.base import utcnow
 
     migrate()
@@ -420,7 +420,7 @@ def podcast_tts(
     language: Annotated[str, typer.Option(help="zh-TW or en")] = "zh-TW",
 ) -> None:
     """Turn a lesson script into an episode with the offline voice (espeak-ng)."""
-    from bot.podcasts import tts_episode
+    from media.episodes import tts_episode
     from models.base import utcnow
 
     migrate()
@@ -456,7 +456,7 @@ def chat(
     """Talk to the bot in this terminal through the simulator channel (no server needed)."""
     import os
 
-    from bot.terminal_chat import run_terminal_chat
+    from bot.simulator.terminal import run_terminal_chat
 
     os.environ.setdefault("LOG_LEVEL", "WARNING")  # keep log lines out of the conversation
     migrate()
@@ -597,7 +597,7 @@ def line_richmenu() -> None:
     """Draw, upload and set the default LINE rich menu (找課程 聽課 我的學習 活動領獎 設定)."""
     from linebot.v3.messaging import ApiException
 
-    from bot.line_richmenu import install_rich_menu
+    from bot.line.richmenu import install_rich_menu
 
     settings = _settings()
     if not settings.line_enabled:

@@ -13,9 +13,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin.auth import Caller, require_role
-from bot.media import AUDIO_TYPES, MAX_UPLOAD_BYTES, AudioError
-from bot.podcasts import tts_episode, upload_episode
 from bot.settings import Settings
+from media.episodes import tts_episode, upload_episode
+from media.files import AUDIO_TYPES, MAX_UPLOAD_BYTES, AudioError
 from models.base import utcnow
 from models.identity import record_audit
 from models.podcasts import (

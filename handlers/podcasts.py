@@ -4,11 +4,11 @@ this", progress, subscriptions with a Taipei delivery time, and feed links."""
 from __future__ import annotations
 
 from bot.context import Context
-from bot.feeds import duration_text, feed_url, private_feed_url
-from bot.media import MediaSigner
 from bot.messages import Button, Card, Cards, Incoming, Reply, Text
-from bot.podcasts import episode_audio, episode_title
 from bot.router import COMMAND_ACTION, Router
+from media.episodes import episode_audio, episode_title
+from media.feeds import duration_text, feed_url, private_feed_url
+from media.files import MediaSigner
 from models.podcasts import (
     Access,
     Episode,

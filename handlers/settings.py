@@ -9,10 +9,10 @@ from sqlalchemy import text
 
 from bot.context import Context
 from bot.messages import Button, Incoming, Reply, Text
-from bot.phones import mask_phone
 from bot.router import COMMAND_ACTION, Router, normalise_words
 from models import identity
 from models.members import ChannelAccount
+from models.phones import mask_phone
 from models.privacy import erase_member
 
 router = Router("settings")

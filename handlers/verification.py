@@ -2,7 +2,7 @@
 
 Steps: `verify.await_phone` -> `verify.await_code` -> (number held by another account)
 `verify.confirm_link`. Step data keeps the challenge id, and a number only encrypted.
-The SMS provider is `ctx.services.extra["sms"]` (bot.sms.SmsProvider).
+The SMS provider is `ctx.services.extra["sms"]` (sms.providers.SmsProvider).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from sqlalchemy import select
 from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import AskPhone, Button, Incoming, Reply, Text
-from bot.phones import (
+from bot.router import Router, normalise_words
+from models import identity
+from models.identity import Outcome, Refusal, VerificationRefused
+from models.phones import (
     check_phone,
     looks_like_phone,
     mask_phone,
     parse_regions,
     region_fallback_name,
 )
-from bot.router import Router, normalise_words
-from bot.sms import SmsError, SmsMessage, SmsProvider
-from models import identity
-from models.identity import Outcome, Refusal, VerificationRefused
+from sms.providers import SmsError, SmsMessage, SmsProvider
 
 log = logging.getLogger("edoor.verification")
 router = Router("verification")

@@ -27,7 +27,7 @@ _TRUE = {"1", "true", "yes", "y", "是"}
 _FALSE = {"0", "false", "no", "n", "否"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 
-# Reads a Taiwan mobile in any format and returns E.164, or None (bot.phones provides one).
+# Reads a Taiwan mobile in any format and returns E.164, or None (models.phones provides one).
 PhoneNormaliser = Callable[[str], "str | None"]
 
 

@@ -34,7 +34,7 @@ from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels import Channel, DeliveryError, RecipientGone
-from bot.line import QuotaExhausted, Refused
+from bot.line.channel import QuotaExhausted, Refused
 from bot.messages import Incoming, load_replies
 from models import outbox
 from models.identity import record_audit

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.podcasts import upload_episode
 from bot.settings import Settings
+from media.episodes import upload_episode
 from models.podcasts import Episode, Podcast, create_podcast, episodes_of, require_podcast
 
 

@@ -16,14 +16,14 @@ import pytest
 from sqlalchemy import inspect, select, text
 
 from bot.messages import Incoming
-from bot.phones import normalise_phone
-from bot.sms import DevSmsProvider
 from models.base import UTC
 from models.identity import CivilServant, VerifiedPhone
 from models.members import ChannelAccount
+from models.phones import normalise_phone
 from models.pii import PiiVault
 from models.privacy import rotate_pii_key
 from models.roster_import import import_roster
+from sms.providers import DevSmsProvider
 from tests.conftest import TEST_PII_KEY
 from tests.dialog import Chat, buttons, texts
 
@@ -267,7 +267,7 @@ async def test_provider_failure_asks_to_try_later_and_uses_nothing(world: World)
         name = "down"
 
         async def send(self, message: Any, *, session: Any, now: Any) -> str:
-            from bot.sms import SmsError
+            from sms.providers import SmsError
 
             raise SmsError("fake: HTTP 503")
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from PIL import Image
 from starlette.responses import JSONResponse, Response
 
-from bot.line_richmenu import HEIGHT, WIDTH, draw_menu, install_rich_menu, menu_request
+from bot.line.richmenu import HEIGHT, WIDTH, draw_menu, install_rich_menu, menu_request
 from tests.conftest import LINE_SECRET, LINE_TOKEN
 from tests.fakes.server import FakeServer, RecordedRequest
 from tests.openapi import line_schema_errors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.phones import (
+from models.phones import (
     check_phone,
     looks_like_phone,
     mask_phone,

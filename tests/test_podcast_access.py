@@ -14,10 +14,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.feeds import private_feed_url
 from bot.i18n import Catalog
-from bot.media import MediaSigner, media_url
-from bot.podcasts import podcast_drops
+from media.episodes import podcast_drops
+from media.feeds import private_feed_url
+from media.files import MediaSigner, media_url
 from models.catalog_import import parse_csv
 from models.courses import apply_catalog
 from models.members import ChannelAccount, Member

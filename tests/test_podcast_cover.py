@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 from sqlalchemy import update
 
-from bot.feeds import ITUNES, draw_cover, private_feed_url
-from bot.line_richmenu import CJK_FONTS
-from bot.media import MediaSigner
+from bot.fonts import CJK_FONTS
+from media.feeds import ITUNES, draw_cover, private_feed_url
+from media.files import MediaSigner
 from models.members import ensure_account
 from models.podcasts import Podcast, ensure_feed_token
 from tests.podcast_support import make_tone, seed_podcast

@@ -14,13 +14,13 @@ import pytest
 from linebot.v3.messaging import PushMessageRequest
 from sqlalchemy import select, update
 
-from bot.feeds import podcast_routes
 from bot.i18n import TAIPEI, Catalog
-from bot.line import render as line_render
+from bot.line.channel import render as line_render
 from bot.messages import Audio, load_replies
-from bot.podcasts import podcast_drops
 from bot.telegram.render import render as telegram_render
 from handlers import podcasts as podcast_handlers
+from media.episodes import podcast_drops
+from media.feeds import podcast_routes
 from models.base import utcnow
 from models.catalog_import import parse_csv
 from models.courses import apply_catalog

@@ -12,8 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from bot.i18n import TAIPEI, Catalog
 from bot.messages import Audio, Reply, Text, load_replies
-from bot.podcasts import drop_key, podcast_drops
 from bot.settings import Settings
+from media.episodes import drop_key, podcast_drops
 from models.db import create_sessionmaker
 from models.members import ensure_account
 from models.outbox import OutboxMessage

@@ -12,8 +12,8 @@ import feedparser
 import httpx
 import pytest
 
-from bot.feeds import ITUNES, PODCAST, private_feed_url
-from bot.media import MediaSigner
+from media.feeds import ITUNES, PODCAST, private_feed_url
+from media.files import MediaSigner
 from models.members import ensure_account
 from models.podcasts import ensure_feed_token, revoke_feed_tokens
 from tests.podcast_support import Seeded, make_tone, seed_podcast

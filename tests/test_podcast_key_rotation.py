@@ -12,8 +12,8 @@ from typing import Any
 
 import httpx
 
-from bot.feeds import private_feed_url
-from bot.media import MediaSigner, media_url
+from media.feeds import private_feed_url
+from media.files import MediaSigner, media_url
 from models.members import ensure_account
 from models.pii import PiiVault
 from models.podcasts import ensure_feed_token

@@ -14,9 +14,9 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.media import AudioError, EspeakNg, MediaSigner, ingest_audio, media_url, probe
-from bot.podcasts import tts_episode, upload_episode
 from bot.settings import Settings
+from media.episodes import tts_episode, upload_episode
+from media.files import AudioError, EspeakNg, MediaSigner, ingest_audio, media_url, probe
 from models.db import create_sessionmaker
 from models.podcasts import Episode, PodcastError, create_podcast
 from tests.podcast_support import make_tone, seed_podcast
@@ -265,7 +265,7 @@ async def test_demo_seed_speaks_its_episodes_once(
     sm: async_sessionmaker[AsyncSession],
     session: AsyncSession,
 ) -> None:
-    from bot.podcasts import DEMO_PODCASTS, seed_demo_podcasts
+    from media.episodes import DEMO_PODCASTS, seed_demo_podcasts
 
     settings: Settings = make_settings()
     first = await seed_demo_podcasts(sm, settings=settings, now=NOW)

@@ -8,10 +8,10 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.phones import normalise_phone
 from models.base import UTC
 from models.identity import CivilServant, record_verified_phone
 from models.members import Member, ensure_account
+from models.phones import normalise_phone
 from models.pii import PiiVault
 from models.roster_import import RosterError, import_roster, parse_active
 

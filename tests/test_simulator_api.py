@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from bot.messages import Audio, Button, Text
-from bot.sms import DevSmsProvider, SmsMessage
 from models.base import utcnow
 from models.members import get_account
+from sms.providers import DevSmsProvider, SmsMessage
 from tests.dialog import Chat, texts
 
 

@@ -11,9 +11,9 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
 
 from bot.messages import AskPhone, Audio, Button, Card, Cards
-from bot.sms import DevSmsProvider, SmsMessage
 from models.base import utcnow
 from models.members import get_account
+from sms.providers import DevSmsProvider, SmsMessage
 
 pytestmark = pytest.mark.browser
 

@@ -14,8 +14,8 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
-from bot.sms import MitakeSmsProvider, TwilioSmsProvider
 from models.identity import OtpSend
+from sms.providers import MitakeSmsProvider, TwilioSmsProvider
 from tests.dialog import Chat, texts
 from tests.fakes.sms import FakeSmsGateway, Recorded
 

@@ -10,7 +10,10 @@ import pytest
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.settings import ConfigError, Settings
-from bot.sms import (
+from models.base import utcnow
+from models.pii import PiiVault
+from models.simulator import messages_after
+from sms.providers import (
     DevSmsProvider,
     MitakeSmsProvider,
     SmsError,
@@ -19,9 +22,6 @@ from bot.sms import (
     build_sms_provider,
     sms_inbox_key,
 )
-from models.base import utcnow
-from models.pii import PiiVault
-from models.simulator import messages_after
 from tests.fakes.sms import FakeSmsGateway
 
 PHONE = "+886912345678"

@@ -11,11 +11,12 @@ from typing import Any
 
 import pytest
 
-from bot.media import local_media_path, media_url
 from bot.messages import Audio, Button
 from bot.settings import Settings
 from bot.telegram import TelegramChannel
+from media.files import media_url
 from models.db import create_engine, create_sessionmaker
+from models.paths import local_media_path
 from tests.fakes.telegram import CHAT, TOKEN, FakeTelegram
 from tests.telegram_spec import call_errors, load_spec
 
@@ -83,7 +84,14 @@ async def test_over_20_mb_is_uploaded_once_then_sent_by_file_id(
     size = 21 * MB
     path = big_file(channel.settings.media_dir, REL, size)
     reply = episode(channel, size=size)
-    assert local_media_path(channel.settings, reply.url) == path.resolve()
+    assert (
+        local_media_path(
+            reply.url,
+            public_base_url=channel.settings.public_base_url,
+            media_dir=channel.settings.media_dir,
+        )
+        == path.resolve()
+    )
     # Telegram would refuse to fetch this URL (over 20 MB): the channel must not rely on it.
     fake.url_sizes[reply.url] = size
     started = time.monotonic()
@@ -208,7 +216,14 @@ def test_only_our_media_urls_map_to_files(tmp_path: Path) -> None:
     )
     path = big_file(settings.media_dir, "a/b.m4a", 10)
     (tmp_path / "secret.txt").write_text("no")
-    assert local_media_path(settings, "https://edoor.example/media/a/b.m4a?x=1") == path.resolve()
+    assert (
+        local_media_path(
+            public_base_url=settings.public_base_url,
+            media_dir=settings.media_dir,
+            url="https://edoor.example/media/a/b.m4a?x=1",
+        )
+        == path.resolve()
+    )
     for url in (
         "https://edoor.example/media/a/../../secret.txt",
         "https://edoor.example/media/a%2F..%2F..%2Fsecret.txt",
@@ -217,4 +232,15 @@ def test_only_our_media_urls_map_to_files(tmp_path: Path) -> None:
         "https://edoor.example/media/a/none.m4a",
         "https://edoor.example/feeds/a/b.m4a",
     ):
-        assert local_media_path(settings, url) is None, url
+        assert (
+            local_media_path(
+                public_base_url=settings.public_base_url, media_dir=settings.media_dir, url=url
+            )
+            is None
+        ), url
+
+
+def _local(settings: Settings, url: str) -> Path | None:
+    return local_media_path(
+        url, public_base_url=settings.public_base_url, media_dir=settings.media_dir
+    )

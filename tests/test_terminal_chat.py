@@ -13,10 +13,10 @@ import pytest
 
 from app import Runtime, build_runtime
 from bot.messages import Button, Card, Cards
-from bot.sms import DevSmsProvider, SmsMessage
-from bot.terminal_chat import run_terminal_chat
+from bot.simulator.terminal import run_terminal_chat
 from models.base import utcnow
 from models.members import get_account
+from sms.providers import DevSmsProvider, SmsMessage
 
 
 @pytest.fixture

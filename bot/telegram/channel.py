@@ -28,12 +28,12 @@ from telegram.request import BaseRequest
 from telegram.warnings import PTBDeprecationWarning
 
 from bot.channels import Delivery, DeliveryError, RecipientGone
-from bot.media import local_media_path
 from bot.messages import Audio, Incoming, Reply
 from bot.settings import Settings
 from bot.telegram.logs import protect_logs
 from bot.telegram.render import CardsMode, TgCall, opens_keyboard, removes_keyboard, render
 from models.base import utcnow
+from models.paths import local_media_path
 from models.telegram_files import bot_hash, forget_file_id, get_file_ids, remember_file_id
 
 log = logging.getLogger("edoor.telegram")
@@ -444,7 +444,11 @@ class TelegramChannel:
                         raise
                     await self._forget(call, cached)
             url = str(call.url_fallback or call.params["audio"])
-            path = local_media_path(self.settings, url)
+            path = local_media_path(
+                url,
+                public_base_url=self.settings.public_base_url,
+                media_dir=self.settings.media_dir,
+            )
             if path is None:
                 # Not one of our files (or gone): a link is all that can be offered.
                 log.warning("audio over 20 MB is not under MEDIA_DIR; sending its link")

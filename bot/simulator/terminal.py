@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from bot.inbound import InboundProcessor
-from bot.simulator import (
+from bot.simulator.web import (
     NAME,
     PERSONAS,
     SMS_BOX,

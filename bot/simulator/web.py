@@ -23,10 +23,10 @@ from bot.channels import Delivery
 from bot.i18n import normalise_language
 from bot.inbound import InboundProcessor
 from bot.messages import Incoming, Reply, dump_replies
-from bot.phones import check_phone, parse_regions
-from bot.sms import sms_inbox_key
 from models.base import utcnow
+from models.identity import sms_inbox_key
 from models.members import ensure_account, get_account
+from models.phones import check_phone, parse_regions
 from models.simulator import SimulatorMessage, add_messages, messages_after
 
 NAME = "simulator"

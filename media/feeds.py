@@ -29,11 +29,12 @@ from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.line_richmenu import CJK_FONTS
-from bot.media import CONTENT_TYPES, MediaSigner, media_routes, media_url, safe_relative
+from bot.fonts import CJK_FONTS
 from bot.settings import Settings
+from media.files import CONTENT_TYPES, MediaSigner, media_routes, media_url
 from models.base import utcnow
 from models.members import Member
+from models.paths import safe_relative
 from models.podcasts import (
     Episode,
     FeedToken,

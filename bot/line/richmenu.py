@@ -23,6 +23,7 @@ from linebot.v3.messaging import (
 )
 from PIL import Image, ImageDraw, ImageFont
 
+from bot.fonts import CJK_FONTS
 from bot.router import COMMAND_ACTION
 from bot.settings import Settings
 
@@ -35,14 +36,6 @@ ITEMS = (
     ("settings", "設定", "Settings"),
 )
 COLOURS = ("#0B6E4F", "#1F7A8C", "#3D5A80", "#C8553D", "#5C5C5C")
-# Fonts that carry Traditional Chinese, in order of preference (Debian's fonts-noto-cjk first).
-CJK_FONTS = (
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc",
-    "/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc",
-    "/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc",
-    "/usr/share/fonts/truetype/arphic/uming.ttc",
-)
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,11 @@ from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.feeds import duration_text
 from bot.i18n import Catalog
-from bot.media import (
+from bot.messages import Audio, Button, Reply, Text, dump_replies
+from bot.settings import Settings
+from media.feeds import duration_text
+from media.files import (
     AudioError,
     EspeakNg,
     MediaSigner,
@@ -29,8 +31,6 @@ from bot.media import (
     media_url,
     speak_to_audio,
 )
-from bot.messages import Audio, Button, Reply, Text, dump_replies
-from bot.settings import Settings
 from models import outbox
 from models.courses import Course
 from models.members import Member

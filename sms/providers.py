@@ -17,9 +17,9 @@ from typing import Protocol
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.phones import national_digits
 from bot.settings import ConfigError, Settings
 from models.identity import sms_inbox_key
+from models.phones import national_digits
 from models.pii import PiiVault
 from models.simulator import add_messages
 

@@ -21,7 +21,7 @@ import tempfile
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Annotated, Protocol
 
 import mutagen
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.settings import Settings
 from models.base import utcnow
+from models.paths import file_under, safe_relative
 from models.podcasts import episode_by_media_path
 
 log = logging.getLogger("edoor.media")
@@ -139,24 +140,6 @@ def media_url(
     return f"{url}?{signer.query(path, expires_at=now + ttl)}"
 
 
-def local_media_path(settings: Settings, url: str) -> Path | None:
-    """The file under MEDIA_DIR that a `/media/...` URL of ours serves; None for any other
-    URL, a path that leaves MEDIA_DIR, or a file that is not there."""
-    prefix = settings.public_base_url.rstrip("/") + "/media/"
-    bare = url.split("#", 1)[0].split("?", 1)[0]
-    if not bare.startswith(prefix):
-        return None
-    try:
-        rel = safe_relative(urllib.parse.unquote(bare[len(prefix) :]))
-    except ValueError:
-        return None
-    root = settings.media_dir.resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path
-
-
 # -- ingest ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class StoredAudio:
@@ -242,14 +225,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def safe_relative(path: str) -> PurePosixPath:
-    """A relative POSIX path with no '..', absolute or empty parts (for MEDIA_DIR lookups)."""
-    rel = PurePosixPath(path)
-    if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
-        raise ValueError(f"not a media path: {path!r}")
-    return rel
 
 
 def _check_source(source: Path) -> None:
@@ -388,9 +363,8 @@ def media_routes(
             rel = safe_relative(path)
         except ValueError:
             raise HTTPException(404) from None
-        root = settings.media_dir.resolve()
-        file = (root / rel).resolve()
-        if not file.is_relative_to(root) or not file.is_file() or rel.name.startswith("."):
+        file = file_under(settings.media_dir, rel)
+        if file is None or rel.name.startswith("."):
             raise HTTPException(404)
         async with sessionmaker() as session:
             episode = await episode_by_media_path(session, path=rel.as_posix())

@@ -1,0 +1,2 @@
+"""The simulator: a web chat page and its channel (web), and the terminal chat (terminal), so
+the bot can be used with no platform account at all."""
