@@ -28,7 +28,6 @@ from bot.router import Router
 from bot.settings import Settings
 from bot.simulator.web import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
-from media.episodes import podcast_drops
 from media.feeds import podcast_routes
 from models.conversation import purge_expired_states
 from models.db import create_engine, create_sessionmaker
@@ -37,6 +36,7 @@ from models.pii import PiiVault
 from models.search.service import SearchService
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
+from notifications.podcast_drops import podcast_drops
 from notifications.reminders import reminders_job
 from notifications.reminders import retention as notifications_retention
 from notifications.scheduler import build_scheduler

@@ -14,8 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from bot.i18n import TAIPEI
 from bot.settings import ConfigError, Settings
+from models.base import TAIPEI
 
 cli = typer.Typer(
     help="edoor: the chat front door of Taipei e-University.",
@@ -201,7 +201,7 @@ def import_roster(
 ) -> None:
     """Replace the civil-servant roster; status follows it at once."""
     from models.base import utcnow
-    from models.phones import normalise_phone, parse_regions
+    from models.phones import parse_regions
     from models.roster_import import RosterError
     from models.roster_import import import_roster as apply_roster
 
@@ -214,7 +214,7 @@ def import_roster(
                 session,
                 vault=runtime.services.vault,
                 data=data,
-                normalise_phone=lambda raw: normalise_phone(raw, regions=regions),
+                regions=regions,
                 now=utcnow(),
                 progress=_Progress("roster"),
             )

@@ -24,7 +24,8 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bench.dispatcher_bench import ROOT, Database, Fakes
-from bot.i18n import TAIPEI, Catalog
+from bot.i18n import Catalog
+from models.base import TAIPEI
 from models.courses import Course
 from models.db import create_engine, create_sessionmaker
 from models.identity import CivilServant

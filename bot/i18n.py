@@ -10,11 +10,11 @@ import datetime as dt
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from zoneinfo import ZoneInfo
+
+from models.base import TAIPEI
 
 LANGUAGES = ("zh-TW", "en")
 DEFAULT_LANGUAGE = "zh-TW"
-TAIPEI = ZoneInfo("Asia/Taipei")
 LOCALES = Path(__file__).parent / "locales"
 
 

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-# Runs of four or more digits (any script: \d matches full-width ０-９), allowing the
-# separators people type in phone numbers, full-width and Unicode dashes included.
-_DIGITS = re.compile(r"[+＋(（]?\d[\d\s\-‐‑‒–—―－()（）.．/／]{2,}\d")
+from models.phones import mask_text
+
 _SENSITIVE_KEYS = {"phone_number", "phoneNumber", "vcard", "password"}
 # Free text a person typed; ids (LINE user ids are hex) are kept as they are.
 _TEXT_KEYS = {"text", "caption", "data", "query", "quotedMessageId"}
 
-
-def mask_text(text: str, *, min_digits: int = 4) -> str:
-    """'my phone is 0912-345-678' -> 'my phone is ***'; runs shorter than `min_digits`
-    (a menu choice; in logs, a line number) stay."""
-
-    def _mask(m: re.Match[str]) -> str:
-        digits = sum(ch.isdigit() for ch in m.group(0))
-        return "***" if digits >= min_digits else m.group(0)
-
-    return _DIGITS.sub(_mask, text)
+__all__ = ["mask_text", "redact"]
 
 
 def redact(value: Any, *, free_text: bool = False) -> Any:

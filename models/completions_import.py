@@ -20,8 +20,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.base import TAIPEI
 from models.identity import CivilServant
-from models.learning import TAIPEI, Completion, member_progress
+from models.learning import Completion, member_progress
 from models.members import Member
 from models.outbox import PENDING, OutboxMessage, cancel_pending
 from models.tabular import Progress, RefusedFile, RowError, read_csv

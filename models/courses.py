@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, utcnow
 from models.catalog_import import CatalogError, CourseRow, ParsedCatalog, Progress
 from models.members import Member
+from models.phones import MASK, mask_text
 
 # A protected course whose password the import did not give: nobody can open it until an
 # admin sets one (the same convention as "!" in /etc/shadow).
@@ -552,20 +552,9 @@ async def active_course_ids(session: AsyncSession, *, course_ids: Sequence[str])
 
 # Text typed outside a verification step is searched, so a phone number ("0912-345-678",
 # "+886 912 345 678") or a one-time code may arrive here. The log keeps no identity and is
-# never erased, so neither may rest in it: runs of four or more digits (with the separators
-# people type in numbers) are masked. The same rule as bot/redact.py, which models/ may not
-# import; course words rarely hold four digits, and "***" still counts as a search.
-_DIGIT_RUN = re.compile(r"[+＋(（]?\d[\d\s\-‐‑‒–—―－()（）.．/／]{2,}\d")
-MASK = "***"
-
-
-def mask_digits(text: str, *, min_digits: int = 4) -> str:
-    """'0912-345-678 資安' -> '*** 資安'; shorter digit runs ('2小時內') stay."""
-
-    def _mask(m: re.Match[str]) -> str:
-        return MASK if sum(ch.isdigit() for ch in m.group(0)) >= min_digits else m.group(0)
-
-    return _DIGIT_RUN.sub(_mask, text)
+# never erased, so neither may rest in it: digit runs are masked (models.phones.mask_text,
+# the rule the logs use); course words rarely hold four digits, and "***" still counts as a
+# search.
 
 
 async def log_search(
@@ -583,8 +572,8 @@ async def log_search(
     """
     session.add(
         SearchLog(
-            query=mask_digits(query)[:200],
-            normalised=mask_digits(normalised)[:200],
+            query=mask_text(query)[:200],
+            normalised=mask_text(normalised)[:200],
             result_count=result_count,
             channel=channel[:16],
             created_at=now,
@@ -598,7 +587,7 @@ RECENT_SEARCHES = 20
 
 def _interest(normalised: str) -> str:
     """The normalised query as kept for a member: numbers gone, not merely masked."""
-    return " ".join(w for w in mask_digits(normalised).replace(MASK, " ").split())[:100]
+    return " ".join(w for w in mask_text(normalised).replace(MASK, " ").split())[:100]
 
 
 async def remember_search(

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
-from zoneinfo import ZoneInfo
 
 import yaml
 from sqlalchemy import (
@@ -36,12 +35,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base
+from models.base import TAIPEI, Base
 from models.courses import Course
 from models.identity import CivilServant
 from models.outbox import ids_match
 
-TAIPEI = ZoneInfo("Asia/Taipei")
 DEFAULT_CADENCE = (30, 14, 7, 3, 1)
 DEFAULT_OVERDUE_EVERY = 7
 YEARLY_GOAL_CODE = "total"

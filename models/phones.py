@@ -1,4 +1,6 @@
-"""Phone numbers as people type them: normalised to E.164, checked, and masked for display.
+"""Phone numbers as people type them: normalised to E.164, checked, and masked for display;
+and the masking of digit runs (phone numbers, one-time codes) in free text, which the logs,
+the stored inbound events and the search log share.
 
 Accepted: any format phonenumbers understands for the allowed regions (Taiwan mobiles as
 0912-345-678, 0912 345 678, +886 912 345 678, 886912345678, full-width digits, ...).
@@ -20,6 +22,10 @@ PhoneProblem = Literal["invalid", "region", "not_mobile"]
 _MOBILE_TYPES = {PhoneNumberType.MOBILE, PhoneNumberType.FIXED_LINE_OR_MOBILE}
 # Something that could be a phone number: digits with the separators people type.
 _PHONE_LIKE = re.compile(r"^\+?[\d\s\-().]{6,24}$")
+# Runs of four or more digits (any script: \d matches full-width ０-９), allowing the
+# separators people type in phone numbers, full-width and Unicode dashes included.
+_DIGIT_RUN = re.compile(r"[+＋(（]?\d[\d\s\-‐‑‒–—―－()（）.．/／]{2,}\d")
+MASK = "***"
 
 
 @dataclass(frozen=True)
@@ -109,3 +115,13 @@ def mask_phone(e164: str) -> str:
         return f"{digits[:4]}-***-{digits[-3:]}"
     national = str(number.national_number)
     return f"+{number.country_code} ***-{national[-3:]}"
+
+
+def mask_text(text: str, *, min_digits: int = 4) -> str:
+    """'my phone is 0912-345-678' -> 'my phone is ***'; runs shorter than `min_digits`
+    (a menu choice, '2小時內'; in logs, a line number) stay."""
+
+    def _mask(m: re.Match[str]) -> str:
+        return MASK if sum(ch.isdigit() for ch in m.group(0)) >= min_digits else m.group(0)
+
+    return _DIGIT_RUN.sub(_mask, text)

@@ -15,7 +15,6 @@ import re
 import secrets
 from dataclasses import dataclass
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from sqlalchemy import (
     Float,
@@ -32,12 +31,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from models.base import Base, utcnow
+from models.base import TAIPEI, Base, utcnow
 from models.courses import Course, CoursePasswordAttempt
 from models.learning import Completion, taipei_day
 from models.members import Member
 
-TAIPEI = ZoneInfo("Asia/Taipei")
 AUDIENCES = ("public", "civil_servant")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,46}$")
 RESERVED_SLUGS = frozenset({"private", "index"})  # path segments of /feeds/

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from sqlalchemy import select
@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.identity import CivilServant, VerifiedPhone, record_audit, sync_civil_servant
 from models.members import Member
+from models.phones import normalise_phone
 from models.pii import PiiVault
 from models.tabular import Progress, RefusedFile, RowError, read_csv
 
@@ -26,9 +27,6 @@ REQUIRED = ("employee_id", "name", "agency", "mobile", "active")
 _TRUE = {"1", "true", "yes", "y", "是"}
 _FALSE = {"0", "false", "no", "n", "否"}
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-# Reads a Taiwan mobile in any format and returns E.164, or None (models.phones provides one).
-PhoneNormaliser = Callable[[str], "str | None"]
 
 
 class RosterError(RefusedFile):
@@ -69,8 +67,9 @@ def parse_active(value: str) -> bool | None:
     return None
 
 
-def parse_roster(data: bytes | str, *, normalise_phone: PhoneNormaliser) -> list[RosterRow]:
-    """Validate the whole file; raises RosterError listing every problem."""
+def parse_roster(data: bytes | str, *, regions: Iterable[str] = ("TW",)) -> list[RosterRow]:
+    """Validate the whole file (mobiles must be acceptable in `regions`, the
+    PHONE_ALLOWED_REGIONS setting); raises RosterError listing every problem."""
     table = read_csv(data, required=REQUIRED, refuse=RosterError)
 
     errors: list[RowError] = []
@@ -97,7 +96,7 @@ def parse_roster(data: bytes | str, *, normalise_phone: PhoneNormaliser) -> list
             )
         if agency and len(agency) > 200:
             row_errors.append(RowError.at(line, "agency", "longer than 200 characters"))
-        mobile = normalise_phone(values["mobile"]) if values["mobile"] else None
+        mobile = normalise_phone(values["mobile"], regions=regions) if values["mobile"] else None
         if values["mobile"] and mobile is None:
             row_errors.append(RowError.at(line, "mobile", "not a Taiwan mobile number"))
         email = values.get("email") or None
@@ -130,12 +129,12 @@ async def import_roster(
     *,
     vault: PiiVault,
     data: bytes | str,
-    normalise_phone: PhoneNormaliser,
+    regions: Iterable[str] = ("TW",),
     now: dt.datetime,
     progress: Progress | None = None,
 ) -> RosterResult:
     """Replace the roster with the file's rows and update civil-servant status (no commit)."""
-    rows = parse_roster(data, normalise_phone=normalise_phone)
+    rows = parse_roster(data, regions=regions)
     result = RosterResult(rows=len(rows))
     existing = {r.employee_id: r for r in (await session.scalars(select(CivilServant))).all()}
     to_check: set[int] = set()

@@ -12,7 +12,7 @@ import functools
 import re
 from dataclasses import dataclass
 
-from bot.i18n import TAIPEI
+from models.base import TAIPEI
 
 _WINDOW = re.compile(
     r"^\s*([01]?\d|2[0-3])[:：]([0-5]\d)\s*[-–~]\s*([01]?\d|2[0-3])[:：]([0-5]\d)\s*$"

@@ -24,8 +24,9 @@ from typing import Any
 from sqlalchemy import literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.i18n import TAIPEI, Catalog
+from bot.i18n import Catalog
 from bot.messages import Button, Reply, Text, dump_replies
+from models.base import TAIPEI
 from models.courses import Course
 from models.identity import CivilServant
 from models.learning import (

@@ -12,8 +12,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
-from bot.i18n import TAIPEI
-from models.base import utcnow
+from models.base import TAIPEI, utcnow
 from notifications.jobs import Job, JobRegistry
 
 log = logging.getLogger("edoor.scheduler")

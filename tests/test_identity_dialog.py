@@ -19,7 +19,6 @@ from bot.messages import Incoming
 from models.base import UTC
 from models.identity import CivilServant, VerifiedPhone
 from models.members import ChannelAccount
-from models.phones import normalise_phone
 from models.pii import PiiVault
 from models.privacy import rotate_pii_key
 from models.roster_import import import_roster
@@ -366,7 +365,6 @@ async def _import(world: World, data: str) -> None:
             s,
             vault=world.runtime.services.vault,
             data=data,
-            normalise_phone=lambda raw: normalise_phone(raw, regions=["TW"]),
             now=world.now,
         )
         await s.commit()

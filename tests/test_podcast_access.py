@@ -15,7 +15,6 @@ import pytest
 from sqlalchemy import func, select
 
 from bot.i18n import Catalog
-from media.episodes import podcast_drops
 from media.feeds import private_feed_url
 from media.files import MediaSigner, media_url
 from models.catalog_import import parse_csv
@@ -29,6 +28,7 @@ from models.podcasts import (
     latest_slot,
     subscribe,
 )
+from notifications.podcast_drops import podcast_drops
 from tests.dialog import Chat, buttons, texts
 from tests.podcast_support import Seeded, seed_podcast
 

@@ -14,20 +14,20 @@ import pytest
 from linebot.v3.messaging import PushMessageRequest
 from sqlalchemy import select, update
 
-from bot.i18n import TAIPEI, Catalog
+from bot.i18n import Catalog
 from bot.line.channel import render as line_render
 from bot.messages import Audio, load_replies
 from bot.telegram.render import render as telegram_render
 from handlers import podcasts as podcast_handlers
-from media.episodes import podcast_drops
 from media.feeds import podcast_routes
-from models.base import utcnow
+from models.base import TAIPEI, utcnow
 from models.catalog_import import parse_csv
 from models.courses import apply_catalog
 from models.learning import Completion
 from models.members import ChannelAccount, Member
 from models.podcasts import PodcastCompletion, PodcastSubscription, latest_slot
 from notifications.dispatcher import Dispatcher, DispatcherConfig
+from notifications.podcast_drops import podcast_drops
 from tests.dialog import Chat, buttons, texts
 from tests.openapi import line_schema_errors
 from tests.podcast_support import Seeded, make_tone, seed_podcast

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from bot.i18n import TAIPEI, Catalog
+from bot.i18n import Catalog
 from bot.messages import Audio, Reply, Text, load_replies
 from bot.settings import Settings
-from media.episodes import drop_key, podcast_drops
+from models.base import TAIPEI
 from models.db import create_sessionmaker
 from models.members import ensure_account
 from models.outbox import OutboxMessage
@@ -25,6 +25,7 @@ from models.podcasts import (
     require_podcast,
     subscribe,
 )
+from notifications.podcast_drops import drop_key, podcast_drops
 from tests.podcast_support import Seeded, seed_podcast
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from bot.i18n import TAIPEI, Catalog
+from bot.i18n import Catalog
+from models.base import TAIPEI
 from models.completions_import import import_completions
 from models.courses import Course
 from models.db import create_sessionmaker

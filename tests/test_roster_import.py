@@ -11,7 +11,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.base import UTC
 from models.identity import CivilServant, record_verified_phone
 from models.members import Member, ensure_account
-from models.phones import normalise_phone
 from models.pii import PiiVault
 from models.roster_import import RosterError, import_roster, parse_active
 
@@ -26,12 +25,8 @@ ROSTER = (
 )
 
 
-def tw(raw: str) -> str | None:
-    return normalise_phone(raw, regions=["TW"])
-
-
 async def run(session: AsyncSession, data: bytes | str, *, now: dt.datetime = T0):
-    result = await import_roster(session, vault=VAULT, data=data, normalise_phone=tw, now=now)
+    result = await import_roster(session, vault=VAULT, data=data, now=now)
     await session.commit()
     return result
 
@@ -100,7 +95,7 @@ async def test_errors_name_line_and_column_and_change_nothing(session: AsyncSess
         + "E006,張三,臺北市政府社會局,0912 345 678,,yes\n"  # line 6: same mobile as line 2
     )
     with pytest.raises(RosterError) as info:
-        await import_roster(session, vault=VAULT, data=bad, normalise_phone=tw, now=T0)
+        await import_roster(session, vault=VAULT, data=bad, now=T0)
     found = {(e.line, e.column) for e in info.value.errors}
     assert found == {
         (3, "name"),
@@ -126,14 +121,11 @@ async def test_missing_header_column_and_bad_encoding(session: AsyncSession) -> 
             session,
             vault=VAULT,
             data="employee_id,name,agency,email\nE1,a,b,\n",
-            normalise_phone=tw,
             now=T0,
         )
     assert {(e.line, e.column) for e in info.value.errors} == {(1, "mobile"), (1, "active")}
     with pytest.raises(RosterError, match="not UTF-8"):
-        await import_roster(
-            session, vault=VAULT, data=ROSTER.encode("big5"), normalise_phone=tw, now=T0
-        )
+        await import_roster(session, vault=VAULT, data=ROSTER.encode("big5"), now=T0)
 
 
 async def test_roster_match_mismatch_and_status_removed_on_reimport(
