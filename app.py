@@ -22,11 +22,11 @@ from bot.channels import Channel
 from bot.context import Services
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
-from bot.line.channel import LineChannel, line_routes
+from bot.line import LineChannel, line_routes
 from bot.logs import configure_logging
 from bot.router import Router
 from bot.settings import Settings
-from bot.simulator.web import SimulatorChannel, simulator_routes
+from bot.simulator import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from media.feeds import podcast_routes
 from models.conversation import purge_expired_states

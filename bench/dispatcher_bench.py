@@ -210,7 +210,7 @@ async def bare_loop(engine: AsyncEngine) -> tuple[int, float]:
 def channels_for(fakes: Fakes, url: str, which: str) -> dict[str, Any]:
     from telegram.request import HTTPXRequest
 
-    from bot.line.channel import LineChannel
+    from bot.line import LineChannel
     from bot.telegram import TelegramChannel
 
     settings = Settings(

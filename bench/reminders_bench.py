@@ -179,7 +179,7 @@ async def timed_sweep(engine: AsyncEngine, now: dt.datetime) -> tuple[Any, float
 
 async def worker(url: str, line_url: str, now: str) -> None:
     """One dispatcher process (run by the benchmark with --worker)."""
-    from bot.line.channel import LineChannel
+    from bot.line import LineChannel
     from bot.settings import Settings
     from notifications.dispatcher import Dispatcher, DispatcherConfig
 

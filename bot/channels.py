@@ -17,6 +17,16 @@ class DeliveryError(Exception):
         self.retry_after = retry_after
 
 
+class QuotaExhausted(DeliveryError):
+    """The platform's message quota (LINE's monthly one) is used up: retrying cannot help
+    until it is raised."""
+
+
+class Refused(DeliveryError):
+    """The platform refused the request itself (4xx other than 429/409): retrying the same
+    request fails again."""
+
+
 class ReplyWindowClosed(Exception):
     """The platform no longer takes an answer to this event (LINE's reply token is spent or
     expired): the replies must go out as a proactive push, through the outbox."""

@@ -33,8 +33,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from bot.channels import Channel, DeliveryError, RecipientGone
-from bot.line.channel import QuotaExhausted, Refused
+from bot.channels import Channel, DeliveryError, QuotaExhausted, RecipientGone, Refused
 from bot.messages import Incoming, load_replies
 from models import outbox
 from models.identity import record_audit

@@ -130,7 +130,7 @@ async def _worker(args: argparse.Namespace) -> None:
     channels: dict[str, Any] = {}
     line = telegram = None
     if settings.line_enabled:
-        from bot.line.channel import LineChannel
+        from bot.line import LineChannel
 
         line = channels["line"] = LineChannel(settings)
     if settings.telegram_enabled:

@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from sqlalchemy import text as sql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from bot.line.channel import LineChannel, render
+from bot.line import LineChannel
+from bot.line.render import render
 from bot.messages import Button, Text, dump_replies
-from bot.simulator.web import SimulatorChannel
+from bot.simulator import SimulatorChannel
 from models.db import create_sessionmaker
 from models.identity import AuditLog
 from models.members import ChannelAccount

@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from starlette.responses import Response
 
-from bot.simulator.web import SimulatorChannel
+from bot.simulator import SimulatorChannel
 from bot.telegram import TelegramChannel
 from models.db import create_sessionmaker
 from models.members import ChannelAccount

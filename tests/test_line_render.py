@@ -7,7 +7,7 @@ from pathlib import Path
 
 from linebot.v3.messaging import PushMessageRequest
 
-from bot.line.channel import MAX_BUBBLES, batches, render
+from bot.line.render import MAX_BUBBLES, batches, render
 from bot.messages import AskPhone, Audio, Button, Card, Cards, Image, Text
 from tests.openapi import line_schema_errors
 

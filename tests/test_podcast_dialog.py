@@ -15,7 +15,7 @@ from linebot.v3.messaging import PushMessageRequest
 from sqlalchemy import select, update
 
 from bot.i18n import Catalog
-from bot.line.channel import render as line_render
+from bot.line.render import render as line_render
 from bot.messages import Audio, load_replies
 from bot.telegram.render import render as telegram_render
 from handlers import podcasts as podcast_handlers

@@ -1,0 +1,71 @@
+"""POST /webhooks/line: signature check, record each event once, acknowledge, process."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from linebot.v3.webhook import SignatureValidator
+
+from bot.inbound import InboundProcessor
+from bot.line.channel import NAME
+from bot.settings import Settings
+
+log = logging.getLogger("edoor.line")
+
+
+def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
+    """X-Line-Signature is Base64(HMAC-SHA256(secret, raw body)); compared in constant time."""
+    if not signature:
+        return False
+    try:
+        return bool(SignatureValidator(secret).validate(body.decode("utf-8"), signature))
+    except (UnicodeDecodeError, ValueError):
+        return False
+
+
+def _sender(event: dict[str, Any]) -> str | None:
+    """Whose event it is: the group or room it came from, else the user."""
+    source = event.get("source")
+    if not isinstance(source, dict):
+        return None
+    who = source.get("groupId") or source.get("roomId") or source.get("userId")
+    return str(who)[:80] if who else None
+
+
+def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter:
+    """POST /webhooks/line: verify, record once, acknowledge, then process."""
+    assert settings.line_channel_secret is not None
+    secret = settings.line_channel_secret.get_secret_value()
+    routes = APIRouter()
+
+    @routes.post("/webhooks/line", include_in_schema=False)
+    async def webhook(request: Request) -> Response:
+        body = await request.body()
+        if not verify_signature(secret, body, request.headers.get("x-line-signature")):
+            return Response(status_code=401)
+        try:
+            payload = json.loads(body)
+            events = payload["events"]
+            if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+                raise TypeError
+            rows = [
+                processor.new_event(
+                    event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e, sender=_sender(e)
+                )
+                for e in events
+            ]
+        except (ValueError, KeyError, TypeError):
+            return Response(status_code=400)
+        try:
+            ids = await processor.record(NAME, rows)
+        except Exception:
+            # Not committed, so not acknowledged: LINE redelivers (when enabled) later.
+            log.exception("could not record LINE events")
+            return Response(status_code=503)
+        processor.submit(ids)
+        return Response(status_code=200)
+
+    return routes
