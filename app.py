@@ -29,6 +29,7 @@ from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from media.feeds import podcast_routes
+from media.files import MediaSigner
 from models.conversation import purge_expired_states
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
@@ -67,7 +68,7 @@ class Runtime:
 
     @property
     def search(self) -> SearchService:
-        return self.services.extra["search"]  # type: ignore[no-any-return]
+        return self.services.search
 
     async def start(self) -> None:
         """Open platform clients and load the search index (before serving or sending)."""
@@ -105,9 +106,9 @@ class Runtime:
             await self.line.stop()
         if self.telegram is not None:
             await self.telegram.stop()
-        sms = self.services.extra.get("sms")
-        if sms is not None and hasattr(sms, "aclose"):
-            await sms.aclose()
+        aclose = getattr(self.services.sms, "aclose", None)
+        if aclose is not None:
+            await aclose()
         await self.engine.dispose()
 
 
@@ -119,9 +120,14 @@ def build_runtime(settings: Settings) -> Runtime:
     sessionmaker = create_sessionmaker(engine)
     previous = [settings.pii_key_previous.get_secret_value()] if settings.pii_key_previous else []
     vault = PiiVault(settings.pii_key.get_secret_value(), previous=previous)
-    services = Services(settings=settings, catalog=Catalog(), vault=vault)
-    services.extra["sms"] = build_sms_provider(settings, vault=vault)
-    services.extra["search"] = SearchService()
+    services = Services(
+        settings=settings,
+        catalog=Catalog(),
+        vault=vault,
+        search=SearchService(),
+        sms=build_sms_provider(settings, vault=vault),
+        media_signer=MediaSigner.from_settings(settings),
+    )
     router = handlers.build_router()
     channels: dict[str, Channel] = {}
     line = simulator = telegram = None

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.i18n import Catalog
+from bot.ports import LinkSigner, SmsProvider
 from bot.settings import Settings
 from models.conversation import ConversationState, clear_state, set_state
 from models.members import ChannelAccount, Member
 from models.pii import PiiVault
+from models.search.service import SearchService
 
 
 @dataclass
@@ -22,8 +24,9 @@ class Services:
     settings: Settings
     catalog: Catalog
     vault: PiiVault
-    # Feature services (search index, SMS provider, ...) registered by the composition root.
-    extra: dict[str, Any] = field(default_factory=dict)
+    search: SearchService
+    sms: SmsProvider
+    media_signer: LinkSigner
 
 
 @dataclass

@@ -57,13 +57,8 @@ _REF = re.compile(r"~[0-9a-f]{4}")
 
 
 async def _search(ctx: Context) -> SearchService:
-    """The shared search service; built from the database on first use if app.py has none."""
-    service = ctx.services.extra.get("search")
-    if not isinstance(service, SearchService):
-        service = SearchService()
-        await service.reload(ctx.session)
-        ctx.services.extra["search"] = service
-    return service
+    """The process's search service (app.py builds it and loads it at start)."""
+    return ctx.services.search
 
 
 def _audience(ctx: Context) -> str | None:

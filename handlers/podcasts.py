@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from bot.context import Context
 from bot.messages import Button, Card, Cards, Incoming, Reply, Text
+from bot.ports import LinkSigner
 from bot.router import COMMAND_ACTION, Router
 from media.episodes import episode_audio, episode_title
 from media.feeds import duration_text, feed_url, private_feed_url
-from media.files import MediaSigner
 from models.podcasts import (
     Access,
     Episode,
@@ -42,12 +42,8 @@ def _id(text: str) -> int | None:
     return int(text) if text.isdigit() and len(text) < 12 else None
 
 
-def _signer(ctx: Context) -> MediaSigner:
-    signer = ctx.services.extra.get("media_signer")
-    if not isinstance(signer, MediaSigner):
-        signer = MediaSigner.from_settings(ctx.settings)
-        ctx.services.extra["media_signer"] = signer
-    return signer
+def _signer(ctx: Context) -> LinkSigner:
+    return ctx.services.media_signer
 
 
 def _refusal(ctx: Context, podcast: Podcast, access: Access) -> Reply:

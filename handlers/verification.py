@@ -2,7 +2,7 @@
 
 Steps: `verify.await_phone` -> `verify.await_code` -> (number held by another account)
 `verify.confirm_link`. Step data keeps the challenge id, and a number only encrypted.
-The SMS provider is `ctx.services.extra["sms"]` (sms.providers.SmsProvider).
+The SMS provider is `ctx.services.sms` (bot.ports.SmsProvider; the providers are in sms/).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from sqlalchemy import select
 from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import AskPhone, Button, Incoming, Reply, Text
+from bot.ports import SmsError, SmsMessage, SmsProvider
 from bot.router import Router, normalise_words
 from models import identity
 from models.identity import Outcome, Refusal, VerificationRefused
@@ -27,7 +28,6 @@ from models.phones import (
     parse_regions,
     region_fallback_name,
 )
-from sms.providers import SmsError, SmsMessage, SmsProvider
 
 log = logging.getLogger("edoor.verification")
 router = Router("verification")
@@ -53,8 +53,7 @@ def _limits(ctx: Context) -> identity.OtpLimits:
 
 
 def _sms(ctx: Context) -> SmsProvider:
-    provider: SmsProvider = ctx.services.extra["sms"]
-    return provider
+    return ctx.services.sms
 
 
 def _cancel_button(ctx: Context) -> Button:

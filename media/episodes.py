@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.messages import Audio, Button
+from bot.ports import LinkSigner
 from bot.settings import Settings
 from media.files import (
     AudioError,
@@ -48,7 +49,7 @@ Translate = Callable[..., str]
 
 # -- replies -----------------------------------------------------------------------------------
 def episode_url(
-    settings: Settings, episode: Episode, *, now: dt.datetime, signer: MediaSigner | None = None
+    settings: Settings, episode: Episode, *, now: dt.datetime, signer: LinkSigner | None = None
 ) -> str:
     """Where a player fetches the episode: signed and expiring when the podcast is restricted."""
     if episode.podcast.restricted:
@@ -72,7 +73,7 @@ def episode_audio(
     *,
     episodes: list[Episode],
     now: dt.datetime,
-    signer: MediaSigner | None = None,
+    signer: LinkSigner | None = None,
 ) -> Audio:
     """The Audio reply of one episode with previous / next / finished / list buttons."""
     index = next((i for i, e in enumerate(episodes) if e.id == episode.id), None)

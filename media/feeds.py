@@ -30,6 +30,7 @@ from PIL import Image, ImageDraw, ImageFont
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.fonts import CJK_FONTS
+from bot.ports import LinkSigner
 from bot.settings import Settings
 from media.files import CONTENT_TYPES, MediaSigner, media_routes, media_url
 from models.base import utcnow
@@ -69,11 +70,11 @@ def feed_url(settings: Settings, slug: str) -> str:
     return f"{settings.public_base_url.rstrip('/')}/feeds/{slug}.xml"
 
 
-def private_feed_url(settings: Settings, signer: MediaSigner, token: FeedToken) -> str:
+def private_feed_url(settings: Settings, signer: LinkSigner, token: FeedToken) -> str:
     return f"{settings.public_base_url.rstrip('/')}/feeds/private/{_token(signer, token)}.xml"
 
 
-def _token(signer: MediaSigner, row: FeedToken) -> str:
+def _token(signer: LinkSigner, row: FeedToken) -> str:
     return signer.feed_token(row.id, row.nonce)
 
 

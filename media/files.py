@@ -31,6 +31,7 @@ from fastapi import APIRouter, HTTPException, Query
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from bot.ports import LinkSigner
 from bot.settings import Settings
 from models.base import utcnow
 from models.paths import file_under, safe_relative
@@ -126,7 +127,7 @@ def media_url(
     settings: Settings,
     path: str,
     *,
-    signer: MediaSigner | None = None,
+    signer: LinkSigner | None = None,
     now: dt.datetime | None = None,
     ttl: dt.timedelta = SIGNED_LINK_TTL,
 ) -> str:

@@ -25,7 +25,7 @@ import uuid
 from collections import OrderedDict, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast, runtime_checkable
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -34,7 +34,8 @@ from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels import Channel, DeliveryError, QuotaExhausted, RecipientGone, Refused
-from bot.messages import Incoming, load_replies
+from bot.messages import Incoming, Reply, load_replies
+from bot.settings import Settings
 from models import outbox
 from models.identity import record_audit
 from models.members import ChannelAccount, Member, set_reachability
@@ -50,13 +51,21 @@ CHAT_MEMORY = 50_000
 
 
 class KeyedSender(Protocol):
-    """A channel that accepts an idempotency key per call (LINE)."""
+    """A channel that accepts an idempotency key per call (LINE); `replies` are Replies, or
+    what `prepare` made of them when the channel has it (see PreparingSender)."""
 
     name: str
 
     async def push(self, user_id: str, replies: Any, *, retry_key: str) -> int: ...
 
     async def multicast(self, user_ids: list[str], replies: Any, *, retry_key: str) -> int: ...
+
+
+@runtime_checkable
+class PreparingSender(KeyedSender, Protocol):
+    """A keyed sender that renders and serialises a body once for many recipients."""
+
+    def prepare(self, replies: list[Reply]) -> Any: ...
 
 
 @dataclass
@@ -508,7 +517,7 @@ class Dispatcher:
 
     # -- sending -----------------------------------------------------------------------------
     async def _send_line(self, unit: _LineUnit, now: dt.datetime, report: DrainReport) -> _Outcome:
-        line: Any = self.channels["line"]
+        line = cast(KeyedSender, self.channels["line"])
         replies = self._prepare_line(line, unit)
         budget = "line_multicast" if len(unit.user_ids) > 1 else "line_push"
         # Multicasts take their slots from a pool of their own: one waiting for its (scarcer)
@@ -595,9 +604,9 @@ class Dispatcher:
                 )
         return None
 
-    def _prepare_line(self, line: Any, unit: _LineUnit) -> Any:
+    def _prepare_line(self, line: KeyedSender, unit: _LineUnit) -> Any:
         """The unit's body rendered and serialised, once per distinct body (bounded)."""
-        if not hasattr(line, "prepare"):
+        if not isinstance(line, PreparingSender):
             return load_replies(unit.replies)
         prepared = self._prepared.get(unit.body_hash)
         if prepared is None:
@@ -785,20 +794,20 @@ async def _first(*aws: Any) -> None:
 
 # -- wiring (app.py and cli.py) --------------------------------------------------------------
 def build_dispatcher(
-    settings: Any,
+    settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     channels: Mapping[str, Channel],
 ) -> Dispatcher:
     """The process's dispatcher from the settings (REDIS_URL for shared rate limits,
-    QUIET_HOURS once bot.settings has it)."""
+    QUIET_HOURS)."""
     from notifications.quiet_hours import DEFAULT_QUIET_HOURS, parse_window
 
-    quiet = parse_window(getattr(settings, "quiet_hours", None) or DEFAULT_QUIET_HOURS)
+    quiet = parse_window(settings.quiet_hours or DEFAULT_QUIET_HOURS)
     return Dispatcher(
         sessionmaker,
         channels,
         config=DispatcherConfig(quiet=quiet),
-        redis_url=getattr(settings, "redis_url", None),
+        redis_url=settings.redis_url,
     )
 
 

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-from dataclasses import dataclass
-from typing import Protocol
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.ports import SmsError, SmsMessage, SmsProvider
 from bot.settings import ConfigError, Settings
 from models.identity import sms_inbox_key
 from models.phones import national_digits
@@ -50,36 +49,6 @@ MITAKE_RECIPIENT = {"6", "v"}
 TWILIO_RECIPIENT_CODES = {
     "21211", "21214", "21217", "21401", "21407", "21421", "21610", "21612", "21614",
 }  # fmt: skip
-
-
-class SmsError(Exception):
-    """The provider did not take the message; `reason` is safe to log (no number, no text)."""
-
-    def __init__(self, reason: str, *, temporary: bool = True, recipient: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.temporary = temporary
-        # The number itself was refused (invalid, unreachable, opted out): retrying is futile.
-        self.recipient = recipient
-
-
-@dataclass(frozen=True)
-class SmsMessage:
-    to: str  # E.164
-    body: str
-    # Unique per message (at most 36 characters, no personal data): lets a provider drop
-    # a duplicate when we retry after a timeout.
-    reference: str
-
-
-class SmsProvider(Protocol):
-    """Sends one text message; returns the provider's message id."""
-
-    name: str
-
-    async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
-        """Raise SmsError when the message was not accepted (error, refusal or timeout)."""
-        ...
 
 
 class DevSmsProvider:

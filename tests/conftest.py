@@ -4,8 +4,10 @@ TEST_DATABASE_URL is set), settings pointing at loopback fakes, and no network."
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +23,74 @@ from models.migrate import upgrade
 PG_URL = os.environ.get("TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+# -- no network: every connection a test opens stays on this machine ---------------------------
+# Fakes, PostgreSQL and Redis listen on loopback; a connection anywhere else (a real platform
+# left in a setting, a DNS name that resolves outside) fails the test that made it. The
+# attempt raises OutsideLoopback, and the test fails at teardown even if the code under test
+# swallowed that error, as a sender that retries on any exception would.
+class OutsideLoopback(OSError):
+    """A test tried to connect outside loopback."""
+
+
+_outside: list[str] = []
+
+
+def is_loopback(family: int, address: object) -> bool:
+    """True for AF_UNIX, 127.0.0.0/8, ::1 (and ::ffff:127.x) and the name localhost."""
+    if family == getattr(socket, "AF_UNIX", None):
+        return True
+    host = address[0] if isinstance(address, tuple) and address else address
+    if not isinstance(host, str):
+        return False
+    if host == "localhost":
+        return True
+    try:
+        ip = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_loopback
+
+
+def _guarded(real):  # type: ignore[no-untyped-def]
+    def connect(sock: socket.socket, address: object):  # type: ignore[no-untyped-def]
+        if not is_loopback(sock.family, address):
+            _outside.append(repr(address))
+            raise OutsideLoopback(f"tests may not connect outside loopback: {address!r}")
+        return real(sock, address)
+
+    return connect
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Every way Python opens a TCP connection (asyncio's sock_connect and create_connection,
+    # httpx, aiohttp, asyncpg, redis) ends in one of these two.
+    socket.socket.connect = _guarded(socket.socket.connect)  # type: ignore[method-assign]
+    socket.socket.connect_ex = _guarded(socket.socket.connect_ex)  # type: ignore[method-assign]
+
+
+def fail_if_outside() -> None:
+    """Fail the current test when it tried to leave loopback (and forget the attempts)."""
+    if _outside:
+        tried = ", ".join(_outside)
+        _outside.clear()
+        pytest.fail(f"the test tried to connect outside loopback: {tried}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def _no_network() -> Iterator[None]:
+    _outside.clear()
+    yield
+    fail_if_outside()
+
+
+@pytest.fixture
+def outside_attempts() -> list[str]:
+    """The attempts the guard stopped in this test (a test of the guard clears them)."""
+    return _outside
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

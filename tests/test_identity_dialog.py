@@ -76,7 +76,7 @@ def wire(api: Any) -> None:
     runtime = api.state.runtime
     assert "verify" in runtime.router.command_names()
     assert "settings" in runtime.router.command_names()
-    assert isinstance(runtime.services.extra["sms"], DevSmsProvider)
+    assert isinstance(runtime.services.sms, DevSmsProvider)
 
 
 @pytest.fixture
@@ -270,12 +270,12 @@ async def test_provider_failure_asks_to_try_later_and_uses_nothing(world: World)
 
             raise SmsError("fake: HTTP 503")
 
-    real = world.runtime.services.extra["sms"]
-    world.runtime.services.extra["sms"] = Down()
+    real = world.runtime.services.sms
+    world.runtime.services.sms = Down()
     chat = world.chat("sim-down")
     await chat.say("驗證手機")
     assert "稍後再試" in texts(await chat.say(PHONE))
-    world.runtime.services.extra["sms"] = real
+    world.runtime.services.sms = real
     # No cool-down started and no send counted: it works at once.
     assert "驗證碼已傳送" in texts(await chat.say(f"/verify {PHONE}"))
     async with world.runtime.sessionmaker() as s:

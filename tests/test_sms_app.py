@@ -89,14 +89,14 @@ async def _sends(runtime: Any) -> int:
 
 def _short_timeout(runtime: Any) -> None:
     # The provider's own timeout is 10 s; a test need not wait that long for the same path.
-    provider = runtime.services.extra["sms"]
+    provider = runtime.services.sms
     assert isinstance(provider, (TwilioSmsProvider, MitakeSmsProvider))
     provider._client.timeout = httpx.Timeout(0.3)
 
 
 async def test_twilio_sends_the_code_and_it_verifies(app, gateway: FakeSmsGateway) -> None:  # type: ignore[no-untyped-def]
     async with app("twilio") as (chat, runtime):
-        assert isinstance(runtime.services.extra["sms"], TwilioSmsProvider)
+        assert isinstance(runtime.services.sms, TwilioSmsProvider)
         gateway.queue(201, '{"sid": "SM1", "status": "queued"}', content_type="application/json")
         await chat.say("驗證手機")
         assert "驗證碼已傳送到 0912-***-678" in texts(await chat.say(PHONE))
@@ -165,7 +165,7 @@ async def test_mitake_sends_refuses_a_number_and_times_out(  # type: ignore[no-u
     app, gateway: FakeSmsGateway
 ) -> None:
     async with app("mitake") as (chat, runtime):
-        assert isinstance(runtime.services.extra["sms"], MitakeSmsProvider)
+        assert isinstance(runtime.services.sms, MitakeSmsProvider)
         english = Chat(chat.http, "sim-mitake-en", language="en")
         gateway.queue(200, "[1]\r\nstatuscode=v\r\nError=invalid number\r\n")
         await english.say("verify")
