@@ -10,11 +10,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 import uvicorn
+from sqlalchemy import select
+
+from models.base import utcnow
+from models.members import ChannelAccount
 
 
 class _QuietServer(uvicorn.Server):
@@ -137,3 +144,48 @@ async def eventually(check: Any, *, within: float = 5.0, interval: float = 0.02)
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s")
         await asyncio.sleep(interval)
+
+
+@dataclass
+class World:
+    """The running app over real HTTP, the clock its events are handled at (after
+    `follow_clock`), and what a test collected on the way (the codes sent, which no log
+    may hold)."""
+
+    runtime: Any
+    http: httpx.AsyncClient
+    now: dt.datetime = field(default_factory=utcnow)
+    codes: list[str] = field(default_factory=list)
+
+    def follow_clock(self) -> None:
+        """Every event is handled at the world's time, so a test can let an hour pass."""
+        self.runtime.processor.clock = lambda: self.now
+
+    def chat(self, user: str, language: str | None = None) -> Chat:
+        return Chat(self.http, user, language=language)
+
+    def advance(self, by: dt.timedelta | None = None, **delta: float) -> None:
+        self.now += (by or dt.timedelta()) + dt.timedelta(**delta)
+
+    async def member_id(self, chat: Chat) -> int:
+        async with self.runtime.sessionmaker() as s:
+            account = await s.scalar(
+                select(ChannelAccount).where(ChannelAccount.external_id == chat.user)
+            )
+            assert account is not None
+            return int(account.member_id)
+
+    async def sms_code(self, phone: str) -> str:
+        """The code in the last text message the dev SMS provider delivered to `phone`."""
+        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
+        response.raise_for_status()
+        messages = response.json()["messages"]
+        assert messages, "no text message arrived"
+        code = re.search(r"\b(\d{6})\b", messages[-1]["reply"]["text"])
+        assert code is not None
+        self.codes.append(code.group(1))
+        return code.group(1)
+
+    async def sms_count(self, phone: str) -> int:
+        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
+        return len(response.json()["messages"])

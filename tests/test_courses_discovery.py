@@ -7,7 +7,6 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -19,9 +18,9 @@ from models.catalog_import import parse_csv, read_catalog
 from models.completions_import import import_completions
 from models.courses import Course, MemberSearchInterest, SavedCourse, SearchLog, apply_catalog
 from models.learning import default_requirements, import_requirements
-from models.members import ChannelAccount, Member
+from models.members import Member
 from models.search import demo_catalog_path
-from tests.dialog import Chat, buttons, texts
+from tests.dialog import Chat, World, buttons, texts
 
 NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
 # Courses made for these tests: a public course and a civil-servant one that share most of
@@ -35,50 +34,31 @@ EXTRA = (
 LONG_QUERY = "我想找健康生活與運動保健知識的相關課程"  # 57 bytes: too long for an action id
 
 
-@dataclass
-class World:
-    runtime: Any
-    http: httpx.AsyncClient
+async def make_civil_servant(world: World, chat: Chat) -> int:
+    member_id = await world.member_id(chat)
+    async with world.runtime.sessionmaker() as s:
+        await s.execute(update(Member).where(Member.id == member_id).values(is_civil_servant=True))
+        await s.commit()
+    return member_id
 
-    def chat(self, user: str, *, language: str | None = None) -> Chat:
-        return Chat(self.http, user, language=language)
 
-    async def member_id(self, chat: Chat) -> int:
-        async with self.runtime.sessionmaker() as s:
-            account = await s.scalar(
-                select(ChannelAccount).where(ChannelAccount.external_id == chat.user)
-            )
-            assert account is not None
-            return int(account.member_id)
+async def complete(world: World, member_id: int, course_id: str, hours: float) -> None:
+    csv = f"member_id,course_id,completed_at,hours\n{member_id},{course_id},2026-02-01,{hours}\n"
+    async with world.runtime.sessionmaker() as s:
+        await import_completions(s, csv, now=NOW)
+        await s.commit()
 
-    async def make_civil_servant(self, chat: Chat) -> int:
-        member_id = await self.member_id(chat)
-        async with self.runtime.sessionmaker() as s:
-            await s.execute(
-                update(Member).where(Member.id == member_id).values(is_civil_servant=True)
-            )
-            await s.commit()
-        return member_id
 
-    async def complete(self, member_id: int, course_id: str, hours: float) -> None:
-        csv = (
-            f"member_id,course_id,completed_at,hours\n{member_id},{course_id},2026-02-01,{hours}\n"
-        )
-        async with self.runtime.sessionmaker() as s:
-            await import_completions(s, csv, now=NOW)
-            await s.commit()
+async def retire(world: World, course_id: str) -> None:
+    async with world.runtime.sessionmaker() as s:
+        await s.execute(update(Course).where(Course.id == course_id).values(retired=True))
+        await s.commit()
 
-    async def retire(self, course_id: str) -> None:
-        async with self.runtime.sessionmaker() as s:
-            await s.execute(update(Course).where(Course.id == course_id).values(retired=True))
-            await s.commit()
 
-    async def audience(self, course_ids: list[str]) -> dict[str, str]:
-        async with self.runtime.sessionmaker() as s:
-            rows = await s.execute(
-                select(Course.id, Course.audience).where(Course.id.in_(course_ids))
-            )
-            return {str(cid): str(aud) for cid, aud in rows.all()}
+async def audience(world: World, course_ids: list[str]) -> dict[str, str]:
+    async with world.runtime.sessionmaker() as s:
+        rows = await s.execute(select(Course.id, Course.audience).where(Course.id.in_(course_ids)))
+        return {str(cid): str(aud) for cid, aud in rows.all()}
 
 
 @pytest.fixture
@@ -91,7 +71,7 @@ async def world(session: AsyncSession, served) -> AsyncIterator[World]:  # type:
         url, api = await stack.enter_async_context(served())
         runtime = api.state.runtime
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
-        yield World(runtime, http)
+        yield World(runtime, http, now=NOW)
 
 
 def _cards(replies: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -168,7 +148,7 @@ async def test_saved_list_pages_and_shows_courses_gone_since(world: World) -> No
     ids = _ids(found) + _ids(await chat.tap(buttons(found)["更多結果"]))
     for cid in ids:
         await chat.tap(f"course.save:{cid}")
-    await world.retire(ids[-1])  # saved last, listed first
+    await retire(world, ids[-1])  # saved last, listed first
     first = await chat.say("我的收藏")
     assert "我的收藏（10 門課程）" in texts(first)
     gone = _cards(first)[0]
@@ -216,14 +196,14 @@ async def test_similar_courses_respect_who_may_see_them(world: World) -> None:
     assert "pub-1" not in ids
     assert "cs-2" not in ids
     assert "old-1" not in ids
-    assert set((await world.audience(ids)).values()) == {"public"}
+    assert set((await audience(world, ids)).values()) == {"public"}
 
     servant = world.chat("sim-sim-servant")
     await servant.say("menu")
-    await world.make_civil_servant(servant)
+    await make_civil_servant(world, servant)
     assert _ids(await servant.tap("course.sim:pub-1"))[0] == "cs-2"  # the closest title
     # A course retired after the index was built is still never offered.
-    await world.retire("cs-2")
+    await retire(world, "cs-2")
     assert "cs-2" not in _ids(await servant.tap("course.sim:pub-1"))
     assert "沒有開放" in texts(await citizen.tap("course.sim:cs-2"))
 
@@ -244,7 +224,7 @@ async def test_new_member_gets_popular_and_short_courses(world: World) -> None:
     ids = _ids(replies)
     assert len(ids) == 5
     assert len(set(ids)) == 5
-    assert set((await world.audience(ids)).values()) == {"public"}
+    assert set((await audience(world, ids)).values()) == {"public"}
     assert _ids(await chat.say("/recommend")) == ids
     assert _ids(await chat.tap("course.rec")) == ids
     english = world.chat("sim-newcomer-en", language="en")
@@ -262,19 +242,19 @@ async def test_recommendations_follow_saved_and_completed_courses(world: World) 
     assert "pub-1" not in ids  # already saved
     assert "cs-2" not in ids
     assert "old-1" not in ids  # a citizen; retired
-    assert set((await world.audience(ids)).values()) == {"public"}
+    assert set((await audience(world, ids)).values()) == {"public"}
 
     # A completed course brings its neighbours, and is never recommended itself.
     top_long_term_care = _ids(await chat.say("長照"))[0]
     member_id = await world.member_id(chat)
-    await world.complete(member_id, top_long_term_care, 1)
+    await complete(world, member_id, top_long_term_care, 1)
     recs = await chat.say("推薦")
     assert top_long_term_care not in _ids(recs)
     assert any(c["body"].startswith("因為你上完了") for c in _cards(recs)), texts(recs)
 
     # A course retired after start-up drops out at once.
     first = _ids(recs)[0]
-    await world.retire(first)
+    await retire(world, first)
     assert first not in _ids(await chat.say("推薦"))
 
 
@@ -290,7 +270,7 @@ async def test_recommendations_follow_the_members_own_searches(
     # The best matches of 長照: long-term-care courses (one may sit in another category).
     assert all("長照" in c["title"] or "長期照" in c["title"] for c in searched)
     assert sum(c["subtitle"].startswith("長期照顧") for c in searched) >= 2
-    assert set((await world.audience(_ids(recs))).values()) == {"public"}
+    assert set((await audience(world, _ids(recs))).values()) == {"public"}
     # One member's searches are nobody else's signal.
     assert "因為你搜尋過" not in texts(await other.say("推薦"))
     english = world.chat("sim-searched-recs-en", language="en")
@@ -315,7 +295,7 @@ async def test_recommendations_follow_the_members_own_searches(
 async def test_civil_servant_gets_courses_for_missing_mandatory_hours(world: World) -> None:
     chat = world.chat("sim-servant-recs")
     await chat.say("menu")
-    member_id = await world.make_civil_servant(chat)
+    member_id = await make_civil_servant(world, chat)
     async with world.runtime.sessionmaker() as s:
         keep = [r for r in default_requirements() if r["code"] in ("total", "infosec")]
         await import_requirements(s, keep, now=NOW)
@@ -327,11 +307,11 @@ async def test_civil_servant_gets_courses_for_missing_mandatory_hours(world: Wor
     gap_ids = [i for i, c in zip(_ids(recs), _cards(recs), strict=True) if "必修" in c["body"]]
     assert 1 <= len(gap_ids) <= 3
     # Two hours done: one to go; done courses are never offered again.
-    await world.complete(member_id, gap_ids[0], 2)
+    await complete(world, member_id, gap_ids[0], 2)
     recs = await chat.say("推薦")
     assert _cards(recs)[0]["body"] == "必修「資通安全」今年還差 1 小時"
     assert gap_ids[0] not in _ids(recs)
-    await world.complete(member_id, gap_ids[1] if len(gap_ids) > 1 else "pub-1", 1)
+    await complete(world, member_id, gap_ids[1] if len(gap_ids) > 1 else "pub-1", 1)
     assert not [c for c in _cards(await chat.say("推薦")) if "必修" in c["body"]]
 
 
@@ -462,14 +442,14 @@ async def test_audience_filter_for_civil_servants_and_citizens(world: World) -> 
 
     servant = world.chat("sim-aud-servant")
     await servant.say("menu")
-    await world.make_civil_servant(servant)
+    await make_civil_servant(world, servant)
     found = await servant.say("資安社交工程")
     assert "cs-2" in _ids(found)
     assert "pub-1" in _ids(found)
     (label,) = [k for k in buttons(found) if k.startswith("只看公務人員課程")]
     only = await servant.tap(buttons(found)[label])
     assert _ids(only)[0] == "cs-2"
-    assert set((await world.audience(_ids(only))).values()) == {"civil_servant"}
+    assert set((await audience(world, _ids(only))).values()) == {"civil_servant"}
     assert _ids(await servant.say("資安社交工程 限公務人員")) == _ids(only)
 
 
@@ -512,7 +492,7 @@ async def test_citizens_are_told_civil_servant_courses_exist_and_how_to_verify(
     # A verified civil servant sees the course itself, and no notice.
     servant = world.chat("sim-told-servant")
     await servant.say("menu")
-    await world.make_civil_servant(servant)
+    await make_civil_servant(world, servant)
     found = await servant.say("資安社交工程")
     assert "cs-2" in _ids(found)
     assert "限公務人員的課程" not in texts(found)
@@ -551,7 +531,7 @@ async def test_browse_newest(world: World, session: AsyncSession) -> None:
     assert _alt(newest) == "最新課程"
     assert _ids(newest)[0] == "new-1"
     assert len(_ids(newest)) == 5
-    assert set((await world.audience(_ids(newest))).values()) == {"public"}
+    assert set((await audience(world, _ids(newest))).values()) == {"public"}
     # The other lists are a tap away; this one is not offered again.
     offered = buttons(newest)
     assert offered["熱門課程"] == "course.browse:popular"
@@ -578,7 +558,7 @@ async def test_browse_popular(world: World, session: AsyncSession) -> None:
         assert _ids(await chat.say(typed))[0] == "pub-1", typed
     servant = world.chat("sim-browse-popular-cs")
     await servant.say("menu")
-    await world.make_civil_servant(servant)
+    await make_civil_servant(world, servant)
     assert _ids(await servant.tap("course.browse:popular"))[:2] == ["cs-2", "pub-1"]
 
 

@@ -9,7 +9,6 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -26,8 +25,7 @@ from models.courses import (
     hash_course_password,
     record_password_attempt,
 )
-from models.members import ChannelAccount
-from tests.dialog import Chat, buttons, texts
+from tests.dialog import Chat, World, buttons, texts
 
 NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)  # 10:00 in Taipei
 MINUTE = dt.timedelta(minutes=1)
@@ -41,38 +39,18 @@ CATALOG = (
 )
 
 
-@dataclass
-class World:
-    runtime: Any
-    http: httpx.AsyncClient
-    now: dt.datetime = NOW
-
-    def chat(self, user: str, *, language: str | None = None) -> Chat:
-        return Chat(self.http, user, language=language)
-
-    def advance(self, by: dt.timedelta) -> None:
-        self.now += by
-
-    async def member_id(self, chat: Chat) -> int:
-        async with self.runtime.sessionmaker() as s:
-            account = await s.scalar(
-                select(ChannelAccount).where(ChannelAccount.external_id == chat.user)
+async def attempts(world: World, member_id: int) -> list[tuple[dt.datetime, bool, str]]:
+    async with world.runtime.sessionmaker() as s:
+        rows = await s.execute(
+            select(
+                CoursePasswordAttempt.attempted_at,
+                CoursePasswordAttempt.success,
+                CoursePasswordAttempt.course_id,
             )
-            assert account is not None
-            return int(account.member_id)
-
-    async def attempts(self, member_id: int) -> list[tuple[dt.datetime, bool, str]]:
-        async with self.runtime.sessionmaker() as s:
-            rows = await s.execute(
-                select(
-                    CoursePasswordAttempt.attempted_at,
-                    CoursePasswordAttempt.success,
-                    CoursePasswordAttempt.course_id,
-                )
-                .where(CoursePasswordAttempt.member_id == member_id)
-                .order_by(CoursePasswordAttempt.id)
-            )
-            return [(a, s_, c) for a, s_, c in rows.all()]
+            .where(CoursePasswordAttempt.member_id == member_id)
+            .order_by(CoursePasswordAttempt.id)
+        )
+        return [(a, s_, c) for a, s_, c in rows.all()]
 
 
 @pytest.fixture
@@ -82,9 +60,8 @@ async def world(session: AsyncSession, served) -> AsyncIterator[World]:  # type:
     async with contextlib.AsyncExitStack() as stack:
         url, api = await stack.enter_async_context(served())
         http = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=30))
-        w = World(api.state.runtime, http)
-        # Every event is handled at the world's time, so the test can let an hour pass.
-        api.state.runtime.processor.clock = lambda: w.now
+        w = World(api.state.runtime, http, now=NOW)
+        w.follow_clock()
         yield w
 
 
@@ -118,7 +95,7 @@ async def test_five_wrong_tries_an_hour_across_courses_and_restarts(world: World
     # Out of the step, the right password is just words (a search), never a check.
     assert "密碼正確" not in texts(await chat.say(RIGHT_A))
     member_id = await world.member_id(chat)
-    assert [ok for _, ok, _ in await world.attempts(member_id)] == [False] * 5
+    assert [ok for _, ok, _ in await attempts(world, member_id)] == [False] * 5
 
     # Rolling hour: at 11:01 the first wrong try has aged out, so one try is free again,
     # and a wrong one there locks again until the second (10:03) is an hour old.
@@ -166,7 +143,7 @@ async def test_a_try_elsewhere_while_in_the_step_counts_and_right_password_is_re
     refused = await chat.say(RIGHT_B)
     assert "密碼正確" not in texts(refused)
     assert "已達 5 次" in texts(refused)
-    assert len(await world.attempts(member_id)) == 5
+    assert len(await attempts(world, member_id)) == 5
 
 
 async def test_typed_password_rests_in_no_log_and_no_table(
@@ -199,7 +176,7 @@ async def test_typed_password_rests_in_no_log_and_no_table(
     for secret in (wrong, RIGHT_A):
         assert secret not in stored
     member_id = await world.member_id(chat)
-    assert [(ok_, c) for _, ok_, c in await world.attempts(member_id)] == [
+    assert [(ok_, c) for _, ok_, c in await attempts(world, member_id)] == [
         (False, "pw-a"),
         (True, "pw-a"),
     ]
@@ -226,4 +203,4 @@ async def test_a_check_racing_a_password_change_waits_for_it_and_uses_the_new_pa
         await admin.commit()
     answer = await typed
     assert "密碼正確" not in texts(answer)  # checked against the new password
-    assert [ok for _, ok, _ in await world.attempts(await world.member_id(chat))] == [False]
+    assert [ok for _, ok, _ in await attempts(world, await world.member_id(chat))] == [False]

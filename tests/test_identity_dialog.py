@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
-import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
@@ -24,7 +22,7 @@ from models.privacy import rotate_pii_key
 from models.roster_import import import_roster
 from sms.providers import DevSmsProvider
 from tests.conftest import TEST_PII_KEY
-from tests.dialog import Chat, buttons, texts
+from tests.dialog import Chat, World, buttons, texts
 
 PHONE = "0912-345-678"
 E164 = "+886912345678"
@@ -35,40 +33,6 @@ ROSTER = (
     "employee_id,name,agency,mobile,email,active\n"
     "E001,王小明,臺北市政府資訊局,0912345678,ming@gov.taipei,是\n"
 )
-
-
-@dataclass
-class World:
-    """The running app, its clock, and everything personal the tests used."""
-
-    http: httpx.AsyncClient
-    api: Any
-    now: dt.datetime = T0
-    codes: list[str] = field(default_factory=list)
-
-    @property
-    def runtime(self) -> Any:
-        return self.api.state.runtime
-
-    def chat(self, user: str, language: str | None = None) -> Chat:
-        return Chat(self.http, user, language=language)
-
-    def advance(self, **delta: float) -> None:
-        self.now += dt.timedelta(**delta)
-
-    async def sms_code(self, phone: str) -> str:
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        response.raise_for_status()
-        messages = response.json()["messages"]
-        assert messages, "no text message arrived"
-        code = re.search(r"\b(\d{6})\b", messages[-1]["reply"]["text"])
-        assert code is not None
-        self.codes.append(code.group(1))
-        return code.group(1)
-
-    async def sms_count(self, phone: str) -> int:
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        return len(response.json()["messages"])
 
 
 def wire(api: Any) -> None:
@@ -87,8 +51,8 @@ async def world(
         wire(api)
         caplog.set_level(logging.INFO)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            w = World(http=http, api=api)
-            api.state.runtime.processor.clock = lambda: w.now
+            w = World(api.state.runtime, http, now=T0)
+            w.follow_clock()
             yield w
     # Nothing personal in any log line: numbers in every form, and every code sent.
     logged = caplog.text
@@ -428,8 +392,8 @@ async def test_key_rotation_keeps_lookups(world: World, served: Callable[..., An
     async with served(pii_key=NEW_KEY) as (url, api):
         wire(api)
         async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-            w2 = World(http=http, api=api, now=world.now + dt.timedelta(minutes=2))
-            api.state.runtime.processor.clock = lambda: w2.now
+            w2 = World(api.state.runtime, http, now=world.now + dt.timedelta(minutes=2))
+            w2.follow_clock()
             assert "0912-***-678" in texts(await w2.chat("sim-rot").say("設定"))
             offer = await verify(w2, w2.chat("sim-rot-2"))
             assert "另一個帳號" in texts(offer)
