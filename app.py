@@ -8,6 +8,7 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -21,6 +22,7 @@ from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.feeds import podcast_routes
+from bot.http_limits import BodyLimit, RouteLimit
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
@@ -228,8 +230,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recovery.cancel()
             await runtime.close()
 
-    api = FastAPI(title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # In production the API's shape is not advertised (the admin API's own document asks
+    # for a token).
+    openapi_url = None if settings.edoor_env == "production" else "/openapi.json"
+    api = FastAPI(
+        title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=openapi_url
+    )
     api.state.runtime = runtime
+    api.add_middleware(
+        BodyLimit,
+        default_bytes=settings.max_body_bytes,
+        routes=body_limits(settings),
+        body_timeout=settings.http_body_timeout_seconds,
+    )
 
     @api.get("/healthz")
     async def healthz() -> Response:
@@ -267,6 +280,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     return api
+
+
+def body_limits(settings: Settings) -> list[RouteLimit]:
+    """Routes that may carry more than MAX_BODY_BYTES (webhooks and forms stay within it)."""
+    return [
+        RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
+        RouteLimit(re.compile(r"^/admin/(api/)?[a-z-]+/import$"), settings.max_import_bytes),
+    ]
 
 
 def _collect_and_freeze() -> None:

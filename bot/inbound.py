@@ -122,6 +122,20 @@ class InboundProcessor:
             event_id=event_id, kind=kind, payload=redact(raw), sealed=sealed, sender=sender
         )
 
+    async def reject(self, channel: str, *, event_id: str, reason: str, size: int) -> None:
+        """Record an event that will not be processed (and why), so it is acknowledged once and
+        an operator can see it; raises when the database does not answer."""
+        async with self.sessionmaker() as session:
+            await events_db.record_rejected(
+                session,
+                channel=channel,
+                event_id=event_id,
+                reason=reason,
+                size=size,
+                now=self.clock(),
+            )
+            await session.commit()
+
     async def record(self, channel: str, rows: list[events_db.NewEvent]) -> list[int]:
         """Store events not seen before and commit; returns the new row ids to process.
 

@@ -52,6 +52,7 @@ from bot.channels import Delivery, DeliveryError, ReplyWindowClosed
 from bot.inbound import InboundProcessor
 from bot.messages import AskPhone, Audio, Button, Cards, Image, Incoming, Reply, Text
 from bot.settings import Settings
+from models import safejson
 
 log = logging.getLogger("edoor.line")
 
@@ -463,7 +464,7 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
         if not verify_signature(secret, body, request.headers.get("x-line-signature")):
             return Response(status_code=401)
         try:
-            payload = json.loads(body)
+            payload = safejson.loads(body)
             events = payload["events"]
             if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
                 raise TypeError

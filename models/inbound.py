@@ -173,6 +173,26 @@ async def record_events_multi(
     return {(r.channel, r.event_id): r.id for r in rows}
 
 
+async def record_rejected(
+    session: AsyncSession, *, channel: str, event_id: str, reason: str, size: int, now: dt.datetime
+) -> None:
+    """Note an event we refuse to process (malformed, not the platform's shape), once: what
+    an operator may read is the reason and the size, never the body itself."""
+    values = {
+        "channel": channel,
+        "event_id": event_id[:64],
+        "kind": "rejected",
+        "status": FAILED,
+        "received_at": now,
+        "processed_at": now,
+        "payload": {"rejected": reason[:200], "bytes": size},
+        "last_error": reason[:200],
+        "attempts": 0,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(insert(InboundEvent).values(**values).on_conflict_do_nothing())
+
+
 async def unfinished_event_ids(
     session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 200
 ) -> list[int]:

@@ -46,21 +46,33 @@ class World:
     api: Any
     now: dt.datetime = T0
     codes: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
 
     @property
     def runtime(self) -> Any:
         return self.api.state.runtime
 
     def chat(self, user: str, language: str | None = None) -> Chat:
+        self.users.append(user)
         return Chat(self.http, user, language=language)
+
+    async def _inbox(self, phone: str) -> list[dict[str, Any]]:
+        """The texts to `phone` that any of this world's people asked for, oldest first (each
+        person's simulator inbox shows only their own)."""
+        messages = []
+        for user in dict.fromkeys(self.users):
+            response = await self.http.get(
+                "/simulator/api/sms", params={"phone": phone, "user": user}
+            )
+            response.raise_for_status()
+            messages += response.json()["messages"]
+        return sorted(messages, key=lambda m: m["id"])
 
     def advance(self, **delta: float) -> None:
         self.now += dt.timedelta(**delta)
 
     async def sms_code(self, phone: str) -> str:
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        response.raise_for_status()
-        messages = response.json()["messages"]
+        messages = await self._inbox(phone)
         assert messages, "no text message arrived"
         code = re.search(r"\b(\d{6})\b", messages[-1]["reply"]["text"])
         assert code is not None
@@ -68,8 +80,7 @@ class World:
         return code.group(1)
 
     async def sms_count(self, phone: str) -> int:
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        return len(response.json()["messages"])
+        return len(await self._inbox(phone))
 
 
 def wire(api: Any) -> None:
