@@ -12,7 +12,9 @@ import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -22,7 +24,7 @@ from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.feeds import podcast_routes
-from bot.http_limits import BodyLimit, RouteLimit
+from bot.http_limits import BodyLimit, RouteLimit, StrictJsonBodies, validation_problem
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
@@ -237,6 +239,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=openapi_url
     )
     api.state.runtime = runtime
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_problem(exc.errors()), status_code=422)
+
+    # Webhooks and imports read their raw bodies with models.safejson themselves.
+    api.add_middleware(
+        StrictJsonBodies, skip=[re.compile(r"^/webhooks/"), re.compile(IMPORT_PATHS)]
+    )
+    # Added last, so it runs first: the body limit bounds what the JSON check reads.
     api.add_middleware(
         BodyLimit,
         default_bytes=settings.max_body_bytes,
@@ -282,11 +294,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return api
 
 
+IMPORT_PATHS = r"^/admin/(api/)?[a-z-]+/import$"
+
+
 def body_limits(settings: Settings) -> list[RouteLimit]:
     """Routes that may carry more than MAX_BODY_BYTES (webhooks and forms stay within it)."""
     return [
         RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
-        RouteLimit(re.compile(r"^/admin/(api/)?[a-z-]+/import$"), settings.max_import_bytes),
+        RouteLimit(re.compile(IMPORT_PATHS), settings.max_import_bytes),
     ]
 
 

@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from models import safejson
 
 
 @dataclass(frozen=True)
@@ -209,3 +213,84 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             self.transport.close()
+
+
+# -- JSON bodies read strictly ----------------------------------------------------------------
+class StrictJsonBodies:
+    """ASGI middleware for JSON APIs: a JSON body that Python would accept but we could not
+    store (NaN, Infinity, integers of thousands of digits, nesting past MAX_DEPTH) is a 400
+    here, and lone surrogates become U+FFFD, before any route sees it. Routes that read their
+    raw body themselves (webhooks, imports) parse with `models.safejson` directly."""
+
+    def __init__(self, app: ASGIApp, *, skip: Sequence[re.Pattern[str]] = ()) -> None:
+        self.app = app
+        self.skip = tuple(skip)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] != "http"
+            or scope["method"] in ("GET", "HEAD", "OPTIONS")
+            or not _is_json(scope)
+            or any(p.match(scope["path"]) for p in self.skip)
+        ):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:  # bounded by BodyLimit, which wraps this middleware
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body:
+            try:
+                body = json.dumps(safejson.loads(body), ensure_ascii=False).encode()
+            except safejson.JsonRefused as refused:
+                await _problem(send, 400, f"body is not usable JSON: {refused}")
+                return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            kind = value.split(b";")[0].strip().lower()
+            return kind == b"application/json" or kind.endswith(b"+json")
+    return False
+
+
+async def _problem(send: Send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def validation_problem(errors: Sequence[Any]) -> dict[str, Any]:
+    """FastAPI's 422 body without the offending input: it may not be JSON at all (NaN), and it
+    may be personal (a phone number typed into a field)."""
+    return {
+        "detail": [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in errors
+        ]
+    }

@@ -452,6 +452,14 @@ def _sender(event: dict[str, Any]) -> str | None:
     return str(who)[:80] if who else None
 
 
+def _event_id(event: dict[str, Any]) -> str:
+    """LINE's webhookEventId (a 26-character ULID); anything that cannot be one is refused."""
+    value = event["webhookEventId"]
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise ValueError("webhookEventId is not an event id")
+    return value
+
+
 def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter:
     """POST /webhooks/line: verify, record once, acknowledge, then process."""
     assert settings.line_channel_secret is not None
@@ -470,7 +478,7 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
                 raise TypeError
             rows = [
                 processor.new_event(
-                    event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e, sender=_sender(e)
+                    event_id=_event_id(e), kind=str(e["type"])[:32], raw=e, sender=_sender(e)
                 )
                 for e in events
             ]

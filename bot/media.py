@@ -246,6 +246,8 @@ def _sha256(path: Path) -> str:
 
 def safe_relative(path: str) -> PurePosixPath:
     """A relative POSIX path with no '..', absolute or empty parts (for MEDIA_DIR lookups)."""
+    if "\x00" in path:  # the OS refuses such names: a client's mistake, not ours
+        raise ValueError("not a media path: it holds a NUL")
     rel = PurePosixPath(path)
     if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
         raise ValueError(f"not a media path: {path!r}")
@@ -392,10 +394,15 @@ def media_routes(
         file = (root / rel).resolve()
         if not file.is_relative_to(root) or not file.is_file() or rel.name.startswith("."):
             raise HTTPException(404)
+        # Access is judged by the file that would be served, not by the name asked for: a
+        # link (or a second name) inside MEDIA_DIR must not serve a restricted episode unsigned.
+        served = file.relative_to(root).as_posix()
         async with sessionmaker() as session:
-            episode = await episode_by_media_path(session, path=rel.as_posix())
+            episode = await episode_by_media_path(session, path=served)
             restricted = episode is not None and episode.podcast.restricted
-        if restricted and not signer.valid(rel.as_posix(), exp=exp, sig=sig, now=clock()):
+        if restricted and served != rel.as_posix():
+            raise HTTPException(404)
+        if restricted and not signer.valid(served, exp=exp, sig=sig, now=clock()):
             raise HTTPException(403, "this link is not valid or has expired")
         if restricted:
             # Signed links are personal: no shared caches, and no longer than the link lives.

@@ -86,7 +86,7 @@ class Settings(BaseSettings):
     # Request bodies: the most any route reads (413 beyond), and how long a client may take.
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_upload_bytes: int = Field(default=209_715_200, ge=1024)  # audio upload: LINE's 200 MB
-    max_import_bytes: int = Field(default=20_971_520, ge=1024)  # catalog, roster, completions
+    max_import_bytes: int = Field(default=52_428_800, ge=1024)  # catalog, roster, completions
     http_header_timeout_seconds: float = Field(default=10.0, gt=0)
     http_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
