@@ -36,10 +36,13 @@ from bot.simulator import SimulatorChannel, simulator_routes
 from bot.sms import build_sms_provider
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from models.conversation import purge_expired_states
+from models.courses import purge_search_log
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
+from models.inbound import purge_finished_events
 from models.pii import PiiVault
 from models.search.service import SearchService
+from models.simulator import purge_simulator_messages
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.reminders import reminders_job
@@ -168,12 +171,29 @@ def build_runtime(settings: Settings) -> Runtime:
     jobs.add(Job("reminders", reminders, cron={"minute": settings.reminders_cron_minute}))
 
     async def retention(now: dt.datetime) -> dict[str, int]:
+        days = dt.timedelta(days=1)
         async with sessionmaker() as session:
             states = await purge_expired_states(session, now=now)
             otp = await purge_otp_history(session, now=now)
+            events = await purge_finished_events(
+                session, before=now - settings.retention_inbound_days * days
+            )
+            searches = await purge_search_log(
+                session, before=now - settings.retention_search_log_days * days
+            )
+            simulated = await purge_simulator_messages(
+                session, before=now - settings.retention_simulator_days * days
+            )
             await session.commit()
         outbox = await notifications_retention(sessionmaker, now=now)
-        return {"conversation_states": states, "otp_rows": otp, "outbox_rows": outbox}
+        return {
+            "conversation_states": states,
+            "otp_rows": otp,
+            "outbox_rows": outbox,
+            "inbound_events": events,
+            "search_log": searches,
+            "simulator_messages": simulated,
+        }
 
     jobs.add(Job("retention", retention, cron={"hour": "3", "minute": "17"}))
     return Runtime(

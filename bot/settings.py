@@ -121,6 +121,10 @@ class Settings(BaseSettings):
     reminders_cron_minute: str = "0,30"
 
     conversation_ttl_seconds: int = Field(default=900, ge=30)
+    # How long the retention job keeps answered events, searches and simulated chats.
+    retention_inbound_days: int = Field(default=30, ge=1)
+    retention_search_log_days: int = Field(default=400, ge=1)
+    retention_simulator_days: int = Field(default=7, ge=1)
     # How long an inbound event may stay claimed before a sweep takes it over.
     inbound_lease_seconds: int = Field(default=60, ge=1)
     inbound_sweep_seconds: int = Field(default=30, ge=1)

@@ -91,6 +91,12 @@ class SearchLog(Base):
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
 
 
+async def purge_search_log(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Drop searches older than `before` (retention job; the dashboards keep their totals)."""
+    result = await session.execute(delete(SearchLog).where(SearchLog.created_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
 class MemberSearchInterest(Base):
     """What a member searched for lately, for 為你推薦 only; erased with the member.
 

@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     or_,
     select,
@@ -191,6 +192,17 @@ async def record_rejected(
     }
     insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     await session.execute(insert(InboundEvent).values(**values).on_conflict_do_nothing())
+
+
+async def purge_finished_events(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Drop answered and refused events received before `before` (retention job); events
+    still pending or in progress are kept whatever their age."""
+    result = await session.execute(
+        delete(InboundEvent).where(
+            InboundEvent.status.in_((DONE, FAILED)), InboundEvent.received_at < before
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def unfinished_event_ids(
