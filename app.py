@@ -8,10 +8,13 @@ import contextlib
 import datetime as dt
 import gc
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -20,6 +23,7 @@ from admin.courses import course_admin_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
+from bot.http_limits import BodyLimit, RouteLimit, StrictJsonBodies, validation_problem
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
@@ -31,10 +35,13 @@ from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from media.feeds import podcast_routes
 from media.files import MediaSigner
 from models.conversation import purge_expired_states
+from models.courses import purge_search_log
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
+from models.inbound import purge_finished_events
 from models.pii import PiiVault
 from models.search.service import SearchService
+from models.simulator import purge_simulator_messages
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.podcast_drops import podcast_drops
@@ -170,12 +177,29 @@ def build_runtime(settings: Settings) -> Runtime:
     jobs.add(Job("reminders", reminders, cron={"minute": settings.reminders_cron_minute}))
 
     async def retention(now: dt.datetime) -> dict[str, int]:
+        days = dt.timedelta(days=1)
         async with sessionmaker() as session:
             states = await purge_expired_states(session, now=now)
             otp = await purge_otp_history(session, now=now)
+            events = await purge_finished_events(
+                session, before=now - settings.retention_inbound_days * days
+            )
+            searches = await purge_search_log(
+                session, before=now - settings.retention_search_log_days * days
+            )
+            simulated = await purge_simulator_messages(
+                session, before=now - settings.retention_simulator_days * days
+            )
             await session.commit()
         outbox = await notifications_retention(sessionmaker, now=now)
-        return {"conversation_states": states, "otp_rows": otp, "outbox_rows": outbox}
+        return {
+            "conversation_states": states,
+            "otp_rows": otp,
+            "outbox_rows": outbox,
+            "inbound_events": events,
+            "search_log": searches,
+            "simulator_messages": simulated,
+        }
 
     jobs.add(Job("retention", retention, cron={"hour": "3", "minute": "17"}))
     return Runtime(
@@ -234,8 +258,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recovery.cancel()
             await runtime.close()
 
-    api = FastAPI(title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # In production the API's shape is not advertised (the admin API's own document asks
+    # for a token).
+    openapi_url = None if settings.edoor_env == "production" else "/openapi.json"
+    api = FastAPI(
+        title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=openapi_url
+    )
     api.state.runtime = runtime
+
+    @api.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse(validation_problem(exc.errors()), status_code=422)
+
+    # Webhooks and imports read their raw bodies with models.safejson themselves.
+    api.add_middleware(
+        StrictJsonBodies, skip=[re.compile(r"^/webhooks/"), re.compile(IMPORT_PATHS)]
+    )
+    # Added last, so it runs first: the body limit bounds what the JSON check reads.
+    api.add_middleware(
+        BodyLimit,
+        default_bytes=settings.max_body_bytes,
+        routes=body_limits(settings),
+        body_timeout=settings.http_body_timeout_seconds,
+    )
 
     @api.get("/healthz")
     async def healthz() -> Response:
@@ -273,6 +318,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     return api
+
+
+IMPORT_PATHS = r"^/admin/(api/)?[a-z-]+/import$"
+
+
+def body_limits(settings: Settings) -> list[RouteLimit]:
+    """Routes that may carry more than MAX_BODY_BYTES (webhooks and forms stay within it)."""
+    return [
+        RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
+        RouteLimit(re.compile(IMPORT_PATHS), settings.max_import_bytes),
+    ]
 
 
 def _collect_and_freeze() -> None:

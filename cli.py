@@ -81,6 +81,8 @@ def serve(
     """Apply pending migrations, then serve the webhooks, simulator and admin API."""
     import uvicorn
 
+    from bot.http_limits import GuardedHttpToolsProtocol
+
     settings = _settings()
     migrate()
     base = f"http://{host}:{port}"
@@ -97,6 +99,11 @@ def serve(
         workers=workers,
         log_level="warning",
         access_log=False,
+        # uvicorn's own loggers go through ours, so its error reports are masked like the rest.
+        log_config=None,
+        # Header timeout (slow clients); the body limits and timeout are the app's middleware.
+        http=GuardedHttpToolsProtocol,
+        h11_max_incomplete_event_size=16 * 1024,
     )
 
 

@@ -99,4 +99,24 @@ def course_admin_routes(
             await session.commit()
         return {"id": course_id, "password_protected": body.password is not None}
 
+    @routes.delete("/{course_id}/password/lock")
+    async def lift_password_lock(course_id: str, caller: Caller = admin_only) -> dict[str, Any]:
+        """Lift a course's password pause (too many wrong tries from everyone) before it ends."""
+        async with sessionmaker() as session:
+            course = await get_course(session, course_id=course_id)
+            if course is None:
+                raise HTTPException(404, "no such course")
+            was = course.password_locked_until
+            course.password_locked_until = None
+            await record_audit(
+                session,
+                actor=caller.name,
+                action="courses.password_lock_lifted",
+                subject=course_id,
+                details={"was_locked": was is not None and was > utcnow()},
+                now=utcnow(),
+            )
+            await session.commit()
+        return {"id": course_id, "password_locked_until": None}
+
     return routes

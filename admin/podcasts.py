@@ -34,19 +34,23 @@ _SUFFIX_BY_TYPE = {v: k for k, v in AUDIO_TYPES.items()} | {
 }
 
 
+# Episode numbers are listening order; no podcast has anywhere near this many.
+MAX_EPISODES = 100_000
+
+
 class NewPodcast(BaseModel):
     slug: str = Field(min_length=1, max_length=47)
     title: str = Field(min_length=1, max_length=200)
     description: str = ""
     audience: str = "public"
     course_id: str | None = None
-    hours: float | None = Field(default=None, ge=0)
+    hours: float | None = Field(default=None, ge=0, le=1000, allow_inf_nan=False)
 
 
 class Script(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     script: str = Field(min_length=1, max_length=20_000)
-    number: int | None = Field(default=None, ge=1)
+    number: int | None = Field(default=None, ge=1, le=MAX_EPISODES)
     language: str = "zh-TW"
 
 
@@ -118,7 +122,7 @@ def podcast_admin_routes(
         slug: str,
         request: Request,
         title: Annotated[str, Query(min_length=1, max_length=200)],
-        number: Annotated[int | None, Query(ge=1)] = None,
+        number: Annotated[int | None, Query(ge=1, le=MAX_EPISODES)] = None,
         filename: Annotated[str | None, Query(max_length=200)] = None,
         caller: Caller = admin_only,
     ) -> dict[str, Any]:

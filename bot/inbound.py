@@ -47,6 +47,8 @@ SQLITE_LOCK_BUDGET = 0.04  # seconds
 # that the periodic sweep (recover) takes it.
 RETRY_SKIPPED_SECONDS = 0.5
 RETRY_SKIPPED_TIMES = 20
+# What people may read of one event (its redacted copy); larger events keep a summary.
+MAX_STORED_PAYLOAD = 16 * 1024
 
 
 @dataclass
@@ -117,10 +119,34 @@ class InboundProcessor:
     ) -> events_db.NewEvent:
         """A row to record: redacted payload for people, the original encrypted; `sender`
         (the platform's id of the person or chat) keeps their events in order."""
-        sealed = self.services.vault.encrypt_bytes(json.dumps(raw, ensure_ascii=False).encode())
+        original = json.dumps(raw, ensure_ascii=False).encode()
+        sealed = self.services.vault.encrypt_bytes(original)
+        payload = redact(raw)
+        if len(original) > MAX_STORED_PAYLOAD:
+            # What people may read stays small: a huge event keeps only what identifies it
+            # (the sealed original, erased once answered, is what the handlers see).
+            payload = {
+                "truncated": True,
+                "bytes": len(original),
+                **{k: payload[k] for k in ("type", "mode", "timestamp") if k in payload},
+            }
         return events_db.NewEvent(
-            event_id=event_id, kind=kind, payload=redact(raw), sealed=sealed, sender=sender
+            event_id=event_id, kind=kind, payload=payload, sealed=sealed, sender=sender
         )
+
+    async def reject(self, channel: str, *, event_id: str, reason: str, size: int) -> None:
+        """Record an event that will not be processed (and why), so it is acknowledged once and
+        an operator can see it; raises when the database does not answer."""
+        async with self.sessionmaker() as session:
+            await events_db.record_rejected(
+                session,
+                channel=channel,
+                event_id=event_id,
+                reason=reason,
+                size=size,
+                now=self.clock(),
+            )
+            await session.commit()
 
     async def record(self, channel: str, rows: list[events_db.NewEvent]) -> list[int]:
         """Store events not seen before and commit; returns the new row ids to process.

@@ -29,6 +29,9 @@ class SmsMessage:
     # Unique per message (at most 36 characters, no personal data): lets a provider drop
     # a duplicate when we retry after a timeout.
     reference: str
+    # Who asked for it, as "channel:external id" (the dev provider shows a code only to a
+    # simulator session that asked for it; real providers ignore it).
+    requester: str = ""
 
 
 class SmsProvider(Protocol):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 from typing import Literal
 
@@ -11,6 +13,52 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Values that must never reach production: the shipped examples and obvious placeholders.
 _PLACEHOLDERS = {"", "changeme", "change-me", "secret", "dev", "dev-admin-token", "dev-pii-key"}
 DEV_PII_KEY = "dev-pii-key-not-for-production-0000000000"
+# Published values (the shared platform samples, our tests and docs): known to everyone.
+KNOWN_SAMPLES = {
+    DEV_PII_KEY,
+    "8f1c4e0b2a7d4c96b3e5f7a9d1c3e5f7",  # the LINE channel secret the shared samples use
+    "test-line-access-token-abcdef",
+    "7012345678:AAFakeTokenForTests_0123456789abcdefXYZ",
+    "tg-webhook-secret_0123456789",
+    "test-admin-token-0123456789",
+    "test-pii-key-0123456789abcdef0123456789",
+}
+# A secret someone could guess must cost about 2^128 tries: length times the bits of the
+# character classes it draws from (lower, upper, digits, other).
+MIN_SECRET_BITS = 128
+LINE_SECRET_FORM = re.compile(r"^[0-9a-f]{32}$")  # how LINE issues channel secrets
+TELEGRAM_SECRET_FORM = re.compile(r"^[A-Za-z0-9_-]{32,256}$")  # Bot API: 1-256 of these
+TELEGRAM_TOKEN_FORM = re.compile(r"^\d{5,}:[A-Za-z0-9_-]{30,}$")
+
+
+def secret_bits(value: str) -> float:
+    """A generous estimate of a secret's strength in bits; repeated characters count once
+    per distinct character beyond a short run, so "aaaa..." stays weak."""
+    alphabet = sum(
+        size
+        for size, present in (
+            (26, any(c.islower() for c in value)),
+            (26, any(c.isupper() for c in value)),
+            (10, any(c.isdigit() for c in value)),
+            (32, any(not c.isalnum() for c in value)),
+        )
+        if present
+    )
+    if alphabet == 0:
+        return 0.0
+    effective = min(len(value), 4 * len(set(value)))
+    return effective * math.log2(alphabet)
+
+
+def weak_secret(value: str) -> str | None:
+    """Why a secret is weak, or None."""
+    if value in _PLACEHOLDERS or value in KNOWN_SAMPLES:
+        return "is a placeholder or a published sample value"
+    if len(value) < 32:
+        return "must be at least 32 characters"
+    if secret_bits(value) < MIN_SECRET_BITS:
+        return "is too easy to guess (use e.g. `openssl rand -hex 32`)"
+    return None
 
 
 class ConfigError(ValueError):
@@ -33,7 +81,14 @@ class Settings(BaseSettings):
     edoor_background: Literal["on", "off"] = "on"
     media_dir: Path = Path("./var/media")
     log_level: str = "INFO"
-    simulator_enabled: bool | None = None  # default: on in dev, off in production
+    # Default: on in dev while no real channel is configured; off otherwise (see simulator_on).
+    simulator_enabled: bool | None = None
+    # Request bodies: the most any route reads (413 beyond), and how long a client may take.
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_upload_bytes: int = Field(default=209_715_200, ge=1024)  # audio upload: LINE's 200 MB
+    max_import_bytes: int = Field(default=52_428_800, ge=1024)  # catalog, roster, completions
+    http_header_timeout_seconds: float = Field(default=10.0, gt=0)
+    http_body_timeout_seconds: float = Field(default=30.0, gt=0)
 
     line_channel_secret: SecretStr | None = None
     line_channel_access_token: SecretStr | None = None
@@ -66,6 +121,10 @@ class Settings(BaseSettings):
     reminders_cron_minute: str = "0,30"
 
     conversation_ttl_seconds: int = Field(default=900, ge=30)
+    # How long the retention job keeps answered events, searches and simulated chats.
+    retention_inbound_days: int = Field(default=30, ge=1)
+    retention_search_log_days: int = Field(default=400, ge=1)
+    retention_simulator_days: int = Field(default=7, ge=1)
     # How long an inbound event may stay claimed before a sweep takes it over.
     inbound_lease_seconds: int = Field(default=60, ge=1)
     inbound_sweep_seconds: int = Field(default=30, ge=1)
@@ -83,9 +142,17 @@ class Settings(BaseSettings):
         return self.telegram_bot_token is not None
 
     @property
+    def real_channel(self) -> bool:
+        """LINE or Telegram is configured: real people may be talking to this process."""
+        return self.line_enabled or self.telegram_enabled
+
+    @property
     def simulator_on(self) -> bool:
+        """The simulator (and the dev SMS provider's phone inbox it serves) is on by default only
+        in dev with no real channel: once real people can reach the bot, a page that plays
+        anyone and reads text messages must be asked for explicitly."""
         if self.simulator_enabled is None:
-            return self.edoor_env == "dev"
+            return self.edoor_env == "dev" and not self.real_channel
         return self.simulator_enabled
 
     @property
@@ -131,6 +198,14 @@ class Settings(BaseSettings):
             )
         if self.sms_provider == "mitake" and not (self.mitake_username and self.mitake_password):
             out.append("SMS_PROVIDER=mitake needs MITAKE_USERNAME and MITAKE_PASSWORD")
+        if self.simulator_enabled and self.real_channel and self.sms_provider == "dev":
+            # Anyone on the page could then verify any number (its code lands in their own
+            # simulated inbox) and be offered a link to the real owner's LINE or Telegram member.
+            out.append(
+                "SIMULATOR_ENABLED with a real LINE or Telegram channel needs a real "
+                "SMS_PROVIDER (twilio or mitake): with SMS_PROVIDER=dev anyone on the simulator "
+                "page could verify any number"
+            )
         if self.edoor_env == "production":
             out.extend(self._production_problems())
         return out
@@ -141,28 +216,48 @@ class Settings(BaseSettings):
             out.append(
                 "EDOOR_ENV=production refuses SMS_PROVIDER=dev (codes would not leave the box)"
             )
-        if self.pii_key.get_secret_value() in _PLACEHOLDERS | {DEV_PII_KEY}:
-            out.append("EDOOR_ENV=production needs a real PII_KEY (at least 32 characters)")
-        elif len(self.pii_key.get_secret_value()) < 32:
-            out.append("PII_KEY must be at least 32 characters")
-        token = self.admin_token.get_secret_value() if self.admin_token else ""
-        if token in _PLACEHOLDERS:
-            out.append("EDOOR_ENV=production needs a real ADMIN_TOKEN")
         if not self.public_base_url.startswith("https://"):
             out.append(
                 "EDOOR_ENV=production needs an https PUBLIC_BASE_URL (LINE plays only https audio)"
             )
         if self.simulator_enabled:
             out.append("EDOOR_ENV=production refuses SIMULATOR_ENABLED (the simulator is dev-only)")
-        for name in (
-            "line_channel_secret",
-            "line_channel_access_token",
-            "telegram_bot_token",
-            "telegram_webhook_secret",
-        ):
+        out.extend(self._weak_secrets())
+        return out
+
+    def _weak_secrets(self) -> list[str]:
+        """Production secrets must be long and random, never a published sample."""
+        out: list[str] = []
+        for name in ("pii_key", "admin_token"):
             value = getattr(self, name)
-            if value is not None and value.get_secret_value() in _PLACEHOLDERS:
-                out.append(f"{name.upper()} is a placeholder")
+            why = weak_secret(value.get_secret_value() if value is not None else "")
+            if why:
+                out.append(f"EDOOR_ENV=production needs a real {name.upper()}: it {why}")
+        # (setting, the form its issuer gives it, what we say when it does not have it)
+        checks: list[tuple[str, re.Pattern[str], str]] = [
+            ("line_channel_secret", LINE_SECRET_FORM, "32 hexadecimal characters, as LINE issues"),
+            (
+                "line_channel_access_token",
+                re.compile(r"^\S{64,}$"),
+                "64+ characters, as LINE issues",
+            ),
+            ("telegram_bot_token", TELEGRAM_TOKEN_FORM, "the form 123456789:AA... of BotFather"),
+            ("telegram_webhook_secret", TELEGRAM_SECRET_FORM, "32-256 of A-Z a-z 0-9 _ -"),
+            ("twilio_auth_token", re.compile(r"^\S{32,}$"), "32+ characters, as Twilio issues"),
+        ]
+        for name, form, expected in checks:
+            secret: SecretStr | None = getattr(self, name)
+            if secret is None:
+                continue
+            value = secret.get_secret_value()
+            if value in _PLACEHOLDERS or value in KNOWN_SAMPLES:
+                out.append(f"{name.upper()} is a placeholder or a published sample value")
+            elif not form.match(value):
+                out.append(f"{name.upper()} does not look real: expected {expected}")
+            elif len(set(value)) < 8 or (
+                name == "telegram_webhook_secret" and secret_bits(value) < MIN_SECRET_BITS
+            ):
+                out.append(f"{name.upper()} is too easy to guess")
         return out
 
     def secrets(self) -> list[str]:

@@ -22,12 +22,14 @@ from models.courses import (
     SavedCoursesFull,
     active_course_ids,
     count_saved,
+    course_password_paused,
     courses_in_category,
     get_course,
     is_saved,
     list_categories,
     lock_password_for_check,
     newest_courses,
+    note_wrong_course_password,
     password_retry_at,
     password_tries_left,
     popular_courses,
@@ -858,6 +860,13 @@ def _cooling_down(ctx: Context, retry_at: dt.datetime) -> Reply:
     )
 
 
+def _password_paused(ctx: Context, until: dt.datetime) -> Reply:
+    return Text(
+        text=ctx.t("courses.password_paused", time=_until(ctx, until)),
+        buttons=[Button(label=ctx.t("courses.search_button"), action=f"{COMMAND_ACTION}:search")],
+    )
+
+
 @router.on_action("course.pw")
 async def ask_password(ctx: Context, msg: Incoming) -> Reply:
     """Asks for the course password (a step: 取消 leaves it), unless tries are used up."""
@@ -868,6 +877,10 @@ async def ask_password(ctx: Context, msg: Incoming) -> Reply:
     if retry_at is not None:
         await ctx.leave()
         return _cooling_down(ctx, retry_at)
+    paused = course_password_paused(course, now=ctx.now)
+    if paused is not None:
+        await ctx.leave()
+        return _password_paused(ctx, paused)
     await ctx.enter("courses.await_password", {"course_id": course.id})
     return Text(text=ctx.t("courses.password_prompt", title=course.title))
 
@@ -890,6 +903,10 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
         await ctx.leave()
         return _cooling_down(ctx, retry_at)
     await lock_password_for_check(ctx.session, course)
+    paused = course_password_paused(course, now=ctx.now)
+    if paused is not None:
+        await ctx.leave()
+        return _password_paused(ctx, paused)
     ok = verify_course_password(course, msg.text)
     await record_password_attempt(
         ctx.session, member_id=member_id, course_id=course.id, success=ok, now=ctx.now
@@ -900,6 +917,10 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
             text=ctx.t("courses.password_ok", title=course.title),
             buttons=[Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))],
         )
+    paused = await note_wrong_course_password(ctx.session, course=course, now=ctx.now)
+    if paused is not None:
+        await ctx.leave()
+        return _password_paused(ctx, paused)
     left = await password_tries_left(ctx.session, member_id=member_id, now=ctx.now)
     if left == 0:
         await ctx.leave()

@@ -159,7 +159,12 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
             )
             body = ctx.t("verification.sms_body", code=issued.code)
             await _sms(ctx).send(
-                SmsMessage(to=phone, body=body, reference=issued.reference),
+                SmsMessage(
+                    to=phone,
+                    body=body,
+                    reference=issued.reference,
+                    requester=f"{ctx.channel}:{ctx.account.external_id}",
+                ),
                 session=ctx.session,
                 now=ctx.now,
             )

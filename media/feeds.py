@@ -367,10 +367,14 @@ def podcast_routes(
     def cover_url(base: str, podcast: Podcast) -> str:
         return f"{base}/cover.jpg?v={cover_version(podcast)}"
 
-    async def cover_response(podcast: Podcast, v: str | None, cache: str) -> FileResponse:
+    async def cover_response(
+        podcast: Podcast, v: str | None, cache: str, *, private: bool = False
+    ) -> FileResponse:
         path = await ensure_cover(settings, podcast)
         if v != cover_version(podcast):
-            cache = FEED_CACHE  # an old or missing version: do not let it stick
+            # An old or missing version: do not let it stick, and a private feed's cover is
+            # never for shared caches, whatever was asked.
+            cache = "private, max-age=300" if private else FEED_CACHE
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": cache})
 
     # Private routes first: /feeds/private/<token>/... would also fit /feeds/{slug}/...
@@ -393,7 +397,9 @@ def podcast_routes(
     async def private_cover(token: str, v: str | None = None) -> FileResponse:
         async with sessionmaker() as session:
             podcast, _ = await private_podcast(session, token)
-        return await cover_response(podcast, v, "private, max-age=31536000, immutable")
+        return await cover_response(
+            podcast, v, "private, max-age=31536000, immutable", private=True
+        )
 
     @router.api_route("/feeds/private/{token}/{number}/audio{suffix}", methods=["GET", "HEAD"])
     async def private_audio(token: str, number: int, suffix: str) -> FileResponse:

@@ -367,10 +367,15 @@ def media_routes(
         file = file_under(settings.media_dir, rel)
         if file is None or rel.name.startswith("."):
             raise HTTPException(404)
+        # Access is judged by the file that would be served, not by the name asked for: a
+        # link (or a second name) inside MEDIA_DIR must not serve a restricted episode unsigned.
+        served = file.relative_to(settings.media_dir.resolve()).as_posix()
         async with sessionmaker() as session:
-            episode = await episode_by_media_path(session, path=rel.as_posix())
+            episode = await episode_by_media_path(session, path=served)
             restricted = episode is not None and episode.podcast.restricted
-        if restricted and not signer.valid(rel.as_posix(), exp=exp, sig=sig, now=clock()):
+        if restricted and served != rel.as_posix():
+            raise HTTPException(404)
+        if restricted and not signer.valid(served, exp=exp, sig=sig, now=clock()):
             raise HTTPException(403, "this link is not valid or has expired")
         if restricted:
             # Signed links are personal: no shared caches, and no longer than the link lives.

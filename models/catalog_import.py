@@ -8,7 +8,6 @@ number`. Unknown columns (source, synthetic, ...) are ignored.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from models import safejson
 from models.tabular import Progress, RefusedFile, RowError, read_csv
 
 AUDIENCES = ("public", "civil_servant")
@@ -90,8 +90,8 @@ def _tags(value: Any) -> tuple[str, ...]:
         text = value.strip()
         if text.startswith("["):
             try:
-                value = json.loads(text)
-            except json.JSONDecodeError as exc:
+                value = safejson.loads(text)
+            except safejson.JsonRefused as exc:
                 raise ValueError("not a JSON list") from exc
         else:
             value = re.split(r"[|;、]", text)
@@ -208,8 +208,8 @@ def _validate_all(
 def parse_json(data: bytes | str, *, progress: Progress | None = None) -> ParsedCatalog:
     """Rows from a JSON list of course objects (courses.json format)."""
     try:
-        doc = json.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        doc = safejson.loads(data.decode("utf-8-sig") if isinstance(data, bytes) else data)
+    except (UnicodeDecodeError, safejson.JsonRefused) as exc:
         return ParsedCatalog(errors=[RowError("file", None, f"not valid UTF-8 JSON: {exc}")])
     if isinstance(doc, dict) and isinstance(doc.get("courses"), list):
         doc = doc["courses"]

@@ -54,6 +54,9 @@ class Course(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     audience: Mapped[str] = mapped_column(String(16), default="public")
     password_hash: Mapped[str | None] = mapped_column(String(200), default=None)
+    # Password entry paused for everyone until then (too many wrong tries from all members
+    # together); an admin may lift it sooner.
+    password_locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     url: Mapped[str | None] = mapped_column(String(500), default=None)
     platform: Mapped[str] = mapped_column(String(60), default="")
@@ -89,6 +92,12 @@ class SearchLog(Base):
     result_count: Mapped[int]
     channel: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow, index=True)
+
+
+async def purge_search_log(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Drop searches older than `before` (retention job; the dashboards keep their totals)."""
+    result = await session.execute(delete(SearchLog).where(SearchLog.created_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 class MemberSearchInterest(Base):
@@ -127,7 +136,10 @@ class CoursePasswordAttempt(Base):
     limit on wrong tries per member, across all courses; erased with the member."""
 
     __tablename__ = "course_password_attempt"
-    __table_args__ = (Index("ix_course_password_attempt_member_at", "member_id", "attempted_at"),)
+    __table_args__ = (
+        Index("ix_course_password_attempt_member_at", "member_id", "attempted_at"),
+        Index("ix_course_password_attempt_course_at", "course_id", "attempted_at"),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
@@ -170,6 +182,37 @@ def verify_course_password(course: Course, password: str) -> bool:
 PASSWORD_TRIES_PER_HOUR = 5
 PASSWORD_WINDOW = dt.timedelta(hours=1)
 PASSWORD_KEEP = dt.timedelta(days=1)
+
+
+# Wrong passwords for one course from all members together in a rolling hour, before its
+# password entry pauses for an hour: throwaway accounts each get five tries of their own, so
+# guessing a course's password must also cost the course.
+COURSE_PASSWORD_TRIES_PER_HOUR = 30
+COURSE_PASSWORD_PAUSE = dt.timedelta(hours=1)
+
+
+def course_password_paused(course: Course, *, now: dt.datetime) -> dt.datetime | None:
+    """Until when nobody may try this course's password; None when they may."""
+    until = course.password_locked_until
+    return until if until is not None and until > now else None
+
+
+async def note_wrong_course_password(
+    session: AsyncSession, *, course: Course, now: dt.datetime
+) -> dt.datetime | None:
+    """After a wrong try has been recorded: pause the course's password entry when everyone's
+    wrong tries this hour reach the limit; returns until when, or None."""
+    wrong = await session.scalar(
+        select(func.count(CoursePasswordAttempt.id)).where(
+            CoursePasswordAttempt.course_id == course.id,
+            CoursePasswordAttempt.success.is_(False),
+            CoursePasswordAttempt.attempted_at > now - PASSWORD_WINDOW,
+        )
+    )
+    if int(wrong or 0) < COURSE_PASSWORD_TRIES_PER_HOUR:
+        return None
+    course.password_locked_until = now + COURSE_PASSWORD_PAUSE
+    return course.password_locked_until
 
 
 async def _lock_member(session: AsyncSession, member_id: int) -> None:

@@ -160,10 +160,17 @@ def phone_subject(phone_hash: str) -> str:
     return f"phone:{phone_hash}"
 
 
-def sms_inbox_key(vault: PiiVault, phone: str) -> str:
-    """The simulator's phone-inbox key for a number (dev SMS): derived from its keyed hash,
-    never the number itself, and short enough for simulator_message.user_key."""
-    return "sms:" + vault.lookup_hash(phone)[:60]
+def sms_inbox_prefix(vault: PiiVault, phone: str) -> str:
+    """Every simulated inbox of one number starts with this (delete-my-data erases them)."""
+    return "sms:" + vault.lookup_hash(phone)[:30] + ":"
+
+
+def sms_inbox_key(vault: PiiVault, phone: str, *, requester: str) -> str:
+    """The simulator's phone-inbox key for a number as one simulated person sees it (dev SMS):
+    derived from keyed hashes of the number and of who asked for the code, never the number
+    itself, and short enough for simulator_message.user_key. Binding it to the requester
+    means the inbox shows a code only to the simulator session that asked for it."""
+    return sms_inbox_prefix(vault, phone) + vault.lookup_hash("requester:" + requester)[:29]
 
 
 # -- results -------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from sqlalchemy import (
     and_,
     bindparam,
     case,
+    delete,
     func,
     or_,
     select,
@@ -171,6 +172,37 @@ async def record_events_multi(
         ]
         rows = (await session.execute(stmt, params)).all()
     return {(r.channel, r.event_id): r.id for r in rows}
+
+
+async def record_rejected(
+    session: AsyncSession, *, channel: str, event_id: str, reason: str, size: int, now: dt.datetime
+) -> None:
+    """Note an event we refuse to process (malformed, not the platform's shape), once: what
+    an operator may read is the reason and the size, never the body itself."""
+    values = {
+        "channel": channel,
+        "event_id": event_id[:64],
+        "kind": "rejected",
+        "status": FAILED,
+        "received_at": now,
+        "processed_at": now,
+        "payload": {"rejected": reason[:200], "bytes": size},
+        "last_error": reason[:200],
+        "attempts": 0,
+    }
+    insert = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    await session.execute(insert(InboundEvent).values(**values).on_conflict_do_nothing())
+
+
+async def purge_finished_events(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Drop answered and refused events received before `before` (retention job); events
+    still pending or in progress are kept whatever their age."""
+    result = await session.execute(
+        delete(InboundEvent).where(
+            InboundEvent.status.in_((DONE, FAILED)), InboundEvent.received_at < before
+        )
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 async def unfinished_event_ids(

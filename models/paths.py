@@ -9,6 +9,8 @@ from pathlib import Path, PurePosixPath
 
 def safe_relative(path: str) -> PurePosixPath:
     """A relative POSIX path with no '..', absolute or empty parts (for MEDIA_DIR lookups)."""
+    if "\x00" in path:  # the OS refuses such names: a client's mistake, not ours
+        raise ValueError("not a media path: it holds a NUL")
     rel = PurePosixPath(path)
     if rel.is_absolute() or not rel.parts or any(p in ("", ".", "..") for p in rel.parts):
         raise ValueError(f"not a media path: {path!r}")

@@ -23,7 +23,7 @@ from models.identity import (
     VerifiedPhone,
     phone_subject,
     record_audit,
-    sms_inbox_key,
+    sms_inbox_prefix,
 )
 from models.inbound import InboundEvent
 from models.members import ChannelAccount, Member
@@ -137,8 +137,11 @@ async def erase_member(
             else:
                 await session.delete(event)
     for phone in phones:
+        inboxes = sms_inbox_prefix(vault, phone)
         await session.execute(
-            delete(SimulatorMessage).where(SimulatorMessage.user_key == sms_inbox_key(vault, phone))
+            delete(SimulatorMessage).where(
+                SimulatorMessage.user_key.startswith(inboxes, autoescape=True)
+            )
         )
 
     # Identity tables.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import String, select
+from sqlalchemy import String, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -50,3 +50,11 @@ async def messages_after(
         .limit(limit)
     )
     return list(rows.all())
+
+
+async def purge_simulator_messages(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Drop simulated chats and dev text messages older than `before` (retention job)."""
+    result = await session.execute(
+        delete(SimulatorMessage).where(SimulatorMessage.created_at < before)
+    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]

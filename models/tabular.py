@@ -77,12 +77,24 @@ def read_csv(data: bytes | str, *, required: Sequence[str], refuse: type[Refused
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise refuse([RowError.at(1, None, "the file is empty (a header row is needed)")]) from None
+    except csv.Error as exc:
+        raise refuse([RowError.at(1, None, f"not readable as CSV: {exc}")]) from None
     missing = [c for c in required if c not in header]
     if missing:
         raise refuse([RowError.at(1, c, "column missing from the header") for c in missing])
 
     def rows() -> Iterator[CsvRow]:
-        for values in reader:
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                # A field over the csv module's limit (128 KB) or a broken quote: the line
+                # is refused with its number, and reading goes on after it.
+                line = reader.line_num
+                yield CsvRow(line, {}, RowError.at(line, None, f"not readable as CSV: {exc}"))
+                continue
             # line_num counts physical lines, so quoted newlines keep the numbers right.
             line = reader.line_num
             if not any(v.strip() for v in values):

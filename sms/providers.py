@@ -36,6 +36,7 @@ __all__ = [
 ]
 
 DEFAULT_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+SIMULATOR_REQUESTER = "simulator:"
 # Mitake reports these as accepted (0 scheduled, 1/2 handed to the carrier, 4 delivered).
 MITAKE_ACCEPTED = {"0", "1", "2", "4"}
 # Mitake: system error, service paused (a, b, r), too many connections at once (l).
@@ -52,7 +53,10 @@ TWILIO_RECIPIENT_CODES = {
 
 
 class DevSmsProvider:
-    """Development only: the message appears in the simulator's phone inbox for that number."""
+    """Development only: the message appears in the simulator's phone inbox for that number,
+    visible only to the simulator session that asked for it. A code asked for on a real
+    channel goes nowhere (refused as our own problem): nobody could read it but whoever
+    holds the database, which is not the person."""
 
     name = "dev"
 
@@ -60,9 +64,11 @@ class DevSmsProvider:
         self.vault = vault
 
     async def send(self, message: SmsMessage, *, session: AsyncSession, now: dt.datetime) -> str:
+        if not message.requester.startswith(SIMULATOR_REQUESTER):
+            raise SmsError("dev SMS provider delivers to the simulator only", temporary=False)
         await add_messages(
             session,
-            user_key=sms_inbox_key(self.vault, message.to),
+            user_key=sms_inbox_key(self.vault, message.to, requester=message.requester),
             box="sms",
             replies=[{"kind": "text", "text": message.body}],
             now=now,

@@ -267,7 +267,7 @@ def tone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 async def both_platforms(served, fake_line):  # type: ignore[no-untyped-def]
     """The real app with LINE and Telegram switched on, both pointed at loopback fakes:
-    `async with both_platforms() as (http, fake_line, fake_telegram, app)`."""
+    `async with both_platforms(**settings) as (http, fake_line, fake_telegram, app)`."""
     import contextlib
 
     import httpx
@@ -277,7 +277,7 @@ async def both_platforms(served, fake_line):  # type: ignore[no-untyped-def]
     line, line_url = fake_line
 
     @contextlib.asynccontextmanager
-    async def start():  # type: ignore[no-untyped-def]
+    async def start(**overrides: object):  # type: ignore[no-untyped-def]
         async with (
             FakeTelegram() as telegram,
             served(
@@ -287,6 +287,7 @@ async def both_platforms(served, fake_line):  # type: ignore[no-untyped-def]
                 telegram_bot_token=TOKEN,
                 telegram_webhook_secret=TG_SECRET,
                 telegram_api_base_url=telegram.api_base_url,
+                **overrides,
             ) as (url, api),
             httpx.AsyncClient(base_url=url, timeout=30) as http,
         ):

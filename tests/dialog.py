@@ -156,12 +156,14 @@ class World:
     http: httpx.AsyncClient
     now: dt.datetime = field(default_factory=utcnow)
     codes: list[str] = field(default_factory=list)
+    users: list[str] = field(default_factory=list)
 
     def follow_clock(self) -> None:
         """Every event is handled at the world's time, so a test can let an hour pass."""
         self.runtime.processor.clock = lambda: self.now
 
     def chat(self, user: str, language: str | None = None) -> Chat:
+        self.users.append(user)
         return Chat(self.http, user, language=language)
 
     def advance(self, by: dt.timedelta | None = None, **delta: float) -> None:
@@ -175,11 +177,21 @@ class World:
             assert account is not None
             return int(account.member_id)
 
+    async def _inbox(self, phone: str) -> list[dict[str, Any]]:
+        """The texts to `phone` that any of this world's people asked for, oldest first (each
+        person's simulator inbox shows only their own)."""
+        messages = []
+        for user in dict.fromkeys(self.users):
+            response = await self.http.get(
+                "/simulator/api/sms", params={"phone": phone, "user": user}
+            )
+            response.raise_for_status()
+            messages += response.json()["messages"]
+        return sorted(messages, key=lambda m: m["id"])
+
     async def sms_code(self, phone: str) -> str:
         """The code in the last text message the dev SMS provider delivered to `phone`."""
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        response.raise_for_status()
-        messages = response.json()["messages"]
+        messages = await self._inbox(phone)
         assert messages, "no text message arrived"
         code = re.search(r"\b(\d{6})\b", messages[-1]["reply"]["text"])
         assert code is not None
@@ -187,5 +199,4 @@ class World:
         return code.group(1)
 
     async def sms_count(self, phone: str) -> int:
-        response = await self.http.get("/simulator/api/sms", params={"phone": phone})
-        return len(response.json()["messages"])
+        return len(await self._inbox(phone))

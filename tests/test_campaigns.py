@@ -32,7 +32,9 @@ async def test_a_verified_member_is_not_asked_to_verify_again(app_url: str) -> N
         chat = Chat(http, "sim-prize-verified")
         await chat.say("驗證手機")
         await chat.say(PHONE)
-        inbox = (await http.get("/simulator/api/sms", params={"phone": PHONE})).json()
+        inbox = (
+            await http.get("/simulator/api/sms", params={"phone": PHONE, "user": chat.user})
+        ).json()
         code = re.search(r"\b(\d{6})\b", inbox["messages"][-1]["reply"]["text"])
         assert code is not None
         assert "已驗證" in texts(await chat.say(code.group(1)))

@@ -204,3 +204,48 @@ async def test_a_check_racing_a_password_change_waits_for_it_and_uses_the_new_pa
     answer = await typed
     assert "密碼正確" not in texts(answer)  # checked against the new password
     assert [ok for _, ok, _ in await attempts(world, await world.member_id(chat))] == [False]
+
+
+async def test_throwaway_accounts_pause_the_course_and_an_admin_lifts_it(world: World) -> None:
+    """Guessing with many accounts (each with five tries of its own) pauses the course's
+    password entry for everyone for an hour, even for the right password; an admin can lift
+    the pause, which is audited."""
+    from models.courses import COURSE_PASSWORD_TRIES_PER_HOUR
+    from models.identity import AuditLog
+
+    guesses = 0
+    for n in range(COURSE_PASSWORD_TRIES_PER_HOUR // 3):
+        throwaway = world.chat(f"pw-throwaway-{n}")
+        for k in range(3):
+            answer = await _wrong(world, throwaway, "pw-a", f"guess-{n}-{'abc'[k]}")
+            guesses += 1
+            if guesses < COURSE_PASSWORD_TRIES_PER_HOUR:
+                assert "還可以再試" in texts(answer)
+    assert "密碼輸入暫停中" in texts(answer)
+    assert "找課程" in buttons(answer)  # a next step
+    # Paused for everyone, the right password included, and for newcomers too.
+    owner = world.chat("pw-owner")
+    paused = await owner.tap("course.pw:pw-a")
+    assert "密碼輸入暫停中" in texts(paused)
+    assert "請輸入" not in texts(paused)
+    # The other course is not paused.
+    assert "請輸入" in texts(await owner.tap("course.pw:pw-b"))
+    await owner.say("取消")
+
+    lifted = await world.http.delete(
+        "/admin/api/courses/pw-a/password/lock",
+        headers={"Authorization": "Bearer dev-admin-token"},
+    )
+    assert lifted.status_code == 200
+    assert "請輸入" in texts(await owner.tap("course.pw:pw-a"))
+    assert "密碼正確" in texts(await owner.say(RIGHT_A))
+    async with world.runtime.sessionmaker() as s:
+        actions = list(await s.scalars(select(AuditLog.action)))
+    assert "courses.password_lock_lifted" in actions
+    missing = await world.http.delete(
+        "/admin/api/courses/nope/password/lock",
+        headers={"Authorization": "Bearer dev-admin-token"},
+    )
+    assert missing.status_code == 404
+    anonymous = await world.http.delete("/admin/api/courses/pw-a/password/lock")
+    assert anonymous.status_code == 401

@@ -134,6 +134,12 @@ async def test_restricted_podcast_cover_goes_through_the_private_feed(
     assert cover.status_code == 200
     assert cover.headers["cache-control"].startswith("private")
     _jpeg(cover.content)
+    # Without the version (or with an old one) it stays out of shared caches too.
+    for stale in (href.split("?")[0], href.split("?")[0] + "?v=old"):
+        response = await http.get(stale.removeprefix(BASE))
+        assert response.status_code == 200
+        assert response.headers["cache-control"].startswith("private"), stale
+        assert "public" not in response.headers["cache-control"]
     forged = href.replace(href.split("/private/")[1].split("/")[0], "1." + "A" * 32)
     assert (await http.get(forged.removeprefix(BASE))).status_code == 404
 

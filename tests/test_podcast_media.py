@@ -282,3 +282,21 @@ async def test_demo_seed_speaks_its_episodes_once(
     repaired = await seed_demo_podcasts(sm, settings=settings, now=NOW)
     assert (repaired.episodes_repaired, repaired.unchanged) == (1, total - 1)
     assert len(_files(settings.media_dir)) == total
+
+
+async def test_a_link_inside_media_dir_does_not_serve_a_restricted_episode(media_app) -> None:  # type: ignore[no-untyped-def]
+    """Access is judged by the file served: another name for a restricted episode (a symlink
+    someone left in MEDIA_DIR) is not a way around its signature."""
+    http, settings, eps, _ = media_app
+    ep = eps["private"]
+    target = settings.media_dir / ep.media_path
+    alias = settings.media_dir / "podcasts" / "alias.m4a"
+    alias.symlink_to(target)
+    assert (await http.get("/media/podcasts/alias.m4a")).status_code == 404
+    signer = MediaSigner.from_settings(settings)
+    signed = "/" + _path(media_url(settings, "podcasts/alias.m4a", signer=signer, now=NOW))
+    assert (await http.get(signed)).status_code == 404  # not even with a signature of its own
+    # The public episode behind a link is still public (links to public files are harmless).
+    public_alias = settings.media_dir / "podcasts" / "public-alias.mp3"
+    public_alias.symlink_to(settings.media_dir / eps["public"].media_path)
+    assert (await http.get("/media/podcasts/public-alias.mp3")).status_code == 200

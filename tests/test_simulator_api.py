@@ -14,6 +14,8 @@ from models.members import get_account
 from sms.providers import DevSmsProvider, SmsMessage
 from tests.dialog import Chat, texts
 
+PHONE = "0912-345-678"
+
 
 async def test_inputs_that_say_nothing_are_refused_with_400_and_not_processed(
     chat: Chat,
@@ -121,16 +123,21 @@ async def test_phone_inbox_shows_dev_sms_for_the_number_however_typed_and_logs_n
         runtime = api.state.runtime
         provider = DevSmsProvider(runtime.services.vault)
         async with runtime.sessionmaker() as session:
-            for to, body in (
-                ("+886912345678", "驗證碼 482913"),
-                ("+886987654321", "別人的 771100"),
+            for to, body, user in (
+                ("+886912345678", "驗證碼 482913", "citizen-1"),
+                ("+886987654321", "別人的 771100", "citizen-1"),
+                ("+886912345678", "另一位 550011", "someone-else"),
             ):
-                message = SmsMessage(to=to, body=body, reference=f"ref-{to[-4:]}")
+                message = SmsMessage(
+                    to=to, body=body, reference=f"ref-{to[-4:]}", requester=f"simulator:{user}"
+                )
                 await provider.send(message, session=session, now=utcnow())
             await session.commit()
 
-        async def inbox(phone: str, after: int = 0) -> dict[str, object]:
-            response = await http.get("/simulator/api/sms", params={"phone": phone, "after": after})
+        async def inbox(phone: str, after: int = 0, user: str = "citizen-1") -> dict[str, object]:
+            response = await http.get(
+                "/simulator/api/sms", params={"phone": phone, "after": after, "user": user}
+            )
             assert response.status_code == 200
             return response.json()  # type: ignore[no-any-return]
 
@@ -144,6 +151,12 @@ async def test_phone_inbox_shows_dev_sms_for_the_number_however_typed_and_logs_n
             "別人的 771100"
         ]
         assert (await inbox("0911111111"))["messages"] == []  # valid number, empty inbox
+        # Each simulated person sees only the codes they asked for; no one sees them all.
+        assert [
+            m["reply"]["text"] for m in (await inbox(PHONE, user="someone-else"))["messages"]
+        ] == ["另一位 550011"]
+        assert (await inbox(PHONE, user="nobody"))["messages"] == []
+        assert (await http.get("/simulator/api/sms", params={"phone": PHONE})).status_code == 422
         # Tolerant: half-typed or nonsense numbers give an empty, invalid inbox, not an error.
         for typed in ("", "09", "hello"):
             assert await inbox(typed) == {"valid": False, "phone": None, "messages": [], "last": 0}
@@ -179,7 +192,7 @@ async def test_simulator_is_absent_when_switched_off(served) -> None:  # type: i
     async with served(simulator_enabled=False) as (url, _), httpx.AsyncClient(base_url=url) as http:
         assert (await http.get("/simulator")).status_code == 404
         assert (
-            await http.get("/simulator/api/sms", params={"phone": "0912345678"})
+            await http.get("/simulator/api/sms", params={"phone": "0912345678", "user": "a"})
         ).status_code == 404
         sent = await http.post("/simulator/api/send", json={"user": "a", "text": "help"})
         assert sent.status_code == 404

@@ -238,12 +238,30 @@ async def test_share_phone_form_and_the_dev_sms_inbox(served, browser: Browser) 
         await expect(page.locator("#inbox-status")).to_contain_text("+886 912 345 678")
         async with runtime.sessionmaker() as session:
             await DevSmsProvider(runtime.services.vault).send(
-                SmsMessage(to="+886912345678", body="【臺北e大】驗證碼 604218", reference="r1"),
+                SmsMessage(
+                    to="+886912345678",
+                    body="【臺北e大】驗證碼 604218",
+                    reference="r1",
+                    requester="simulator:citizen-1",  # the person on the page asked for it
+                ),
+                session=session,
+                now=utcnow(),
+            )
+            await session.commit()
+            # A code somebody else asked for never shows on this page.
+            await DevSmsProvider(runtime.services.vault).send(
+                SmsMessage(
+                    to="+886912345678",
+                    body="【臺北e大】驗證碼 771100",
+                    reference="r2",
+                    requester="simulator:someone-else",
+                ),
                 session=session,
                 now=utcnow(),
             )
             await session.commit()
         await expect(inbox).to_contain_text("驗證碼 604218", timeout=WAIT_MS)
+        await expect(inbox).not_to_contain_text("771100")
         await expect(log).not_to_contain_text("604218")
         # Another number typed into the panel has its own (empty) inbox.
         await page.locator("#inbox-phone").fill("0987 654 321")

@@ -26,7 +26,12 @@ from tests.fakes.sms import FakeSmsGateway
 
 PHONE = "+886912345678"
 NOW = utcnow()
-MESSAGE = SmsMessage(to=PHONE, body="臺北e大驗證碼 123456\n10 分鐘內有效", reference="otp-7-1")
+MESSAGE = SmsMessage(
+    to=PHONE,
+    body="臺北e大驗證碼 123456\n10 分鐘內有效",
+    reference="otp-7-1",
+    requester="simulator:a",
+)
 VAULT = PiiVault("test-pii-key-0123456789abcdef0123456789")
 
 
@@ -206,12 +211,33 @@ async def test_dev_provider_writes_the_phone_inbox_keyed_by_hash(session: AsyncS
     provider = DevSmsProvider(VAULT)
     await provider.send(MESSAGE, session=session, now=NOW)
     await session.commit()
-    key = sms_inbox_key(VAULT, PHONE)
+    key = sms_inbox_key(VAULT, PHONE, requester=MESSAGE.requester)
     assert key.startswith("sms:")
     assert len(key) <= 64
     assert "912345678" not in key
     [row] = await messages_after(session, user_key=key, after_id=0, box="sms")
     assert row.reply == {"kind": "text", "text": MESSAGE.body}
+
+
+async def test_dev_provider_never_delivers_a_code_asked_for_on_a_real_channel(
+    session: AsyncSession,
+) -> None:
+    provider = DevSmsProvider(VAULT)
+    for requester in ("line:U0123", "telegram:42", ""):
+        message = SmsMessage(to=PHONE, body="123456", reference="r", requester=requester)
+        with pytest.raises(SmsError) as refused:
+            await provider.send(message, session=session, now=NOW)
+        assert not refused.value.temporary
+        assert not refused.value.recipient  # our configuration, not the person's number
+    assert (
+        await messages_after(
+            session,
+            user_key=sms_inbox_key(VAULT, PHONE, requester="line:U0123"),
+            after_id=0,
+            box="sms",
+        )
+        == []
+    )
 
 
 def test_build_sms_provider_follows_settings() -> None:

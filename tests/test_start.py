@@ -6,7 +6,7 @@ import datetime as dt
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from models.conversation import ConversationState
 from tests.dialog import Chat, buttons, texts
@@ -82,3 +82,50 @@ async def test_a_step_expires_after_its_ttl_and_the_retention_job_removes_it(
             left = await session.scalar(select(func.count()).select_from(ConversationState))
     assert purged["conversation_states"] == 1
     assert left == 0
+
+
+async def test_retention_drops_old_events_searches_and_simulated_chats_only(
+    served: Any,
+) -> None:
+    from models.courses import SearchLog
+    from models.inbound import InboundEvent
+    from models.simulator import SimulatorMessage
+
+    now = dt.datetime(2026, 3, 2, 1, 0, tzinfo=dt.UTC)
+    async with served() as (url, api):
+        runtime = api.state.runtime
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            await Chat(http, "sim-retention").say("資安")  # an event, a search, a reply
+        async with runtime.sessionmaker() as session:
+            for table, column in (
+                (InboundEvent, InboundEvent.received_at),
+                (SearchLog, SearchLog.created_at),
+                (SimulatorMessage, SimulatorMessage.created_at),
+            ):
+                assert await session.scalar(select(func.count()).select_from(table)) > 0
+                await session.execute(update(table).values({column: now - dt.timedelta(days=500)}))
+            # Still unanswered: kept whatever its age.
+            session.add(
+                InboundEvent(
+                    channel="line", event_id="open", kind="message", status="pending",
+                    received_at=now - dt.timedelta(days=500), payload={},
+                )
+            )  # fmt: skip
+            await session.commit()
+        # Within every period nothing goes; past them, all but the open event does.
+        early = await runtime.jobs.require("retention").run(now - dt.timedelta(days=499))
+        assert (early["inbound_events"], early["search_log"], early["simulator_messages"]) == (
+            0,
+            0,
+            0,
+        )
+        purged = await runtime.jobs.require("retention").run(now)
+        async with runtime.sessionmaker() as session:
+            left = list(await session.scalars(select(InboundEvent.event_id)))
+            searches = await session.scalar(select(func.count()).select_from(SearchLog))
+            simulated = await session.scalar(select(func.count()).select_from(SimulatorMessage))
+    assert purged["inbound_events"] >= 1
+    assert purged["search_log"] >= 1
+    assert purged["simulator_messages"] >= 1
+    assert left == ["open"]
+    assert searches == simulated == 0

@@ -136,11 +136,19 @@ async def test_wrong_or_missing_secret_is_401_and_stores_nothing(
         b'{"update_id": 1, "callback_query": {"id": "1"}}',
     ],
 )
-async def test_malformed_json_or_wrong_shape_is_400_and_stores_nothing(
+async def test_malformed_json_or_wrong_shape_is_acknowledged_and_recorded_as_rejected(
     telegram: httpx.AsyncClient, engine: AsyncEngine, body: bytes
 ) -> None:
-    assert await post(telegram, body) == 400
-    assert await count_events(engine) == 0
+    """Telegram redelivers anything but a 2xx for a day: a bad update gets 200 (never a retry
+    loop), one row saying why, and nothing of its body."""
+    assert await post(telegram, body) == 200
+    assert await post(telegram, body) == 200  # the same again: still one row
+    [row] = await events(engine)
+    assert row.status == "failed"
+    assert row.kind == "rejected"
+    assert set(row.payload) == {"rejected", "bytes"}
+    assert row.payload["bytes"] == len(body)
+    assert row.sealed is None
 
 
 @pytest.mark.parametrize("name", SAMPLE_NAMES)

@@ -145,7 +145,12 @@ async def test_proactive_messages_and_cards_appear_while_waiting_for_input(
 async def test_civil_servant_persona_and_the_sms_inbox(runtime: Runtime) -> None:
     provider = DevSmsProvider(runtime.services.vault)
     async with runtime.sessionmaker() as session:
-        message = SmsMessage(to="+886912345678", body="【臺北e大】驗證碼 604218", reference="r1")
+        message = SmsMessage(
+            to="+886912345678",
+            body="【臺北e大】驗證碼 604218",
+            reference="r1",
+            requester="simulator:civil-servant-1",  # the persona below asked for it
+        )
         await provider.send(message, session=session, now=utcnow())
         await session.commit()
     code, out = await transcript(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
@@ -12,6 +11,7 @@ from linebot.v3.webhook import SignatureValidator
 from bot.inbound import InboundProcessor
 from bot.line.channel import NAME
 from bot.settings import Settings
+from models import safejson
 
 log = logging.getLogger("edoor.line")
 
@@ -24,6 +24,14 @@ def verify_signature(secret: str, body: bytes, signature: str | None) -> bool:
         return bool(SignatureValidator(secret).validate(body.decode("utf-8"), signature))
     except (UnicodeDecodeError, ValueError):
         return False
+
+
+def _event_id(event: dict[str, Any]) -> str:
+    """LINE's webhookEventId (a 26-character ULID); anything that cannot be one is refused."""
+    value = event["webhookEventId"]
+    if not isinstance(value, str) or not 1 <= len(value) <= 64:
+        raise ValueError("webhookEventId is not an event id")
+    return value
 
 
 def _sender(event: dict[str, Any]) -> str | None:
@@ -47,13 +55,13 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
         if not verify_signature(secret, body, request.headers.get("x-line-signature")):
             return Response(status_code=401)
         try:
-            payload = json.loads(body)
+            payload = safejson.loads(body)
             events = payload["events"]
             if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
                 raise TypeError
             rows = [
                 processor.new_event(
-                    event_id=str(e["webhookEventId"]), kind=str(e["type"]), raw=e, sender=_sender(e)
+                    event_id=_event_id(e), kind=str(e["type"])[:32], raw=e, sender=_sender(e)
                 )
                 for e in events
             ]

@@ -93,7 +93,9 @@ class _Session:
     async def _show_inbox(self) -> None:
         if self.inbox_phone is None:
             return
-        key = sms_inbox_key(self.processor.services.vault, self.inbox_phone)
+        key = sms_inbox_key(
+            self.processor.services.vault, self.inbox_phone, requester=f"{NAME}:{self.user}"
+        )
         data = await read_messages(
             self.processor.sessionmaker, user_key=key, after=self.inbox_after, box=SMS_BOX
         )

@@ -38,6 +38,9 @@ SMS_BOX = "sms"
 
 PersonaId = Literal["new", "citizen", "civil_servant"]
 UserKey = Annotated[str, Query(min_length=1, max_length=64, pattern=USER_KEY)]
+# Message ids are database integers: anything larger is a client's mistake, not a 500.
+MAX_ID = 2**63 - 1
+AfterId = Annotated[int, Query(ge=0, le=MAX_ID)]
 
 
 @dataclass(frozen=True)
@@ -117,7 +120,7 @@ class SimulatorInput(BaseModel):
     phone: str | None = Field(default=None, max_length=32)
     language: str | None = Field(default=None, max_length=16)
     persona: PersonaId | None = None
-    after: int = Field(default=0, ge=0)
+    after: int = Field(default=0, ge=0, le=MAX_ID)
 
 
 class SimulatorInputError(ValueError):
@@ -246,16 +249,18 @@ def simulator_routes(*, processor: InboundProcessor) -> APIRouter:
         return await read_messages(processor.sessionmaker, user_key=body.user, after=body.after)
 
     @routes.get("/simulator/api/messages")
-    async def messages(user: UserKey, after: Annotated[int, Query(ge=0)] = 0) -> dict[str, Any]:
+    async def messages(user: UserKey, after: AfterId = 0) -> dict[str, Any]:
         """Messages for this simulated person after id `after` (replies and proactive ones)."""
         return await read_messages(processor.sessionmaker, user_key=user, after=after)
 
     @routes.get("/simulator/api/sms")
     async def sms_inbox(
+        user: UserKey,
         phone: Annotated[str, Query(max_length=40)] = "",
-        after: Annotated[int, Query(ge=0)] = 0,
+        after: AfterId = 0,
     ) -> dict[str, Any]:
-        """The dev SMS provider's messages to this number, typed in any common form.
+        """The dev SMS provider's messages to this number that this simulated person (`user`)
+        asked for, typed in any common form; codes asked for by anyone else never show.
 
         A number that cannot be read gives an empty inbox (valid: false), not an error, so
         that the page can poll while the person is still typing.
@@ -265,7 +270,7 @@ def simulator_routes(*, processor: InboundProcessor) -> APIRouter:
             return {"valid": False, "phone": None, "messages": [], "last": after}
         data = await read_messages(
             processor.sessionmaker,
-            user_key=sms_inbox_key(processor.services.vault, number),
+            user_key=sms_inbox_key(processor.services.vault, number, requester=f"{NAME}:{user}"),
             after=after,
             box=SMS_BOX,
         )

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
-import json
 import logging
 import re
 from collections.abc import Awaitable, Sequence
@@ -27,14 +27,13 @@ from bot.telegram.channel import (
     retry_after_seconds,
     update_kind,
 )
+from models import safejson
 from models.inbound import NewEvent
 
 log = logging.getLogger("edoor.telegram")
 
 WEBHOOK_PATH = "/webhooks/telegram"
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"  # noqa: S105 (a header name)
-# Updates are a few kB; anything this large is not from Telegram.
-MAX_BODY_BYTES = 1_000_000
 SECRET_TOKEN = re.compile(r"[A-Za-z0-9_-]{1,256}")
 COMMAND_NAME = re.compile(r"[a-z0-9_]{1,32}")
 
@@ -49,6 +48,8 @@ class Recorder(Protocol):
     ) -> NewEvent: ...
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]: ...
+
+    async def reject(self, channel: str, *, event_id: str, reason: str, size: int) -> None: ...
 
     def submit(self, row_ids: list[int]) -> None: ...
 
@@ -66,6 +67,13 @@ def event_for(recorder: Recorder, update: dict[str, Any]) -> NewEvent:
         raw=minimise(update),
         sender=_sender(update),
     )
+
+
+def _rejected_id(data: Any, body: bytes) -> str:
+    """The update_id when there is one; else the body's digest, so a redelivery is one row."""
+    if isinstance(data, dict) and type(data.get("update_id")) is int:
+        return str(data["update_id"])
+    return "rejected-" + hashlib.sha256(body).hexdigest()[:40]
 
 
 def _sender(update: dict[str, Any]) -> str | None:
@@ -95,16 +103,24 @@ def telegram_routes(
         given = request.headers.get(SECRET_HEADER, "").encode("latin-1")
         if expected is None or not hmac.compare_digest(given, expected):
             return _problem(401, "bad secret token")
-        body = await request.body()
-        if len(body) > MAX_BODY_BYTES:
-            return _problem(413, "update too large")
+        body = await request.body()  # bounded by the app's body limit (413 beyond it)
+        # Telegram delivers an update again until it gets a 2xx: one we cannot use is
+        # recorded as rejected and acknowledged, never refused into a redelivery loop.
+        data: Any = None
+        reason: str | None = None
         try:
-            data = json.loads(body)
-        except ValueError:
-            return _problem(400, "body is not JSON")
-        if parse_update(data) is None:
-            return _problem(400, "body is not a Telegram Update")
+            data = safejson.loads(body)
+        except safejson.JsonRefused as refused:
+            reason = f"body is not usable JSON: {refused}"
+        if reason is None and parse_update(data) is None:
+            reason = "body is not a Telegram Update"
         try:
+            if reason is not None:
+                await processor.reject(
+                    CHANNEL, event_id=_rejected_id(data, body), reason=reason, size=len(body)
+                )
+                log.warning("telegram update rejected: %s", reason)
+                return JSONResponse({"ok": True, "rejected": reason})
             ids = await processor.record(CHANNEL, [event_for(processor, data)])
         except Exception as exc:
             # Not acknowledged, so Telegram delivers the update again later.

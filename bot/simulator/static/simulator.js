@@ -416,7 +416,7 @@
   });
 
   // -- phone inbox (dev SMS provider) ----------------------------------------------------------
-  const inbox = { phone: "", after: 0, unread: 0, syncing: false };
+  const inbox = { phone: "", user: "", after: 0, unread: 0, syncing: false };
   const inboxList = $("inbox");
   const inboxStatus = $("inbox-status");
   const badge = $("inbox-badge");
@@ -440,13 +440,21 @@
   }
 
   async function syncInbox() {
-    if (!inbox.phone || inbox.syncing) return;
+    if (!inbox.phone || inbox.syncing || !active) return;
+    // The inbox shows only the codes this simulated person asked for: another person
+    // starts from an empty inbox.
+    if (inbox.user !== active.user) {
+      inbox.user = active.user;
+      inbox.after = 0;
+      inboxList.replaceChildren();
+    }
     inbox.syncing = true;
     const phone = inbox.phone;
+    const user = inbox.user;
     try {
-      const query = new URLSearchParams({ phone, after: String(inbox.after) });
+      const query = new URLSearchParams({ user, phone, after: String(inbox.after) });
       const data = await api(`/simulator/api/sms?${query}`);
-      if (phone !== inbox.phone) return; // the number changed while we asked
+      if (phone !== inbox.phone || user !== inbox.user) return; // changed while we asked
       if (!data.valid) {
         inboxStatus.textContent = "這不是有效的手機號碼。 Not a phone number.";
         return;
