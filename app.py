@@ -16,6 +16,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.campaigns import campaign_admin_routes
 from admin.courses import course_admin_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
@@ -26,6 +27,7 @@ from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
 from bot.logs import configure_logging
 from bot.podcasts import podcast_drops
+from bot.qr import prize_qr_routes
 from bot.router import Router
 from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
@@ -36,6 +38,7 @@ from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
 from models.pii import PiiVault
 from models.search.service import SearchService
+from notifications.campaigns import notify_winners
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.reminders import reminders_job
@@ -90,6 +93,22 @@ class Runtime:
         # walks a few hundred thousand objects, a pause of 100 ms or more that every
         # request in flight would wait out.
         gc.freeze()
+
+    async def notify_winners(self, campaign_id: int | None, now: dt.datetime) -> int:
+        """Queue the messages of drawn winners not told yet, and wake the dispatcher."""
+        quiet = self.dispatcher.config.quiet if self.dispatcher is not None else None
+        async with self.sessionmaker() as session:
+            queued = await notify_winners(
+                session,
+                catalog=self.services.catalog,
+                now=now,
+                campaign_id=campaign_id,
+                **({"quiet": quiet} if quiet is not None else {}),
+            )
+            await session.commit()
+        if queued and self.dispatcher is not None:
+            self.dispatcher.wake.set()
+        return queued
 
     async def close(self) -> None:
         if self._catalog_watch is not None:
@@ -252,6 +271,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(telegram_routes(processor=runtime.processor, settings=settings))
     if runtime.simulator is not None:
         api.include_router(simulator_routes(processor=runtime.processor))
+    # Before the podcast routes: their /media/{path} would take the prize QR links too.
+    api.include_router(
+        prize_qr_routes(
+            sessionmaker=runtime.sessionmaker,
+            settings=settings,
+            clock=lambda: runtime.processor.clock(),
+        )
+    )
     api.include_router(
         podcast_routes(
             sessionmaker=runtime.sessionmaker,
@@ -261,6 +288,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        campaign_admin_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            on_drawn=runtime.notify_winners,
+            clock=lambda: runtime.processor.clock(),
+        )
+    )
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search

@@ -441,8 +441,8 @@ async def claim_prize(
                 return await refuse(Outcome.ALREADY_CLAIMED, claim=won)
             return await refuse(Outcome.NOT_DRAWN if mine else Outcome.ENDED)
         async with session.begin_nested():
-            code = await _win(session, campaign, drawn, now)
-        if code is None:
+            prize = await _win(session, campaign, drawn, now)
+        if prize is None:
             return await refuse(Outcome.OUT_OF_STOCK)
         await _attempt(
             session,
@@ -453,7 +453,7 @@ async def claim_prize(
             now,
             {"claim_id": drawn.id, "code_id": drawn.code_id},
         )
-        return ClaimResult(Outcome.WON, drawn, code)
+        return ClaimResult(Outcome.WON, drawn, prize)
     if now >= campaign.ends_at:
         return await refuse(Outcome.ENDED)
     if len(mine) >= campaign.per_person:

@@ -187,7 +187,7 @@ def _conditions(
 
 async def eligible_member_ids(
     session: AsyncSession, *, campaign: Campaign, now: dt.datetime
-) -> Select[tuple[int]]:
+) -> Select[Any]:
     """SQL selecting the ids of every member who qualifies for `campaign` now (the broadcast
     segment `campaign_eligible`, the export's counts). Not executed here."""
     rule = rule_of(campaign)
