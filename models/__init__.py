@@ -66,6 +66,6 @@ __all__ = [
     "SearchLog",
     "SimulatorMessage",
     "TelegramFile",
-    "VoucherCode",
     "VerifiedPhone",
+    "VoucherCode",
 ]

@@ -93,8 +93,11 @@ async def verified_member(
     when = at or now() - dt.timedelta(days=2)
     async with create_sessionmaker(engine)() as session:
         member = Member(language="zh-TW", is_civil_servant=civil_servant, created_at=when)
-        session.add(ChannelAccount(member=member, channel=channel, external_id=user,
-                                   created_at=when, last_seen_at=when))
+        session.add(
+            ChannelAccount(
+                member=member, channel=channel, external_id=user, created_at=when, last_seen_at=when
+            )
+        )
         await session.flush()
         number = e164(phone)
         session.add(
@@ -126,7 +129,12 @@ async def add_course(engine: AsyncEngine, course_id: str, title: str, category: 
 
 
 async def complete(
-    engine: AsyncEngine, member_id: int, course_id: str, hours: float, *, at: dt.datetime | None = None
+    engine: AsyncEngine,
+    member_id: int,
+    course_id: str,
+    hours: float,
+    *,
+    at: dt.datetime | None = None,
 ) -> None:
     when = at or now() - dt.timedelta(hours=1)
     async with create_sessionmaker(engine)() as session:

@@ -82,14 +82,22 @@ async def test_a_refused_campaign_file_or_codes_csv_changes_nothing(
     await create(http, campaign_file(prize={"generate": None}))
     assert (await _summary(http))["stock"] == 0
     dup_in_file = "code\nAAA-1\nBBB-2\nAAA-1\n"
-    response = await http.post("/admin/api/campaigns/gender-2026/codes", content=dup_in_file, headers=AUTH)
+    response = await http.post(
+        "/admin/api/campaigns/gender-2026/codes", content=dup_in_file, headers=AUTH
+    )
     assert response.status_code == 422
     assert "line 4, column code: duplicate of line 2" in response.json()["detail"]["errors"]
-    ok = await http.post("/admin/api/campaigns/gender-2026/codes", content="\ufeffcode\nAAA-1\nBBB-2\n", headers=AUTH)
+    ok = await http.post(
+        "/admin/api/campaigns/gender-2026/codes", content="\ufeffcode\nAAA-1\nBBB-2\n", headers=AUTH
+    )
     assert ok.json() == {"added": 2, "stock": 2, "remaining": 2}
-    clash = await http.post("/admin/api/campaigns/gender-2026/codes", content="code\nCCC-3\nBBB-2\n", headers=AUTH)
+    clash = await http.post(
+        "/admin/api/campaigns/gender-2026/codes", content="code\nCCC-3\nBBB-2\n", headers=AUTH
+    )
     assert clash.status_code == 422
-    no_column = await http.post("/admin/api/campaigns/gender-2026/codes", content="voucher\nX\n", headers=AUTH)
+    no_column = await http.post(
+        "/admin/api/campaigns/gender-2026/codes", content="voucher\nX\n", headers=AUTH
+    )
     assert no_column.status_code == 422
     assert (await _summary(http))["stock"] == 2  # CCC-3 did not slip in
     same = await http.post("/admin/api/campaigns", content=as_yaml(campaign_file()), headers=AUTH)
@@ -112,7 +120,15 @@ async def test_export_is_masked_revoke_voids_the_code_and_redemptions_mark_codes
     assert export.status_code == 200
     assert export.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(export.text)))
-    assert list(rows[0]) == ["claim_id", "claimed_at", "channel", "phone", "phone_hash", "code", "status"]
+    assert list(rows[0]) == [
+        "claim_id",
+        "claimed_at",
+        "channel",
+        "phone",
+        "phone_hash",
+        "code",
+        "status",
+    ]
     assert [r["phone"] for r in rows] == ["0912-***-678", "0955-***-222"]
     assert [r["phone_hash"] for r in rows] == [VAULT.lookup_hash(e164(p)) for p in phones]
     for whole in ("912345678", "0912345678", "955111222"):
@@ -130,21 +146,30 @@ async def test_export_is_masked_revoke_voids_the_code_and_redemptions_mark_codes
     assert (summary["remaining"], summary["revoked_codes"]) == (1, 1)  # never handed out again
     await verified_member(engine, "sim-x9", "0977-000-999")
     third = texts(await Chat(http, "sim-x9").tap(f"prize.claim:{cid}"))
-    assert first["code"] not in third and "恭喜" in third
+    assert first["code"] not in third
+    assert "恭喜" in third
     again = texts(await Chat(http, "sim-x0").tap(f"prize.claim:{cid}"))
     assert "您已經領過" in again  # a revoked claim is still that person's one claim
     assert "我的獎品" in buttons(await Chat(http, "sim-x0").say("我的獎品")) or True
 
     bad = f"code,redeemed_at\n{rows[1]['code']},2026-01-05T10:00\nNOT-OURS,2026-01-05T10:00\n"
-    refused = await http.post("/admin/api/campaigns/gender-2026/redemptions", content=bad, headers=AUTH)
+    refused = await http.post(
+        "/admin/api/campaigns/gender-2026/redemptions", content=bad, headers=AUTH
+    )
     assert refused.status_code == 422
     assert "line 3" in refused.text
     good = f"code,redeemed_at\n{rows[1]['code']},2026-01-05T10:00\n"
-    done = await http.post("/admin/api/campaigns/gender-2026/redemptions", content=good, headers=AUTH)
+    done = await http.post(
+        "/admin/api/campaigns/gender-2026/redemptions", content=good, headers=AUTH
+    )
     assert done.json() == {"redeemed": 1}
-    after = list(csv.DictReader(io.StringIO(
-        (await http.get("/admin/api/campaigns/gender-2026/export", headers=AUTH)).text
-    )))
+    after = list(
+        csv.DictReader(
+            io.StringIO(
+                (await http.get("/admin/api/campaigns/gender-2026/export", headers=AUTH)).text
+            )
+        )
+    )
     assert [r["status"] for r in after] == ["revoked", "redeemed", "won"]
 
 
@@ -160,7 +185,8 @@ async def test_consecutive_numbers_and_a_number_on_three_accounts_wait_for_revie
     assert "恭喜" in texts(await Chat(http, "sim-farm0").tap(f"prize.claim:{cid}"))
     assert "恭喜" in texts(await Chat(http, "sim-farm1").tap(f"prize.claim:{cid}"))
     held = texts(await Chat(http, "sim-farm2").tap(f"prize.claim:{cid}"))
-    assert "人工確認" in held and "兌換碼" not in held
+    assert "人工確認" in held
+    assert "兌換碼" not in held
 
     hopper = await verified_member(
         engine, "sim-hop", "0988-765-432", at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
@@ -194,14 +220,18 @@ async def test_consecutive_numbers_and_a_number_on_three_accounts_wait_for_revie
 async def test_a_draw_is_reproducible_and_winners_are_told_once_outside_quiet_hours(
     http: httpx.AsyncClient, engine: AsyncEngine, clock: Clock
 ) -> None:
-    await create(http, campaign_file(slug="lucky", mode="draw", prize={"generate": 2}, claim_days=3))
+    await create(
+        http, campaign_file(slug="lucky", mode="draw", prize={"generate": 2}, claim_days=3)
+    )
     cid = await campaign_id(engine, "lucky")
     members = [await verified_member(engine, f"sim-d{i}", f"0933-2{i}0-{i}11") for i in range(5)]
     async with create_sessionmaker(engine)() as session:  # transactional: opt-out is no matter
         await session.execute(update(Member).values(marketing_opt_in=False))
         await session.commit()
     for i in range(5):
-        assert "已登記參加「性平課程領好禮」抽獎" in texts(await Chat(http, f"sim-d{i}").tap(f"prize.claim:{cid}"))
+        assert "已登記參加「性平課程領好禮」抽獎" in texts(
+            await Chat(http, f"sim-d{i}").tap(f"prize.claim:{cid}")
+        )
     twice = await Chat(http, "sim-d0").tap(f"prize.claim:{cid}")
     assert "已經登記過" in texts(twice)
     early = await http.post("/admin/api/campaigns/lucky/draw", json={}, headers=AUTH)
@@ -209,15 +239,25 @@ async def test_a_draw_is_reproducible_and_winners_are_told_once_outside_quiet_ho
 
     ends = dt.datetime.fromisoformat((await _summary(http, "lucky"))["ends_at"])
     # The draw at 23:00 Taipei the day after the end: inside the default quiet hours.
-    draw_at = dt.datetime.combine((ends + dt.timedelta(days=1)).astimezone(TAIPEI).date(), dt.time(23), tzinfo=TAIPEI)
+    draw_at = dt.datetime.combine(
+        (ends + dt.timedelta(days=1)).astimezone(TAIPEI).date(), dt.time(23), tzinfo=TAIPEI
+    )
     clock.offset = draw_at - dt.datetime.now(dt.UTC)
-    drawn = (await http.post("/admin/api/campaigns/lucky/draw", json={"seed": "audit-2026"}, headers=AUTH)).json()
+    drawn = (
+        await http.post(
+            "/admin/api/campaigns/lucky/draw", json={"seed": "audit-2026"}, headers=AUTH
+        )
+    ).json()
     async with create_sessionmaker(engine)() as session:
-        entries = list((await session.scalars(select(CampaignClaim.id).order_by(CampaignClaim.id))).all())
+        entries = list(
+            (await session.scalars(select(CampaignClaim.id).order_by(CampaignClaim.id))).all()
+        )
         record = await session.scalar(select(CampaignDraw))
         told = list((await session.scalars(select(OutboxMessage).order_by(OutboxMessage.id))).all())
-    assert drawn["seed"] == "audit-2026" and drawn["prizes"] == 2
-    assert record is not None and record.entries == entries
+    assert drawn["seed"] == "audit-2026"
+    assert drawn["prizes"] == 2
+    assert record is not None
+    assert record.entries == entries
     assert record.winners == pick_winners(entries, seed="audit-2026", prizes=2)  # re-run: same
     assert sorted(drawn["winners"]) == sorted(record.winners)
     assert drawn["notified"] == 2
@@ -226,9 +266,11 @@ async def test_a_draw_is_reproducible_and_winners_are_told_once_outside_quiet_ho
     assert all(m.not_before == morning and m.proactive for m in told)
     assert (await _summary(http, "lucky"))["draws"][0]["reproduced"] is True
 
-    by_claim = {c: m for c, m in zip(entries, members, strict=True)}
+    by_claim = dict(zip(entries, members, strict=True))
     winner = next(i for i, m in enumerate(members) if m == by_claim[drawn["winners"][0]])
-    loser = next(i for i, m in enumerate(members) if m not in {by_claim[w] for w in drawn["winners"]})
+    loser = next(
+        i for i, m in enumerate(members) if m not in {by_claim[w] for w in drawn["winners"]}
+    )
     won = texts(await Chat(http, f"sim-d{winner}").tap(f"prize.claim:{cid}"))
     assert "恭喜獲得" in won
     assert "沒有抽中" in texts(await Chat(http, f"sim-d{loser}").tap(f"prize.claim:{cid}"))
@@ -262,17 +304,23 @@ def test_campaign_commands(database_url: str, tmp_path: Path) -> None:
     codes = tmp_path / "codes.csv"
     codes.write_text("code\nV-1\nV-1\n", encoding="utf-8")
     dup = edoor("campaign", "codes", "cli-gift", str(codes), database_url=database_url)
-    assert dup.returncode == 1 and "line 3, column code: duplicate of line 2" in dup.stderr
+    assert dup.returncode == 1
+    assert "line 3, column code: duplicate of line 2" in dup.stderr
     listed = edoor("campaign", "list", database_url=database_url)
-    assert "cli-gift" in listed.stdout and "remaining 5" in listed.stdout
+    assert "cli-gift" in listed.stdout
+    assert "remaining 5" in listed.stdout
     shown = edoor("campaign", "show", "cli-gift", database_url=database_url)
     assert "stock 5, claimed 0, remaining 5" in shown.stdout
     assert "refusals by reason: none" in shown.stdout
     out = tmp_path / "claims.csv"
     exported = edoor("campaign", "export", "cli-gift", "--out", str(out), database_url=database_url)
     assert exported.returncode == 0
-    assert out.read_text("utf-8").startswith("claim_id,claimed_at,channel,phone,phone_hash,code,status")
+    assert out.read_text("utf-8").startswith(
+        "claim_id,claimed_at,channel,phone,phone_hash,code,status"
+    )
     unknown = edoor("campaign", "show", "nope", database_url=database_url)
-    assert unknown.returncode == 1 and "no campaign 'nope'" in unknown.stderr
+    assert unknown.returncode == 1
+    assert "no campaign 'nope'" in unknown.stderr
     draw = edoor("campaign", "draw", "cli-gift", database_url=database_url)
-    assert draw.returncode == 1 and "not a draw campaign" in draw.stderr
+    assert draw.returncode == 1
+    assert "not a draw campaign" in draw.stderr

@@ -29,7 +29,9 @@ async def http(served) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-u
     async with (
         served(admin_token=ADMIN_TOKEN) as (url, _),
         httpx.AsyncClient(
-            base_url=url, timeout=300, limits=httpx.Limits(max_connections=100)
+            base_url=url,
+            timeout=300,
+            limits=httpx.Limits(max_connections=30),  # the app pool: 10 + 20
         ) as client,
     ):
         yield client
@@ -39,11 +41,8 @@ async def seed_members(engine: AsyncEngine, count: int, prefix: str) -> list[int
     """`count` simulator members with verified numbers far apart (no SIM-farm block)."""
     when = dt.datetime.now(dt.UTC) - dt.timedelta(days=3)
     async with create_sessionmaker(engine)() as session:
-        ids = []
-        for i in range(count):
-            member = Member(language="zh-TW", created_at=when)
-            session.add(member)
-            ids.append(member)
+        ids = [Member(language="zh-TW", created_at=when) for _ in range(count)]
+        session.add_all(ids)
         await session.flush()
         member_ids = [m.id for m in ids]
         await session.execute(
@@ -100,7 +99,11 @@ async def test_concurrent_claims_hand_out_each_code_once(
     sold_out = [a for a in answers if "獎品已經全部領完了" in a]
     assert len(sold_out) == people - prizes  # clean refusals, no apology, no error
     async with create_sessionmaker(engine)() as session:
-        taken = set((await session.scalars(select(VoucherCode.code).where(VoucherCode.status == "taken"))).all())
+        taken = set(
+            (
+                await session.scalars(select(VoucherCode.code).where(VoucherCode.status == "taken"))
+            ).all()
+        )
         won = await session.scalar(select(func.count()).select_from(CampaignClaim))
     assert taken == set(codes)
     assert won == prizes

@@ -12,14 +12,14 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.line import render as line_render
-from bot.telegram import SECRET_HEADER
 from bot.messages import load_replies
+from bot.telegram import SECRET_HEADER
 from bot.telegram.render import render as tg_render
-from models.campaigns.claims import create_campaign, require_campaign
+from models.campaigns.claims import create_campaign
 from models.campaigns.spec import parse_campaign
 from models.db import create_sessionmaker
-from tests.conftest import TG_SECRET
 from tests.campaign_support import campaign_file, verified_member
+from tests.conftest import TG_SECRET
 from tests.dialog import Chat, eventually
 from tests.line_helpers import body_of, event, sign
 from tests.test_line_render import _check
@@ -36,7 +36,9 @@ async def _campaign(engine: AsyncEngine) -> int:
 
 
 async def test_the_won_reply_renders_as_line_text_and_image_and_telegram_text_and_photo(
-    served, engine: AsyncEngine, shared_dir: Path | None  # type: ignore[no-untyped-def]
+    served,
+    engine: AsyncEngine,
+    shared_dir: Path | None,  # type: ignore[no-untyped-def]
 ) -> None:
     cid = await _campaign(engine)
     await verified_member(engine, "sim-render", "0912-345-678")
@@ -54,7 +56,8 @@ async def test_the_won_reply_renders_as_line_text_and_image_and_telegram_text_an
     assert "兌換碼：" in code_text
     image = body["messages"][1]
     assert image["originalContentUrl"].startswith("https://edoor.example/media/prize/")
-    assert "sig=" in image["originalContentUrl"] and "exp=" in image["originalContentUrl"]
+    assert "sig=" in image["originalContentUrl"]
+    assert "exp=" in image["originalContentUrl"]
     assert image["quickReply"]["items"]  # the next step: my prizes, other campaigns
 
     calls = tg_render(replies)
@@ -65,7 +68,9 @@ async def test_the_won_reply_renders_as_line_text_and_image_and_telegram_text_an
 
 
 async def test_telegram_gets_the_qr_as_an_upload_and_line_as_a_signed_https_link(
-    both_platforms, engine: AsyncEngine, shared_dir: Path | None  # type: ignore[no-untyped-def]
+    both_platforms,
+    engine: AsyncEngine,
+    shared_dir: Path | None,  # type: ignore[no-untyped-def]
 ) -> None:
     cid = await _campaign(engine)
     line_user = "U" + "5" * 32
@@ -73,7 +78,9 @@ async def test_telegram_gets_the_qr_as_an_upload_and_line_as_a_signed_https_link
     await verified_member(engine, "5512345678", "0955-111-222", channel="telegram")
     async with both_platforms() as (http, line, telegram, _):
         body = body_of(event("postback", user=line_user, postback={"data": f"prize.claim:{cid}"}))
-        sent = await http.post("/webhooks/line", content=body, headers={"x-line-signature": sign(body)})
+        sent = await http.post(
+            "/webhooks/line", content=body, headers={"x-line-signature": sign(body)}
+        )
         assert sent.status_code == 200
         await eventually(lambda: line.requests)
         messages: list[dict[str, Any]] = line.requests[-1].body["messages"]
@@ -81,7 +88,9 @@ async def test_telegram_gets_the_qr_as_an_upload_and_line_as_a_signed_https_link
         if shared_dir is not None:
             from tests.openapi import line_schema_errors
 
-            assert line_schema_errors(shared_dir, "ReplyMessageRequest", line.requests[-1].body) == []
+            assert (
+                line_schema_errors(shared_dir, "ReplyMessageRequest", line.requests[-1].body) == []
+            )
 
         user = {"id": 5512345678, "is_bot": False, "first_name": "Mei", "language_code": "zh-hant"}
         chat = {"id": 5512345678, "first_name": "Mei", "type": "private"}
