@@ -179,7 +179,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def main(people: int, codes: int, concurrency: int) -> None:
+async def main(people: int, codes: int, concurrency: int, steady_claims: int) -> None:
     from app import build_runtime
     from bot.settings import Settings
     from models.migrate import upgrade
@@ -215,8 +215,8 @@ async def main(people: int, codes: int, concurrency: int) -> None:
             bare_won = await bare_claims(runtime, bare, members, IN_FLIGHT)
             bare_total = time.perf_counter() - started
 
-            steady = await create(runtime, "steady", people)
-            latencies = await real_claims(runtime, steady, people, concurrency)
+            steady = await create(runtime, "steady", steady_claims)
+            latencies = await real_claims(runtime, steady, steady_claims, concurrency)
             steady_won = await winners(runtime, steady)
         finally:
             await runtime.close()
@@ -232,8 +232,8 @@ async def main(people: int, codes: int, concurrency: int) -> None:
         print(f"{label:<34}{total:>9.2f}{people / total:>10.0f}{won:>9}")
     print(f"ratio real / bare: {real_total / bare_total:.2f}x")
     print(
-        f"\n{people} claims, {concurrency} at a time, every one a winner (QR made): tap -> reply "
-        f"handed to the channel: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+        f"\n{steady_claims} claims, {concurrency} at a time, every one a winner (QR made): "
+        f"tap -> reply handed to the channel: p50 {statistics.median(latencies) * 1000:.0f} ms, "
         f"p99 {pct(latencies, 0.99) * 1000:.0f} ms, max {max(latencies) * 1000:.0f} ms "
         f"({steady_won} winners)"
     )
@@ -244,5 +244,6 @@ if __name__ == "__main__":
     parser.add_argument("--people", type=int, default=1000)
     parser.add_argument("--codes", type=int, default=100)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--steady", type=int, default=500, help="claims in the latency round")
     args = parser.parse_args()
-    asyncio.run(main(args.people, args.codes, args.concurrency))
+    asyncio.run(main(args.people, args.codes, args.concurrency, args.steady))

@@ -30,7 +30,7 @@ async def http(served) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-u
         served(admin_token=ADMIN_TOKEN) as (url, _),
         httpx.AsyncClient(
             base_url=url,
-            timeout=300,
+            timeout=900,
             limits=httpx.Limits(max_connections=30),  # the app pool: 10 + 20
         ) as client,
     ):

@@ -114,7 +114,7 @@ async def require_campaign(session: AsyncSession, *, slug: str) -> Campaign:
 
 
 async def running_campaigns(session: AsyncSession, *, now: dt.datetime) -> list[Campaign]:
-    """Campaigns open now, plus ended draws whose winners may still claim."""
+    """Campaigns open now (a drawn winner's ended draw is found through member_prizes)."""
     rows = await session.scalars(
         select(Campaign)
         .where(Campaign.starts_at <= now, Campaign.ends_at > now)
