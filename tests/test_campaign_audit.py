@@ -32,7 +32,7 @@ from tests.campaign_support import (
     e164,
     verified_member,
 )
-from tests.dialog import Chat, buttons, texts
+from tests.dialog import Chat, texts
 from tests.test_campaigns import Clock
 from tests.test_cli import edoor
 
@@ -150,7 +150,11 @@ async def test_export_is_masked_revoke_voids_the_code_and_redemptions_mark_codes
     assert "恭喜" in third
     again = texts(await Chat(http, "sim-x0").tap(f"prize.claim:{cid}"))
     assert "您已經領過" in again  # a revoked claim is still that person's one claim
-    assert "我的獎品" in buttons(await Chat(http, "sim-x0").say("我的獎品")) or True
+    x0 = Chat(http, "sim-x0")
+    await x0.pending()  # only what the next message brings
+    mine = texts(await x0.say("我的獎品"))
+    assert first["code"] not in mine  # a revoked prize is no longer shown as won
+    assert "您還沒有獲得獎品" in mine
 
     bad = f"code,redeemed_at\n{rows[1]['code']},2026-01-05T10:00\nNOT-OURS,2026-01-05T10:00\n"
     refused = await http.post(
