@@ -19,6 +19,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.campaigns import campaign_admin_routes
 from admin.courses import course_admin_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
@@ -34,6 +35,7 @@ from bot.simulator import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from media.feeds import podcast_routes
 from media.files import MediaSigner
+from media.qr import prize_qr_routes
 from models.conversation import purge_expired_states
 from models.courses import purge_search_log
 from models.db import create_engine, create_sessionmaker
@@ -42,6 +44,7 @@ from models.inbound import purge_finished_events
 from models.pii import PiiVault
 from models.search.service import SearchService
 from models.simulator import purge_simulator_messages
+from notifications.campaigns import notify_winners
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.podcast_drops import podcast_drops
@@ -98,6 +101,22 @@ class Runtime:
         # walks a few hundred thousand objects, a pause of 100 ms or more that every
         # request in flight would wait out.
         gc.freeze()
+
+    async def notify_winners(self, campaign_id: int | None, now: dt.datetime) -> int:
+        """Queue the messages of drawn winners not told yet, and wake the dispatcher."""
+        quiet = self.dispatcher.config.quiet if self.dispatcher is not None else None
+        async with self.sessionmaker() as session:
+            queued = await notify_winners(
+                session,
+                catalog=self.services.catalog,
+                now=now,
+                campaign_id=campaign_id,
+                **({"quiet": quiet} if quiet is not None else {}),
+            )
+            await session.commit()
+        if queued and self.dispatcher is not None:
+            self.dispatcher.wake.set()
+        return queued
 
     async def close(self) -> None:
         if self._catalog_watch is not None:
@@ -303,6 +322,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         api.include_router(telegram_routes(processor=runtime.processor, settings=settings))
     if runtime.simulator is not None:
         api.include_router(simulator_routes(processor=runtime.processor))
+    # Before the podcast routes: their /media/{path} would take the prize QR links too.
+    api.include_router(
+        prize_qr_routes(
+            sessionmaker=runtime.sessionmaker,
+            settings=settings,
+            clock=lambda: runtime.processor.clock(),
+        )
+    )
     api.include_router(
         podcast_routes(
             sessionmaker=runtime.sessionmaker,
@@ -312,6 +339,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        campaign_admin_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            on_drawn=runtime.notify_winners,
+            clock=lambda: runtime.processor.clock(),
+        )
+    )
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search

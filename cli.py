@@ -616,6 +616,282 @@ def line_richmenu() -> None:
     typer.echo(f"default rich menu set: {menu_id}")
 
 
+campaign_cli = typer.Typer(help="Prize campaigns: files, codes, claims, draws and audits.")
+cli.add_typer(campaign_cli, name="campaign")
+ACTOR = "cli"
+
+
+def _campaign_do(fn: Callable[[Any, Any], Awaitable[Any]], *, write: bool = True) -> Any:
+    """Run `fn(session, runtime)` in one transaction (a writer from the start) and commit;
+    an expected refusal prints its reason and exits 1."""
+    from models.campaigns.claims import CampaignError
+    from models.db import begin_write
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            if write:
+                await begin_write(session)
+            out = await fn(session, runtime)
+            await session.commit()
+        return out
+
+    try:
+        return _run(run)
+    except CampaignError as exc:
+        _fail([str(exc)])
+
+
+def _campaign_file(file: Path) -> Any:
+    from models.campaigns.spec import CampaignFileError, parse_campaign
+
+    try:
+        return parse_campaign(_read(file))
+    except CampaignFileError as exc:
+        _fail([f"{file}: refused, nothing changed:", *(f"  {e}" for e in exc.errors)])
+
+
+def _print_summary(data: dict[str, Any]) -> None:
+    typer.echo(f"{data['slug']}: {data['title']} ({data['mode']})")
+    typer.echo(f"  period: {data['starts_at']} .. {data['ends_at']}")
+    typer.echo(
+        f"  stock {data['stock']}, claimed {data['claimed']}, remaining {data['remaining']}, "
+        f"revoked codes {data['revoked_codes']}"
+    )
+    claims = ", ".join(f"{k} {v}" for k, v in sorted(data["claims"].items())) or "none"
+    typer.echo(f"  claims: {claims}")
+    refusals = ", ".join(f"{k} {v}" for k, v in sorted(data["refusals"].items())) or "none"
+    typer.echo(f"  refusals by reason: {refusals}")
+    typer.echo(f"  flags: {len(data['flags'])}")
+    for flag in data["flags"]:
+        typer.echo(
+            f"    claim {flag['claim_id']}: {flag['flag']} ({flag['phone']}, {flag['claimed_at']})"
+        )
+    for d in data["draws"]:
+        typer.echo(
+            f"  draw round {d['round']}: seed {d['seed']}, {d['entries']} entries, "
+            f"{d['prizes']} prizes, winners {d['winners']}, reproduced: {d['reproduced']}"
+        )
+
+
+@campaign_cli.command("create")
+def campaign_create(
+    file: Annotated[Path, typer.Argument(help="campaign file, YAML or JSON")],
+) -> None:
+    """Create a campaign from its file (and generate its codes)."""
+    from models.campaigns import claims
+
+    spec = _campaign_file(file)
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.create_campaign(
+            session, spec=spec, actor=ACTOR, now=parse_now(None)
+        )
+        return (await claims.summary(session, campaign=campaign)).as_json()
+
+    data = _campaign_do(run)
+    typer.echo(f"created campaign {data['slug']} ({data['stock']} codes)")
+
+
+@campaign_cli.command("update")
+def campaign_update(
+    file: Annotated[Path, typer.Argument(help="campaign file, YAML or JSON")],
+) -> None:
+    """Change a campaign from its file (same slug)."""
+    from models.campaigns import claims
+
+    spec = _campaign_file(file)
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.update_campaign(
+            session, spec=spec, actor=ACTOR, now=parse_now(None)
+        )
+        return (await claims.summary(session, campaign=campaign)).as_json()
+
+    data = _campaign_do(run)
+    typer.echo(f"updated campaign {data['slug']} ({data['stock']} codes)")
+
+
+@campaign_cli.command("list")
+def campaign_list() -> None:
+    """Every campaign with its period, stock and claims."""
+    from models.campaigns import claims
+
+    async def run(session: Any, runtime: Any) -> Any:
+        return [
+            (await claims.summary(session, campaign=c)).as_json()
+            for c in await claims.list_campaigns(session)
+        ]
+
+    rows = _campaign_do(run, write=False)
+    if not rows:
+        typer.echo("no campaigns")
+    for d in rows:
+        typer.echo(
+            f"{d['slug']}\t{d['mode']}\t{d['starts_at']} .. {d['ends_at']}\t"
+            f"stock {d['stock']}\tclaimed {d['claimed']}\tremaining {d['remaining']}"
+        )
+
+
+@campaign_cli.command("show")
+def campaign_show(slug: Annotated[str, typer.Argument(help="campaign slug")]) -> None:
+    """Stock, claimed, remaining, refusals by reason, flagged claims and draws."""
+    from models.campaigns import claims
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        return (await claims.summary(session, campaign=campaign)).as_json()
+
+    _print_summary(_campaign_do(run, write=False))
+
+
+@campaign_cli.command("codes")
+def campaign_codes(
+    slug: Annotated[str, typer.Argument(help="campaign slug")],
+    file: Annotated[Path, typer.Argument(help="CSV with a `code` column")],
+) -> None:
+    """Load the vendor's codes; a duplicate (in the file or already loaded) refuses the file."""
+    from models.campaigns import claims
+    from models.campaigns.spec import CodesFileError, parse_codes
+
+    try:
+        codes = parse_codes(_read(file))
+    except CodesFileError as exc:
+        _fail([f"{file}: refused, nothing changed:", *(f"  {e}" for e in exc.errors[:50])])
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        added = await claims.load_codes(
+            session, campaign=campaign, codes=codes, actor=ACTOR, now=parse_now(None)
+        )
+        return added, await claims.stock(session, campaign_id=campaign.id)
+
+    added, left = _campaign_do(run)
+    typer.echo(f"loaded {added} codes: stock {left['total']}, remaining {left['free']}")
+
+
+@campaign_cli.command("export")
+def campaign_export(
+    slug: Annotated[str, typer.Argument(help="campaign slug")],
+    out: Annotated[Path | None, typer.Option(help="write the CSV here (default: stdout)")] = None,
+) -> None:
+    """The auditors' CSV: one row per claim, phones masked (0912-***-678) plus keyed hash."""
+    from models.campaigns import claims
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        return claims.export_csv(await claims.export_rows(session, campaign=campaign))
+
+    csv_text = _campaign_do(run, write=False)
+    if out is None:
+        typer.echo(csv_text, nl=False)
+        return
+    out.write_text(csv_text, encoding="utf-8")
+    typer.echo(f"wrote {max(0, csv_text.count(chr(10)) - 1)} claims to {out}", err=True)
+
+
+@campaign_cli.command("revoke")
+def campaign_revoke(
+    slug: Annotated[str, typer.Argument(help="campaign slug")],
+    claim_id: Annotated[int, typer.Argument(help="claim id (see export)")],
+    reason: Annotated[str, typer.Option(help="why (kept in the audit log)")],
+) -> None:
+    """Revoke a claim; its code is never handed out again."""
+    from models.campaigns import claims
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        return await claims.revoke(
+            session,
+            campaign=campaign,
+            claim_id=claim_id,
+            reason=reason,
+            actor=ACTOR,
+            now=parse_now(None),
+        )
+
+    _campaign_do(run)
+    typer.echo(f"claim {claim_id} revoked")
+
+
+@campaign_cli.command("review")
+def campaign_review(
+    slug: Annotated[str, typer.Argument(help="campaign slug")],
+    claim_id: Annotated[int, typer.Argument(help="a flagged claim (see show)")],
+    approve: Annotated[bool, typer.Option("--approve/--reject", help="the decision")],
+) -> None:
+    """Decide a flagged claim: approved, it gets its code (or enters the draw)."""
+    from models.campaigns import claims
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        return await claims.review(
+            session,
+            campaign=campaign,
+            claim_id=claim_id,
+            approve=approve,
+            actor=ACTOR,
+            now=parse_now(None),
+        )
+
+    claim, _ = _campaign_do(run)
+    typer.echo(f"claim {claim_id}: {claim.status}")
+
+
+@campaign_cli.command("redemptions")
+def campaign_redemptions(
+    slug: Annotated[str, typer.Argument(help="campaign slug")],
+    file: Annotated[Path, typer.Argument(help="the vendor's CSV: code,redeemed_at")],
+) -> None:
+    """Mark the codes the vendor redeemed."""
+    from models.campaigns import claims
+    from models.campaigns.spec import CodesFileError, parse_redemptions
+
+    now = parse_now(None)
+    try:
+        parsed = parse_redemptions(_read(file), now=now)
+    except CodesFileError as exc:
+        _fail([f"{file}: refused, nothing changed:", *(f"  {e}" for e in exc.errors[:50])])
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        return await claims.import_redemptions(
+            session, campaign=campaign, redemptions=parsed, actor=ACTOR, now=now
+        )
+
+    typer.echo(f"{_campaign_do(run)} codes marked redeemed")
+
+
+@campaign_cli.command("draw")
+def campaign_draw(
+    slug: Annotated[str, typer.Argument(help="a draw campaign that has ended")],
+    seed: Annotated[str | None, typer.Option(help="the seed (default: a new random one)")] = None,
+    now: Annotated[str | None, typer.Option(help="ISO 8601 time; no offset = Asia/Taipei")] = None,
+) -> None:
+    """Draw the winners (again: redraw the prizes of winners who did not claim in time) from
+    a recorded seed, and tell them through the outbox."""
+    from models.campaigns import claims
+
+    moment = parse_now(now)
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        result = await claims.draw(session, campaign=campaign, actor=ACTOR, now=moment, seed=seed)
+        return campaign.id, result
+
+    campaign_id, result = _campaign_do(run)
+
+    async def tell(runtime: Any) -> Any:
+        return await runtime.notify_winners(campaign_id, moment)
+
+    notified = _run(tell)
+    typer.echo(
+        f"draw round {result.round}: seed {result.seed}\n"
+        f"{result.entries} entries, {result.prizes} prizes, {len(result.winners)} winners "
+        f"(claims {', '.join(str(w.id) for w in result.winners)}), {result.lapsed} lapsed, "
+        f"{notified} told through the outbox"
+    )
+
+
 def main() -> None:
     cli()
 

@@ -16,6 +16,9 @@ from models.members import ChannelAccount, Member
 from models.pii import PiiVault
 from models.search.service import SearchService
 
+# Step data key: the action to run when the steps of a detour (verification) are done.
+RETURN_TO = "return_to"
+
 
 @dataclass
 class Services:
@@ -42,6 +45,9 @@ class Context:
     new_member: bool = False
     # Names of the commands the router serves (menus offer only what exists).
     commands: frozenset[str] = frozenset()
+    # An action the router runs after this handler, in the same event (see detour/finish).
+    follow_up: str | None = None
+    _detour: str | None = None
 
     @property
     def member(self) -> Member:
@@ -75,6 +81,10 @@ class Context:
     ) -> None:
         """Start (or move to) the conversation step `name`, kept in the database with a TTL."""
         ttl = ttl or dt.timedelta(seconds=self.settings.conversation_ttl_seconds)
+        data = dict(data or {})
+        carried = self._detour or self.return_to
+        if carried and RETURN_TO not in data:
+            data[RETURN_TO] = carried  # the detour's steps keep where to come back to
         await set_state(
             self.session,
             account_id=self.account.id,
@@ -85,6 +95,24 @@ class Context:
         self.state = ConversationState(
             account_id=self.account.id, name=name, data=data or {}, expires_at=self.now + ttl
         )
+
+    @property
+    def return_to(self) -> str | None:
+        """Where the current step's detour comes back to, if it is one."""
+        value = self.state_data.get(RETURN_TO)
+        return value if isinstance(value, str) else None
+
+    def detour(self, action: str, *, then: str) -> None:
+        """Run `action` next (e.g. "cmd:verify"); when its steps finish (ctx.finish), the
+        router runs `then` (e.g. the claim that needed a verified phone)."""
+        self.follow_up, self._detour = action, then
+
+    async def finish(self) -> None:
+        """End the current step; a detour's steps go back to where they were asked from."""
+        then = self.return_to
+        await self.leave()
+        if then:
+            self.follow_up = then
 
     async def leave(self) -> None:
         """End the current conversation step, if any."""

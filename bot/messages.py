@@ -99,10 +99,15 @@ class Audio(BaseModel):
 
 
 class Image(BaseModel):
+    """A picture. `url` is https (LINE fetches it; a signed, expiring link when private);
+    `data` is the image itself (base64 PNG, small pictures such as a QR code), for channels
+    that take bytes (Telegram), so that they need not reach our server."""
+
     kind: Literal["image"] = "image"
     url: str
     preview_url: str | None = None
     alt_text: str = ""
+    data: str | None = None
 
 
 class AskPhone(BaseModel):

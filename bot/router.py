@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # A button whose action is "cmd:<name>" runs that command, so menus need no own handlers.
 COMMAND_ACTION = "cmd"
+# Follow-up actions one event may chain (a claim -> verification; verified -> the claim).
+MAX_FOLLOW_UPS = 2
 
 HandlerResult = Reply | list[Reply]
 Handler = Callable[["Context", Incoming], Awaitable[HandlerResult]]
@@ -151,7 +153,18 @@ class Router:
         if handler is None:
             return []
         result = await handler(ctx, msg)
-        return result if isinstance(result, list) else [result]
+        replies = result if isinstance(result, list) else [result]
+        # A handler may hand on to another action (a detour, or coming back from one).
+        for _ in range(MAX_FOLLOW_UPS):
+            action, ctx.follow_up = ctx.follow_up, None
+            if action is None:
+                break
+            step = msg.model_copy(update={"kind": "action", "action": action, "text": ""})
+            handler, ctx.args = await self._select(ctx, step)
+            if handler is not None:
+                more = await handler(ctx, step)
+                replies += more if isinstance(more, list) else [more]
+        return replies
 
     async def _select(self, ctx: Context, msg: Incoming) -> tuple[Handler | None, str]:
         if msg.kind in ("follow", "unfollow"):

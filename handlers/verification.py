@@ -240,7 +240,7 @@ async def _verified(ctx: Context, phone: str, *, method: str) -> list[Reply]:
                 ],
             )
         ]
-    await ctx.leave()
+    await ctx.finish()  # back to a claim that asked for the verification, if one did
     if result.outcome is Outcome.ALREADY_VERIFIED:
         return [Text(text=ctx.t("verification.refused.already_verified"))]
     replies: list[Reply] = [Text(text=ctx.t("verification.verified", phone=masked))]
@@ -377,6 +377,7 @@ async def _link(ctx: Context) -> Reply:
     holder = await identity.find_phone_owner(
         ctx.session, vault=ctx.services.vault, phone=ctx.services.vault.decrypt(sealed)
     )
+    then = ctx.return_to
     await ctx.leave()
     if holder is None or holder.member_id != owner:
         return Text(text=ctx.t("verification.link_expired"))
@@ -384,6 +385,7 @@ async def _link(ctx: Context) -> Reply:
     await ctx.session.refresh(ctx.account)
     accounts = await identity.linked_accounts(ctx.session, member_id=owner)
     names = "、".join(CHANNEL_NAMES.get(a.channel, a.channel) for a in accounts)
+    ctx.follow_up = then  # the linked person's claim goes on, as that one person
     replies = ctx.t("verification.linked", channels=names)
     if ctx.member.is_civil_servant:
         replies += "\n" + ctx.t("verification.civil_servant")

@@ -1,6 +1,13 @@
 """SQLAlchemy tables and the rules over them. Imports nothing from bot/handlers/notifications."""
 
 from models.base import Base
+from models.campaigns import (
+    Campaign,
+    CampaignAttempt,
+    CampaignClaim,
+    CampaignDraw,
+    VoucherCode,
+)
 from models.conversation import ConversationState
 from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
@@ -28,6 +35,10 @@ from models.telegram_files import TelegramFile
 __all__ = [
     "AuditLog",
     "Base",
+    "Campaign",
+    "CampaignAttempt",
+    "CampaignClaim",
+    "CampaignDraw",
     "CatalogVersion",
     "ChannelAccount",
     "ChannelPause",
@@ -56,4 +67,5 @@ __all__ = [
     "SimulatorMessage",
     "TelegramFile",
     "VerifiedPhone",
+    "VoucherCode",
 ]

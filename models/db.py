@@ -14,6 +14,8 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+_WRITER = "edoor_writer"
+
 
 def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
     """An async engine; SQLite gets WAL, a busy timeout and foreign keys."""
@@ -40,7 +42,9 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
             # It is DEFERRED, so reads take no lock; code that reads and then writes under
             # concurrent writers should write first (see bot.inbound), as WAL cannot upgrade
             # a stale read snapshot and answers "database is locked" at once.
-            conn.exec_driver_sql("BEGIN")
+            # begin_write() asks for IMMEDIATE: the write lock from the first statement on.
+            immediate = conn.get_execution_options().get(_WRITER, False)
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
         return engine
     kwargs.setdefault("pool_pre_ping", True)
@@ -51,3 +55,11 @@ def create_engine(database_url: str, **kwargs: Any) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def begin_write(session: AsyncSession) -> None:
+    """Start the session's transaction as a writer (its first call, before any statement):
+    `BEGIN IMMEDIATE` on SQLite, so that a read-then-write unit of work (a prize claim) waits
+    for the write lock up front instead of failing on a stale snapshot. PostgreSQL needs
+    nothing: its row locks do the job."""
+    await session.connection(execution_options={_WRITER: True})

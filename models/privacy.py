@@ -14,6 +14,7 @@ from typing import Any
 from sqlalchemy import String, cast, delete, inspect, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.campaigns.tables import CampaignClaim
 from models.conversation import ConversationState
 from models.identity import (
     AuditLog,
@@ -282,6 +283,12 @@ async def rotate_pii_key(
         if row.phone_hash and row.phone_hash not in report.hash_map.values():
             row.phone_hash = report.hash_map.get(row.phone_hash)
             _count(report.rehashed, "otp_send")
+    # Prize claims keep their number's hash for "one per phone": mapped where the number is
+    # still known; a claim whose number is verified nowhere any more keeps its old hash.
+    async for row in each(CampaignClaim):
+        if row.phone_hash in report.hash_map:
+            row.phone_hash = report.hash_map[row.phone_hash]
+            _count(report.rehashed, "campaign_claim")
     async for row in each(AuditLog):
         kind, _, value = row.subject.partition(":")
         if kind == "phone" and value in report.hash_map:

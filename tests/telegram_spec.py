@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from telegram import InputFile
+
 SPEC_FILE = Path(__file__).resolve().parents[2] / "shared" / "platform" / "telegram" / "api.json"
 
 # {"methods"|"types": {name: {field: [[types...], required]}}}, copied from api.json.
@@ -51,7 +53,8 @@ def _matches(spec: Spec, kind: str, value: Any, where: str) -> list[str]:
         "Float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
         "Boolean": lambda v: isinstance(v, bool),
         "True": lambda v: v is True,
-        "InputFile": lambda v: False,  # edoor sends URLs and file_ids (Strings)
+        # URLs and file_ids are Strings; an upload (a QR code's PNG) is PTB's InputFile.
+        "InputFile": lambda v: isinstance(v, InputFile),
     }
     if kind in simple:
         return [] if simple[kind](value) else [f"{where}: expected {kind}, got {value!r}"]

@@ -8,6 +8,7 @@ per card); AskPhone becomes a one-time reply keyboard with a `request_contact` b
 
 from __future__ import annotations
 
+import base64
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -17,6 +18,7 @@ from typing import Any, Literal
 from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
+    InputFile,
     KeyboardButton,
     ReplyKeyboardMarkup,
     ReplyKeyboardRemove,
@@ -263,7 +265,13 @@ def _render_audio(reply: Audio, file_ids: Mapping[str, str]) -> list[TgCall]:
 
 
 def _render_image(reply: Image) -> list[TgCall]:
-    return [TgCall("send_photo", {"photo": reply.url})]
+    params: dict[str, Any] = {"photo": reply.url}
+    if reply.data:
+        # The picture itself (a QR code): uploaded, so Telegram needs no route to our server.
+        params["photo"] = InputFile(base64.b64decode(reply.data), filename="image.png")
+    if reply.alt_text:
+        params["caption"] = split_text(reply.alt_text, MAX_CAPTION)[0]
+    return [TgCall("send_photo", params)]
 
 
 def _render_ask_phone(reply: AskPhone) -> list[TgCall]:

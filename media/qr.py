@@ -1,0 +1,88 @@
+"""QR codes of prize vouchers: a PNG made by segno, served from a signed, expiring link.
+
+LINE shows images only from https URLs it fetches itself, so a won prize's QR code is a
+`/media/prize/<claim id>.png?exp=..&sig=..` link (MediaSigner; the signature names the claim,
+so a link cannot be moved to another one); Telegram gets the PNG bytes in the reply itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import io
+from collections.abc import Callable
+from typing import Annotated
+
+import segno
+from fastapi import APIRouter, HTTPException, Query, Response
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from bot.ports import LinkSigner
+from bot.settings import Settings
+from media.files import MediaSigner, media_url
+from models.base import utcnow
+from models.campaigns.claims import HOLDS_PRIZE
+from models.campaigns.tables import CampaignClaim, VoucherCode
+
+# A prize link lives long enough to show the code at the counter later that day.
+QR_LINK_TTL = dt.timedelta(hours=24)
+
+
+def qr_png(code: str, *, scale: int = 8) -> bytes:
+    """The code as a QR image (PNG, error correction M, a quiet zone of 4 modules)."""
+    buffer = io.BytesIO()
+    segno.make(code, error="m", micro=False).save(buffer, kind="png", scale=scale, border=4)
+    return buffer.getvalue()
+
+
+def qr_base64(code: str) -> str:
+    return base64.b64encode(qr_png(code)).decode("ascii")
+
+
+def prize_qr_path(claim_id: int) -> str:
+    return f"prize/{claim_id}.png"
+
+
+def prize_qr_url(settings: Settings, signer: LinkSigner, *, claim_id: int, now: dt.datetime) -> str:
+    """The signed, expiring link of a claim's QR image."""
+    return media_url(settings, prize_qr_path(claim_id), signer=signer, now=now, ttl=QR_LINK_TTL)
+
+
+def prize_qr_routes(
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> APIRouter:
+    """`GET /media/prize/<claim id>.png`: the QR of a won prize, with a valid signature only."""
+    router = APIRouter()
+    signer = MediaSigner.from_settings(settings)
+
+    @router.get("/media/prize/{claim_id}.png")
+    async def prize_qr(
+        claim_id: int,
+        exp: Annotated[str | None, Query()] = None,
+        sig: Annotated[str | None, Query()] = None,
+    ) -> Response:
+        if not signer.valid(prize_qr_path(claim_id), exp=exp, sig=sig, now=clock()):
+            raise HTTPException(403, "this link is not valid or has expired")
+        async with sessionmaker() as session:
+            claim = await session.get(CampaignClaim, claim_id)
+            code = (
+                await session.get(VoucherCode, claim.code_id)
+                if claim is not None and claim.code_id is not None
+                else None
+            )
+        if claim is None or code is None or claim.status not in HOLDS_PRIZE:
+            raise HTTPException(404, "no such prize")
+        left = max(0, int(exp or 0) - int(clock().timestamp()))
+        return Response(
+            qr_png(code.code),
+            media_type="image/png",
+            headers={
+                "Cache-Control": f"private, max-age={min(left, 86400)}",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+
+    return router
