@@ -235,6 +235,8 @@ def import_roster(
 @cli.command("rotate-pii-key")
 def rotate_pii_key() -> None:
     """Re-encrypt and re-hash personal data under PII_KEY (the old key in PII_KEY_PREVIOUS)."""
+    from models.audit import record_audit
+    from models.base import utcnow
     from models.pii import PiiVault
     from models.privacy import dump_report
     from models.privacy import rotate_pii_key as rotate
@@ -249,6 +251,14 @@ def rotate_pii_key() -> None:
     async def run(runtime: Any) -> Any:
         async with runtime.sessionmaker() as session:
             report = await rotate(session, old=PiiVault(old_secret), new=new)
+            await record_audit(
+                session,
+                actor="system",
+                action="pii.key_rotated",
+                subject="pii_key",
+                details={"key_id": new.current.key_id, "rehashed": report.rehashed},
+                now=utcnow(),
+            )
             await session.commit()
         return report
 
