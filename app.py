@@ -12,11 +12,19 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from fastapi import FastAPI, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.accounts import account_admin_routes
+from admin.audit import audit_admin_routes
+from admin.auth import AdminAuth
+from admin.console import STATIC, console_routes
 from admin.courses import course_admin_routes
+from admin.learning import learning_admin_routes
+from admin.members import member_admin_routes
+from admin.openapi import openapi_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
@@ -228,8 +236,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recovery.cancel()
             await runtime.close()
 
-    api = FastAPI(title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # The only OpenAPI document is the admin API's (/admin/api/openapi.json, with a token).
+    api = FastAPI(title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     api.state.runtime = runtime
+    # Every console page and /admin/api endpoint finds who is calling through this.
+    api.state.admin_auth = AdminAuth(
+        settings, runtime.sessionmaker, clock=lambda: runtime.processor.clock()
+    )
 
     @api.get("/healthz")
     async def healthz() -> Response:
@@ -266,6 +279,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search
         )
     )
+    vault = runtime.services.vault
+    api.include_router(account_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(audit_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        member_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker, vault=vault)
+    )
+    api.include_router(
+        learning_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker, vault=vault)
+    )
+    api.include_router(
+        console_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            search=runtime.search,
+            vault=vault,
+            catalog=runtime.services.catalog,
+        )
+    )
+    api.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
+    # Last, so that it documents every /admin/api route mounted above.
+    api.include_router(openapi_routes(settings=settings, api=api))
     return api
 
 

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import Caller, require_role
+from admin.auth import Caller, any_role, require_role
 from bot.media import AUDIO_TYPES, MAX_UPLOAD_BYTES, AudioError
 from bot.podcasts import tts_episode, upload_episode
 from bot.settings import Settings
@@ -21,6 +22,7 @@ from models.identity import record_audit
 from models.podcasts import (
     Episode,
     PodcastError,
+    PodcastSubscription,
     create_podcast,
     episodes_of,
     list_podcasts,
@@ -68,6 +70,7 @@ def podcast_admin_routes(
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/podcasts")
     admin_only = Depends(require_role(settings, "admin"))
+    readers = Depends(any_role(settings))
 
     async def audit(caller: Caller, action: str, subject: str, details: dict[str, Any]) -> None:
         async with sessionmaker() as session:
@@ -82,10 +85,19 @@ def podcast_admin_routes(
             await session.commit()
 
     @routes.get("")
-    async def index(caller: Caller = admin_only) -> dict[str, Any]:
-        """Every podcast with its episodes."""
+    async def index(caller: Caller = readers) -> dict[str, Any]:
+        """Every podcast with its episodes and active subscribers."""
         now = utcnow()
         async with sessionmaker() as session:
+            subscribers = dict(
+                (
+                    await session.execute(
+                        select(PodcastSubscription.podcast_id, func.count())
+                        .where(PodcastSubscription.active.is_(True))
+                        .group_by(PodcastSubscription.podcast_id)
+                    )
+                ).all()
+            )
             out = [
                 {
                     "slug": p.slug,
@@ -93,6 +105,7 @@ def podcast_admin_routes(
                     "audience": p.audience,
                     "restricted": p.restricted,
                     "course_id": p.course_id,
+                    "subscribers": int(subscribers.get(p.id, 0)),
                     "episodes": [
                         _episode(e) for e in await episodes_of(session, podcast_id=p.id, now=now)
                     ],

@@ -69,7 +69,7 @@ class AuditChainHead(Base):
 
 def plain_details(details: dict[str, Any] | None) -> dict[str, Any]:
     """Details as plain JSON values (what the database gives back, so hashes agree)."""
-    return json.loads(json.dumps(details or {}, ensure_ascii=False, default=str))  # type: ignore[no-any-return]
+    return json.loads(json.dumps(details or {}, ensure_ascii=False, default=str))
 
 
 def field_digest(salt: str, value: str) -> str:
