@@ -10,7 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
-from fastapi.routing import APIRoute
+from fastapi.routing import iter_route_contexts
 
 from admin.auth import Caller, any_role
 from bot.settings import Settings
@@ -19,7 +19,7 @@ PREFIX = "/admin/api"
 
 
 def admin_openapi(api: FastAPI) -> dict[str, Any]:
-    routes = [r for r in api.routes if isinstance(r, APIRoute) and r.path.startswith(PREFIX)]
+    routes = [r for r in iter_route_contexts(api.routes) if (r.path or "").startswith(PREFIX)]
     spec = get_openapi(
         title="edoor admin API",
         version="1",
