@@ -47,6 +47,31 @@ def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
     return asyncio.run(main())
 
 
+class _Database:
+    """What the account and audit commands need: a sessionmaker (not the whole runtime,
+    which loads the platform SDKs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from models.db import create_engine, create_sessionmaker
+
+        self.settings = settings
+        self.engine = create_engine(settings.database_url)
+        self.sessionmaker = create_sessionmaker(self.engine)
+
+
+def _run_db(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `fn(db)` with a sessionmaker on the configured database."""
+
+    async def main() -> Any:
+        db = _Database(_settings())
+        try:
+            return await fn(db)
+        finally:
+            await db.engine.dispose()
+
+    return asyncio.run(main())
+
+
 def parse_now(value: str | None) -> dt.datetime:
     """ISO 8601; without an offset it is Asia/Taipei (DESIGN.md)."""
     if value is None:
@@ -676,7 +701,7 @@ def admin_create_user(
             return account.email
 
     try:
-        created = _run(run)
+        created = _run_db(run)
     except AccountError as exc:
         _fail([str(exc)], 1)
     typer.echo(f"account {created} created with role {role}")
@@ -695,7 +720,7 @@ def _account_action(email: str, action: Callable[[Any, Any], Awaitable[Any]]) ->
             return out
 
     try:
-        return _run(run)
+        return _run_db(run)
     except AccountError as exc:
         _fail([str(exc)], 1)
 
@@ -737,7 +762,7 @@ def admin_list() -> None:
                 for a in await list_accounts(session)
             ]
 
-    rows = _run(run)
+    rows = _run_db(run)
     for email, role, state in rows:
         typer.echo(f"{email}\t{role}\t{state}")
     if not rows:
@@ -841,7 +866,7 @@ def audit_verify() -> None:
         async with runtime.sessionmaker() as session:
             return await verify_chain(session)
 
-    report = _run(run)
+    report = _run_db(run)
     if not report.ok:
         _fail([f"audit chain broken at entry {report.broken_at}: {report.reason}"], 1)
     typer.echo(

@@ -8,6 +8,7 @@ session, keyword-only, never committing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import re
@@ -171,7 +172,7 @@ async def create_account(
     account = AdminAccount(
         email=value,
         role=role,
-        password_hash=_hasher.hash(password),
+        password_hash=await asyncio.to_thread(_hasher.hash, password),
         created_at=now,
         created_by=created_by[:64],
     )
@@ -185,7 +186,7 @@ async def set_password(
 ) -> None:
     """A new password; every session of the account ends (its tokens stay)."""
     check_password_strength(password)
-    account.password_hash = _hasher.hash(password)
+    account.password_hash = await asyncio.to_thread(_hasher.hash, password)
     account.failed_logins, account.locked_until = 0, None
     await revoke_sessions(session, account_id=account.id, now=now)
 
@@ -207,14 +208,15 @@ async def set_disabled(
 async def authenticate(
     session: AsyncSession, *, email: str, password: str, now: dt.datetime
 ) -> AdminAccount:
-    """The account whose password this is, else LoginRefused (counting the failure)."""
+    """The account whose password this is, else LoginRefused (counting the failure).
+    argon2 runs in a worker thread: a sign-in never stalls the other requests."""
     account = await get_account_by_email(session, email=email)
     if account is None:
-        _verify(_DUMMY_HASH, password)
+        await asyncio.to_thread(_verify, _DUMMY_HASH, password)
         raise LoginRefused("bad_credentials")
     if account.locked_until is not None and account.locked_until > now:
         raise LoginRefused("locked", account.locked_until)
-    if not _verify(account.password_hash, password):
+    if not await asyncio.to_thread(_verify, account.password_hash, password):
         account.failed_logins += 1
         if account.failed_logins >= MAX_FAILED_LOGINS:
             account.locked_until, account.failed_logins = now + LOCK_TIME, 0

@@ -37,7 +37,8 @@ async def sign_in(http: httpx.AsyncClient, email: str, password: str = PASSWORD)
     home = await http.get("/admin")
     assert home.status_code == 200
     found = _CSRF.search(home.text)
-    assert found and found.group(1)
+    assert found
+    assert found.group(1)
     return found.group(1)
 
 

@@ -113,7 +113,9 @@ async def test_every_admin_route_declares_roles_and_enforces_them(served, engine
         routes = admin_routes(api)
         assert len(routes) >= len(EXPECTED)
         undeclared = [
-            (m, p) for m, p, r in routes if declared_roles(r) is None and (m, p) not in PUBLIC_ROUTES
+            (m, p)
+            for m, p, r in routes
+            if declared_roles(r) is None and (m, p) not in PUBLIC_ROUTES
         ]
         assert undeclared == [], f"routes without require_role: {undeclared}"
         mismatched = [
