@@ -8,7 +8,7 @@ import io
 import json
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin.auth import Caller, require_role
@@ -61,13 +61,17 @@ class AuditFilters:
         actor: Annotated[str | None, Query(max_length=64)] = None,
         action: Annotated[str | None, Query(max_length=64, description="a prefix")] = None,
         subject: Annotated[str | None, Query(max_length=128)] = None,
-        since: Annotated[dt.datetime | None, Query(description="ISO 8601")] = None,
-        until: Annotated[dt.datetime | None, Query(description="ISO 8601")] = None,
+        since: Annotated[
+            str | None, Query(max_length=40, description="ISO 8601; no offset = Asia/Taipei")
+        ] = None,
+        until: Annotated[
+            str | None, Query(max_length=40, description="ISO 8601; no offset = Asia/Taipei")
+        ] = None,
         before_id: Annotated[int | None, Query(ge=1)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 100,
     ) -> None:
         self.actor, self.action, self.subject = actor or None, action or None, subject or None
-        self.since, self.until = _aware(since), _aware(until)
+        self.since, self.until = _moment(since, "since"), _moment(until, "until")
         self.before_id, self.limit = before_id, limit
 
     async def rows(self, session: AsyncSession) -> list[AuditLog]:
@@ -83,10 +87,14 @@ class AuditFilters:
         )
 
 
-def _aware(moment: dt.datetime | None) -> dt.datetime | None:
-    """Times without an offset are Asia/Taipei (as everywhere in edoor)."""
-    if moment is None:
+def _moment(value: str | None, name: str) -> dt.datetime | None:
+    """An ISO 8601 date or time (empty: no bound); without an offset it is Asia/Taipei."""
+    if not value:
         return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise HTTPException(422, f"{name}: not an ISO 8601 date or time") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=TAIPEI)
     return moment.astimezone(dt.UTC)
