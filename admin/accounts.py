@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import ROLES, Caller, Role, any_role, require_role
+from admin.auth import ROLES, Caller, Role, RowId, any_role, require_role
 from bot.i18n import taipei_time
 from bot.settings import Settings
 from models.accounts import (
@@ -128,7 +128,7 @@ def account_admin_routes(
         return {**account_view(account), "password": generated}
 
     @routes.post("/accounts/{account_id}/disable")
-    async def disable(account_id: int, caller: Caller = admin_only) -> dict[str, Any]:
+    async def disable(account_id: RowId, caller: Caller = admin_only) -> dict[str, Any]:
         """Disable an account: its sessions and tokens stop working at once."""
         async with sessionmaker() as session:
             account = await set_account_disabled(
@@ -138,7 +138,7 @@ def account_admin_routes(
             return account_view(account)
 
     @routes.post("/accounts/{account_id}/enable")
-    async def enable(account_id: int, caller: Caller = admin_only) -> dict[str, Any]:
+    async def enable(account_id: RowId, caller: Caller = admin_only) -> dict[str, Any]:
         """Enable a disabled account (it needs a new token; its old ones stay revoked)."""
         async with sessionmaker() as session:
             account = await set_account_disabled(
@@ -148,7 +148,7 @@ def account_admin_routes(
             return account_view(account)
 
     @routes.post("/accounts/{account_id}/sign-out")
-    async def sign_out(account_id: int, caller: Caller = admin_only) -> dict[str, Any]:
+    async def sign_out(account_id: RowId, caller: Caller = admin_only) -> dict[str, Any]:
         """End every console session of the account."""
         async with sessionmaker() as session:
             if await session.get(AdminAccount, account_id) is None:
@@ -166,7 +166,7 @@ def account_admin_routes(
         return {"sessions_ended": ended}
 
     @routes.get("/accounts/{account_id}/tokens")
-    async def tokens(account_id: int, caller: Caller = admin_only) -> dict[str, Any]:
+    async def tokens(account_id: RowId, caller: Caller = admin_only) -> dict[str, Any]:
         """The account's API tokens (labels and dates; the tokens themselves are not kept)."""
         async with sessionmaker() as session:
             if await session.get(AdminAccount, account_id) is None:
@@ -187,7 +187,7 @@ def account_admin_routes(
 
     @routes.post("/accounts/{account_id}/tokens", status_code=201)
     async def new_token(
-        account_id: int, body: NewToken, caller: Caller = admin_only
+        account_id: RowId, body: NewToken, caller: Caller = admin_only
     ) -> dict[str, Any]:
         """A new bearer token for the account, shown once."""
         async with sessionmaker() as session:
@@ -211,7 +211,7 @@ def account_admin_routes(
 
     @routes.delete("/accounts/{account_id}/tokens/{token_id}")
     async def revoke_token(
-        account_id: int, token_id: int, caller: Caller = admin_only
+        account_id: RowId, token_id: RowId, caller: Caller = admin_only
     ) -> dict[str, Any]:
         """Revoke one token; it stops working at once."""
         async with sessionmaker() as session:

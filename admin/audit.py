@@ -11,7 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import Caller, require_role
+from admin.auth import MAX_ID, Caller, require_role
 from bot.i18n import TAIPEI, taipei_time
 from bot.settings import Settings
 from models.audit import AuditLog, list_audit, verify_chain
@@ -67,7 +67,7 @@ class AuditFilters:
         until: Annotated[
             str | None, Query(max_length=40, description="ISO 8601; no offset = Asia/Taipei")
         ] = None,
-        before_id: Annotated[int | None, Query(ge=1)] = None,
+        before_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_ROWS)] = 100,
     ) -> None:
         self.actor, self.action, self.subject = actor or None, action or None, subject or None

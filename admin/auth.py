@@ -19,9 +19,9 @@ import datetime as dt
 import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import HTTPException, Request, status
+from fastapi import HTTPException, Path, Request, status
 from limits import parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import MovingWindowRateLimiter
@@ -32,6 +32,9 @@ from models.accounts import Signed, active_admin_exists, resolve_session, resolv
 from models.base import utcnow
 
 Role = Literal["admin", "marketer", "analyst", "auditor"]
+MAX_ID = 2_147_483_647  # the largest row id on every backend (bigger ones are 422, not 500)
+# A row id in a path: positive and within the database's integer.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 ROLES: tuple[Role, ...] = ("admin", "marketer", "analyst", "auditor")
 SESSION_COOKIE = "edoor_session"
 CSRF_HEADER = "x-csrf-token"

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import Caller, require_role
+from admin.auth import Caller, RowId, require_role
 from bot.i18n import taipei_time
 from bot.phones import mask_phone, normalise_phone, parse_regions
 from bot.settings import Settings
@@ -157,7 +157,7 @@ def member_admin_routes(
     readers = Depends(require_role(settings, "admin", "auditor"))
 
     @routes.get("/{member_id}")
-    async def by_id(member_id: int, caller: Caller = readers) -> dict[str, Any]:
+    async def by_id(member_id: RowId, caller: Caller = readers) -> dict[str, Any]:
         """One member by id."""
         async with sessionmaker() as session:
             return await audited_lookup(

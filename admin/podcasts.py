@@ -48,7 +48,7 @@ class NewPodcast(BaseModel):
 class Script(BaseModel):
     title: str = Field(min_length=1, max_length=200)
     script: str = Field(min_length=1, max_length=20_000)
-    number: int | None = Field(default=None, ge=1)
+    number: int | None = Field(default=None, ge=1, le=100_000)
     language: str = "zh-TW"
 
 
@@ -131,7 +131,7 @@ def podcast_admin_routes(
         slug: str,
         request: Request,
         title: Annotated[str, Query(min_length=1, max_length=200)],
-        number: Annotated[int | None, Query(ge=1)] = None,
+        number: Annotated[int | None, Query(ge=1, le=100_000)] = None,
         filename: Annotated[str | None, Query(max_length=200)] = None,
         caller: Caller = admin_only,
     ) -> dict[str, Any]:
