@@ -7,9 +7,10 @@ delete-my-data request (`pseudonymise`), which replaces an actor or subject that
 person by a pseudonym and drops that field's digest key: the chain still verifies (the
 digest stays) and the person can no longer be linked to it (the key is gone).
 
-Appends are serialised by the chain-head row (one row, id 1): an UPDATE of it takes the
-row lock on PostgreSQL and the write lock on SQLite before the head is read, so concurrent
-writers extend the chain one after the other and it stays linear. `verify_chain` walks the
+Appends are serialised by the chain-head row (one row, id 1): when a unit of work commits,
+an UPDATE of it takes the row lock on PostgreSQL and the write lock on SQLite before the
+head is read, so concurrent writers extend the chain one after the other and it stays
+linear (rows get their ids under the lock, so id order is chain order). `verify_chain` walks the
 rows in order and names the first broken link.
 """
 
@@ -25,9 +26,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import String, select, update
+from sqlalchemy import String, event, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from models.base import UTC, Base
 
@@ -106,9 +107,9 @@ def chain_hash(
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
-async def _lock_head(session: AsyncSession) -> str:
+def _lock_head(session: Session) -> str:
     """Take the chain's lock (held until the transaction ends) and return the last hash."""
-    locked = await session.execute(
+    locked = session.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == HEAD_ID)
         .values(last_id=AuditChainHead.last_id)
@@ -117,13 +118,11 @@ async def _lock_head(session: AsyncSession) -> str:
     if not locked.rowcount:  # type: ignore[attr-defined]
         # A database made without the migration's head row (never in practice): start it.
         session.add(AuditChainHead(id=HEAD_ID, last_id=0, last_hash=GENESIS))
-        await session.flush()
+        session.flush()
         return GENESIS
     return str(
-        (
-            await session.execute(
-                select(AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
-            )
+        session.execute(
+            select(AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
         ).scalar_one()
     )
 
@@ -137,16 +136,15 @@ async def record_audit(
     details: dict[str, Any] | None = None,
     now: dt.datetime,
 ) -> AuditLog:
-    """Append one audit entry (ids and hashes only) at the end of the chain (no commit).
+    """Append one audit entry (ids and hashes only) to the caller's unit of work.
 
-    The chain's lock is held until the caller's transaction ends: append as late in the
-    unit of work as the story allows.
+    The entry joins the chain when the session commits: only then is the chain's lock
+    taken, as the last step of the transaction, so it is held for the shortest time and
+    always after every other lock (no deadlock between two audited transactions). A
+    rolled-back transaction appends nothing.
     """
     clean = plain_details(details)
-    prev = await _lock_head(session)
     actor_salt, subject_salt = secrets.token_hex(16), secrets.token_hex(16)
-    actor_digest = field_digest(actor_salt, actor)
-    subject_digest = field_digest(subject_salt, subject)
     entry = AuditLog(
         created_at=now,
         actor=actor,
@@ -155,27 +153,46 @@ async def record_audit(
         details=clean,
         actor_salt=actor_salt,
         subject_salt=subject_salt,
-        actor_digest=actor_digest,
-        subject_digest=subject_digest,
-        prev_hash=prev,
-        row_hash=chain_hash(
-            prev_hash=prev,
-            created_at=now,
-            action=action,
-            actor_digest=actor_digest,
-            subject_digest=subject_digest,
-            details=clean,
-        ),
+        actor_digest=field_digest(actor_salt, actor),
+        subject_digest=field_digest(subject_salt, subject),
     )
-    session.add(entry)
-    await session.flush()
-    await session.execute(
+    session.info.setdefault(_PENDING, []).append(entry)
+    return entry
+
+
+_PENDING = "edoor.audit.pending"
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending(session: Session) -> None:
+    """Link the unit of work's new entries to the end of the chain, under its lock."""
+    pending: list[AuditLog] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    prev = _lock_head(session)
+    for entry in pending:
+        entry.prev_hash = prev
+        entry.row_hash = prev = chain_hash(
+            prev_hash=prev,
+            created_at=entry.created_at,
+            action=entry.action,
+            actor_digest=entry.actor_digest,
+            subject_digest=entry.subject_digest,
+            details=entry.details,
+        )
+        session.add(entry)
+    session.flush()
+    session.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == HEAD_ID)
-        .values(last_id=entry.id, last_hash=entry.row_hash)
+        .values(last_id=pending[-1].id, last_hash=prev)
         .execution_options(synchronize_session=False)
     )
-    return entry
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 # -- pseudonymisation (delete-my-data) ----------------------------------------------------------
@@ -203,7 +220,8 @@ async def pseudonymise(
     rows = await session.scalars(
         select(AuditLog).where((AuditLog.actor.in_(targets)) | (AuditLog.subject.in_(targets)))
     )
-    for row in rows.all():
+    # Entries of this unit of work not yet committed (they join the chain at commit) too.
+    for row in [*rows.all(), *session.info.get(_PENDING, [])]:
         touched = False
         if row.actor in targets:
             row.actor, row.actor_salt, touched = pseudonym, None, True
