@@ -156,6 +156,9 @@ async def record_audit(
         actor_digest=field_digest(actor_salt, actor),
         subject_digest=field_digest(subject_salt, subject),
     )
+    # In a transaction from now on, so that closing the session without a commit rolls it
+    # back and forgets the entry (see _forget_pending).
+    await session.connection()
     session.info.setdefault(_PENDING, []).append(entry)
     return entry
 

@@ -80,6 +80,12 @@ async def test_cookie_changes_need_the_csrf_token(http, engine) -> None:  # type
     assert (await http.get("/admin/api/me")).json()["roles"] == ["admin"]
     ok = await http.post("/admin/api/accounts", json=new, headers={"x-csrf-token": csrf})
     assert ok.status_code == 201
+    # A plain form post (no htmx) carries the token as a field, next to the form's own.
+    lookup = {"channel": "simulator", "external_id": "nobody-here"}
+    assert (await http.post("/admin/members/lookup", data=lookup)).status_code == 403
+    found = await http.post("/admin/members/lookup", data={**lookup, "csrf_token": csrf})
+    assert found.status_code == 200
+    assert "查無此會員" in found.text
     out = await http.post("/admin/logout", data={"csrf_token": csrf})
     assert out.status_code == 303
     # The session is over on the server, whatever the browser still holds.
