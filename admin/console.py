@@ -38,6 +38,7 @@ from admin.auth import (
 from admin.courses import course_page, search_preview
 from admin.learning import requirement_matches
 from admin.members import audited_lookup, find_member_id
+from admin.podcasts import subscriber_counts
 from bot.i18n import LANGUAGES, Catalog, taipei_time
 from bot.settings import Settings
 from models.accounts import (
@@ -312,15 +313,7 @@ def console_routes(
     async def podcasts(request: Request, caller: Caller = anyone) -> HTMLResponse:
         now = utcnow()
         async with sessionmaker() as session:
-            subscribers = dict(
-                (
-                    await session.execute(
-                        select(PodcastSubscription.podcast_id, func.count())
-                        .where(PodcastSubscription.active.is_(True))
-                        .group_by(PodcastSubscription.podcast_id)
-                    )
-                ).all()
-            )
+            subscribers = await subscriber_counts(session)
             shows = [
                 {
                     "podcast": p,

@@ -65,6 +65,16 @@ def _episode(ep: Episode) -> dict[str, Any]:
     }
 
 
+async def subscriber_counts(session: AsyncSession) -> dict[int, int]:
+    """Active subscribers per podcast id."""
+    rows = await session.execute(
+        select(PodcastSubscription.podcast_id, func.count())
+        .where(PodcastSubscription.active.is_(True))
+        .group_by(PodcastSubscription.podcast_id)
+    )
+    return {int(pid): int(n) for pid, n in rows.all()}
+
+
 def podcast_admin_routes(
     *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> APIRouter:
@@ -89,15 +99,7 @@ def podcast_admin_routes(
         """Every podcast with its episodes and active subscribers."""
         now = utcnow()
         async with sessionmaker() as session:
-            subscribers = dict(
-                (
-                    await session.execute(
-                        select(PodcastSubscription.podcast_id, func.count())
-                        .where(PodcastSubscription.active.is_(True))
-                        .group_by(PodcastSubscription.podcast_id)
-                    )
-                ).all()
-            )
+            subscribers = await subscriber_counts(session)
             out = [
                 {
                     "slug": p.slug,
