@@ -15,12 +15,20 @@ from dataclasses import dataclass, field
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.accounts import account_admin_routes
+from admin.audit import audit_admin_routes
+from admin.auth import AdminAuth
 from admin.campaigns import campaign_admin_routes
+from admin.console import STATIC, console_routes
 from admin.courses import course_admin_routes
+from admin.learning import learning_admin_routes
+from admin.members import member_admin_routes
+from admin.openapi import openapi_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
@@ -277,13 +285,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 recovery.cancel()
             await runtime.close()
 
-    # In production the API's shape is not advertised (the admin API's own document asks
-    # for a token).
+    # In production the API's shape is not advertised: the admin API's own document
+    # (/admin/api/openapi.json) asks for a token, and the whole app's is off.
     openapi_url = None if settings.edoor_env == "production" else "/openapi.json"
     api = FastAPI(
         title="edoor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=openapi_url
     )
     api.state.runtime = runtime
+    # Every console page and /admin/api endpoint finds who is calling through this.
+    api.state.admin_auth = AdminAuth(
+        settings, runtime.sessionmaker, clock=lambda: runtime.processor.clock()
+    )
 
     @api.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -352,6 +364,27 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search
         )
     )
+    vault = runtime.services.vault
+    api.include_router(account_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(audit_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        member_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker, vault=vault)
+    )
+    api.include_router(
+        learning_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker, vault=vault)
+    )
+    api.include_router(
+        console_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            search=runtime.search,
+            vault=vault,
+            catalog=runtime.services.catalog,
+        )
+    )
+    api.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")
+    # Last, so that it documents every /admin/api route mounted above.
+    api.include_router(openapi_routes(settings=settings, api=api))
     return api
 
 

@@ -47,6 +47,31 @@ def _run(fn: Callable[[Any], Awaitable[Any]]) -> Any:
     return asyncio.run(main())
 
 
+class _Database:
+    """What the account and audit commands need: a sessionmaker (not the whole runtime,
+    which loads the platform SDKs)."""
+
+    def __init__(self, settings: Settings) -> None:
+        from models.db import create_engine, create_sessionmaker
+
+        self.settings = settings
+        self.engine = create_engine(settings.database_url)
+        self.sessionmaker = create_sessionmaker(self.engine)
+
+
+def _run_db(fn: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Run `fn(db)` with a sessionmaker on the configured database."""
+
+    async def main() -> Any:
+        db = _Database(_settings())
+        try:
+            return await fn(db)
+        finally:
+            await db.engine.dispose()
+
+    return asyncio.run(main())
+
+
 def parse_now(value: str | None) -> dt.datetime:
     """ISO 8601; without an offset it is Asia/Taipei (DESIGN.md)."""
     if value is None:
@@ -242,6 +267,8 @@ def import_roster(
 @cli.command("rotate-pii-key")
 def rotate_pii_key() -> None:
     """Re-encrypt and re-hash personal data under PII_KEY (the old key in PII_KEY_PREVIOUS)."""
+    from models.audit import record_audit
+    from models.base import utcnow
     from models.pii import PiiVault
     from models.privacy import dump_report
     from models.privacy import rotate_pii_key as rotate
@@ -256,6 +283,14 @@ def rotate_pii_key() -> None:
     async def run(runtime: Any) -> Any:
         async with runtime.sessionmaker() as session:
             report = await rotate(session, old=PiiVault(old_secret), new=new)
+            await record_audit(
+                session,
+                actor="system",
+                action="pii.key_rotated",
+                subject="pii_key",
+                details={"key_id": new.current.key_id, "rehashed": report.rehashed},
+                now=utcnow(),
+            )
             await session.commit()
         return report
 
@@ -889,6 +924,236 @@ def campaign_draw(
         f"{result.entries} entries, {result.prizes} prizes, {len(result.winners)} winners "
         f"(claims {', '.join(str(w.id) for w in result.winners)}), {result.lapsed} lapsed, "
         f"{notified} told through the outbox"
+    )
+
+
+admin_cli = typer.Typer(help="Console accounts: create, tokens, list, disable, revoke.")
+cli.add_typer(admin_cli, name="admin")
+CLI_ACTOR = "system:cli"
+
+
+def _new_password() -> tuple[str, bool]:
+    """The password from standard input (one line), or a generated one (True)."""
+    import sys
+
+    from models.accounts import generate_password
+
+    if sys.stdin.isatty():
+        typed = typer.prompt(
+            "password (empty: generate one)", default="", hide_input=True, show_default=False
+        )
+    else:
+        typed = sys.stdin.readline().rstrip("\r\n")
+    return (typed, False) if typed else (generate_password(), True)
+
+
+@admin_cli.command("create-user")
+def admin_create_user(
+    email: Annotated[str, typer.Argument(help="the person's email (their sign-in name)")],
+    role: Annotated[str, typer.Option(help="admin, marketer, analyst or auditor")],
+) -> None:
+    """Create a console account; the password is read from standard input, or generated
+    and printed once."""
+    from models.accounts import ROLES, AccountError, create_account
+    from models.audit import record_audit
+    from models.base import utcnow
+
+    if role not in ROLES:
+        _fail([f"--role must be one of {', '.join(ROLES)}"], 2)
+    password, generated = _new_password()
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            account = await create_account(
+                session,
+                email=email,
+                role=role,
+                password=password,
+                created_by=CLI_ACTOR,
+                now=utcnow(),
+            )
+            await record_audit(
+                session,
+                actor=CLI_ACTOR,
+                action="accounts.create",
+                subject=f"account:{account.id}",
+                details={"role": role},
+                now=utcnow(),
+            )
+            await session.commit()
+            return account.email
+
+    try:
+        created = _run_db(run)
+    except AccountError as exc:
+        _fail([str(exc)], 1)
+    typer.echo(f"account {created} created with role {role}")
+    if generated:
+        typer.echo(f"password (shown once): {password}")
+
+
+def _account_action(email: str, action: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    from models.accounts import AccountError, require_account
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            account = await require_account(session, email=email)
+            out = await action(session, account)
+            await session.commit()
+            return out
+
+    try:
+        return _run_db(run)
+    except AccountError as exc:
+        _fail([str(exc)], 1)
+
+
+@admin_cli.command("token")
+def admin_token(
+    email: Annotated[str, typer.Argument(help="whose token")],
+    label: Annotated[str, typer.Option(help="what the token is for")] = "cli",
+) -> None:
+    """Print a new bearer token with that person's role (only its hash is kept)."""
+    from models.accounts import issue_token
+    from models.audit import record_audit
+    from models.base import utcnow
+
+    async def action(session: Any, account: Any) -> str:
+        token = await issue_token(session, account=account, label=label, now=utcnow())
+        await record_audit(
+            session,
+            actor=CLI_ACTOR,
+            action="accounts.token",
+            subject=f"account:{account.id}",
+            details={"label": label},
+            now=utcnow(),
+        )
+        return token
+
+    typer.echo(_account_action(email, action))
+
+
+@admin_cli.command("list")
+def admin_list() -> None:
+    """Every account with its role and state (never a password or token)."""
+    from models.accounts import list_accounts
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            return [
+                (a.email, a.role, "disabled" if a.disabled_at else "active")
+                for a in await list_accounts(session)
+            ]
+
+    rows = _run_db(run)
+    for email, role, state in rows:
+        typer.echo(f"{email}\t{role}\t{state}")
+    if not rows:
+        typer.echo("no accounts yet (ADMIN_TOKEN bootstraps the first admin)")
+
+
+def _set_disabled(email: str, disabled: bool) -> None:
+    from models.accounts import set_disabled
+    from models.audit import record_audit
+    from models.base import utcnow
+
+    async def action(session: Any, account: Any) -> None:
+        await set_disabled(session, account=account, disabled=disabled, now=utcnow())
+        await record_audit(
+            session,
+            actor=CLI_ACTOR,
+            action="accounts.disable" if disabled else "accounts.enable",
+            subject=f"account:{account.id}",
+            now=utcnow(),
+        )
+
+    _account_action(email, action)
+    typer.echo(f"{email}: {'disabled (sessions and tokens ended)' if disabled else 'enabled'}")
+
+
+@admin_cli.command("disable")
+def admin_disable(email: Annotated[str, typer.Argument()]) -> None:
+    """Disable an account: its sessions and tokens stop working at once."""
+    _set_disabled(email, True)
+
+
+@admin_cli.command("enable")
+def admin_enable(email: Annotated[str, typer.Argument()]) -> None:
+    """Enable a disabled account (it needs a new token)."""
+    _set_disabled(email, False)
+
+
+@admin_cli.command("revoke")
+def admin_revoke(
+    email: Annotated[str, typer.Argument()],
+    token_id: Annotated[int | None, typer.Option(help="one token (default: all)")] = None,
+) -> None:
+    """Revoke the account's tokens (one, or all) and end its console sessions."""
+    from models.accounts import revoke_sessions, revoke_tokens
+    from models.audit import record_audit
+    from models.base import utcnow
+
+    async def action(session: Any, account: Any) -> tuple[int, int]:
+        now = utcnow()
+        tokens = await revoke_tokens(session, account_id=account.id, token_id=token_id, now=now)
+        sessions = 0 if token_id else await revoke_sessions(session, account_id=account.id, now=now)
+        await record_audit(
+            session,
+            actor=CLI_ACTOR,
+            action="accounts.revoke",
+            subject=f"account:{account.id}",
+            details={"tokens": tokens, "sessions": sessions},
+            now=now,
+        )
+        return tokens, sessions
+
+    tokens, sessions = _account_action(email, action)
+    typer.echo(f"{email}: {tokens} token(s) revoked, {sessions} session(s) ended")
+
+
+@admin_cli.command("password")
+def admin_password(email: Annotated[str, typer.Argument()]) -> None:
+    """Set a new password (standard input, or generated and printed once); sessions end."""
+    from models.accounts import set_password
+    from models.audit import record_audit
+    from models.base import utcnow
+
+    password, generated = _new_password()
+
+    async def action(session: Any, account: Any) -> None:
+        await set_password(session, account=account, password=password, now=utcnow())
+        await record_audit(
+            session,
+            actor=CLI_ACTOR,
+            action="accounts.password",
+            subject=f"account:{account.id}",
+            now=utcnow(),
+        )
+
+    _account_action(email, action)
+    typer.echo(f"{email}: password changed, sessions ended")
+    if generated:
+        typer.echo(f"password (shown once): {password}")
+
+
+audit_cli = typer.Typer(help="The audit log.")
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Check the audit log's hash chain; exits 1 and names the first broken link."""
+    from models.audit import verify_chain
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            return await verify_chain(session)
+
+    report = _run_db(run)
+    if not report.ok:
+        _fail([f"audit chain broken at entry {report.broken_at}: {report.reason}"], 1)
+    typer.echo(
+        f"audit chain verified: {report.rows} entries ({report.pseudonymised} pseudonymised)"
     )
 
 

@@ -6,14 +6,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import Caller, require_role
+from admin.auth import Caller, any_role, require_role
 from bot.settings import Settings
 from models.base import utcnow
 from models.catalog_import import CatalogError, parse_catalog
-from models.courses import apply_catalog, forget_unlocks, get_course, hash_course_password
+from models.courses import (
+    Course,
+    apply_catalog,
+    forget_unlocks,
+    get_course,
+    hash_course_password,
+)
 from models.identity import record_audit
+from models.search.index import Filters
 from models.search.service import SearchService
 
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -21,6 +29,57 @@ MAX_UPLOAD = 50 * 1024 * 1024
 
 class PasswordChange(BaseModel):
     password: str | None = Field(default=None, min_length=4, max_length=128)
+
+
+async def course_page(
+    session: AsyncSession, *, audience: str | None, offset: int, limit: int
+) -> dict[str, Any]:
+    where: list[Any] = [Course.retired.is_(False)]
+    if audience:
+        where.append(Course.audience == audience)
+    total = await session.scalar(select(func.count()).select_from(Course).where(*where))
+    rows = await session.scalars(
+        select(Course).where(*where).order_by(Course.id).offset(offset).limit(limit)
+    )
+    return {
+        "total": int(total or 0),
+        "courses": [
+            {
+                "id": c.id,
+                "title": c.title,
+                "category": c.category,
+                "hours": c.hours,
+                "audience": c.audience,
+                "password_protected": c.password_protected,
+                "tags": list(c.tags or []),
+            }
+            for c in rows
+        ],
+    }
+
+
+def search_preview(
+    search: SearchService, q: str, *, audience: str | None, limit: int
+) -> dict[str, Any]:
+    result = search.search(q, filters=Filters(audience=audience), limit=limit)
+    return {
+        "query": q,
+        "normalised": result.normalised,
+        "total": result.total,
+        "corrected": result.corrected,
+        "suggestions": result.suggestions,
+        "hits": [
+            {
+                "id": h.id,
+                "title": h.title,
+                "category": h.category,
+                "hours": h.hours,
+                "audience": h.audience,
+                "score": round(h.score, 3),
+            }
+            for h in result.hits
+        ],
+    }
 
 
 def course_admin_routes(
@@ -31,6 +90,29 @@ def course_admin_routes(
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/courses")
     admin_only = Depends(require_role(settings, "admin"))
+    readers = Depends(any_role(settings))
+
+    @routes.get("")
+    async def index(
+        audience: Annotated[str | None, Query(pattern="^(public|civil_servant)$")] = None,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        caller: Caller = readers,
+    ) -> dict[str, Any]:
+        """Active courses (id order) with audience and whether a password protects them."""
+        async with sessionmaker() as session:
+            return await course_page(session, audience=audience, offset=offset, limit=limit)
+
+    @routes.get("/search")
+    async def preview(
+        q: Annotated[str, Query(min_length=1, max_length=200)],
+        audience: Annotated[str | None, Query(pattern="^(public|civil_servant)$")] = None,
+        limit: Annotated[int, Query(ge=1, le=50)] = 10,
+        caller: Caller = readers,
+    ) -> dict[str, Any]:
+        """What a person typing `q` in the chat would find (the chat's own search; the
+        preview is not logged as a search)."""
+        return search_preview(search, q, audience=audience, limit=limit)
 
     @routes.post("/import")
     async def import_catalog(

@@ -10,9 +10,10 @@ from typing import Annotated, Any
 import anyio
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from admin.auth import Caller, require_role
+from admin.auth import Caller, any_role, require_role
 from bot.settings import Settings
 from media.episodes import tts_episode, upload_episode
 from media.files import AUDIO_TYPES, MAX_UPLOAD_BYTES, AudioError
@@ -21,6 +22,7 @@ from models.identity import record_audit
 from models.podcasts import (
     Episode,
     PodcastError,
+    PodcastSubscription,
     create_podcast,
     episodes_of,
     list_podcasts,
@@ -67,11 +69,22 @@ def _episode(ep: Episode) -> dict[str, Any]:
     }
 
 
+async def subscriber_counts(session: AsyncSession) -> dict[int, int]:
+    """Active subscribers per podcast id."""
+    rows = await session.execute(
+        select(PodcastSubscription.podcast_id, func.count())
+        .where(PodcastSubscription.active.is_(True))
+        .group_by(PodcastSubscription.podcast_id)
+    )
+    return {int(pid): int(n) for pid, n in rows.all()}
+
+
 def podcast_admin_routes(
     *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/podcasts")
     admin_only = Depends(require_role(settings, "admin"))
+    readers = Depends(any_role(settings))
 
     async def audit(caller: Caller, action: str, subject: str, details: dict[str, Any]) -> None:
         async with sessionmaker() as session:
@@ -86,10 +99,11 @@ def podcast_admin_routes(
             await session.commit()
 
     @routes.get("")
-    async def index(caller: Caller = admin_only) -> dict[str, Any]:
-        """Every podcast with its episodes."""
+    async def index(caller: Caller = readers) -> dict[str, Any]:
+        """Every podcast with its episodes and active subscribers."""
         now = utcnow()
         async with sessionmaker() as session:
+            subscribers = await subscriber_counts(session)
             out = [
                 {
                     "slug": p.slug,
@@ -97,6 +111,7 @@ def podcast_admin_routes(
                     "audience": p.audience,
                     "restricted": p.restricted,
                     "course_id": p.course_id,
+                    "subscribers": int(subscribers.get(p.id, 0)),
                     "episodes": [
                         _episode(e) for e in await episodes_of(session, podcast_id=p.id, now=now)
                     ],

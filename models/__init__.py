@@ -1,5 +1,7 @@
 """SQLAlchemy tables and the rules over them. Imports nothing from bot/handlers/notifications."""
 
+from models.accounts import AdminAccount, AdminSession, AdminToken
+from models.audit import AuditChainHead, AuditLog
 from models.base import Base
 from models.campaigns import (
     Campaign,
@@ -10,7 +12,7 @@ from models.campaigns import (
 )
 from models.conversation import ConversationState
 from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
-from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
+from models.identity import CivilServant, OtpChallenge, OtpSend, VerifiedPhone
 from models.inbound import InboundEvent
 from models.learning import (
     Completion,
@@ -33,6 +35,10 @@ from models.simulator import SimulatorMessage
 from models.telegram_files import TelegramFile
 
 __all__ = [
+    "AdminAccount",
+    "AdminSession",
+    "AdminToken",
+    "AuditChainHead",
     "AuditLog",
     "Base",
     "Campaign",

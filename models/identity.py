@@ -31,6 +31,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from models.audit import AuditLog, record_audit
 from models.base import Base
 from models.members import ChannelAccount, Member
 from models.pii import PiiVault
@@ -124,36 +125,6 @@ class CivilServant(Base):
     linked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     imported_at: Mapped[dt.datetime]
     updated_at: Mapped[dt.datetime]
-
-
-class AuditLog(Base):
-    """Who did what to whom; details hold ids and hashes, never personal data in clear."""
-
-    __tablename__ = "audit_log"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    created_at: Mapped[dt.datetime] = mapped_column(index=True)
-    actor: Mapped[str] = mapped_column(String(64))  # "member:12", "admin:alice", "system"
-    action: Mapped[str] = mapped_column(String(64), index=True)
-    subject: Mapped[str] = mapped_column(String(128), index=True)  # "member:12", "phone:<hash>"
-    details: Mapped[dict[str, Any]] = mapped_column(default=dict)
-
-
-async def record_audit(
-    session: AsyncSession,
-    *,
-    actor: str,
-    action: str,
-    subject: str,
-    details: dict[str, Any] | None = None,
-    now: dt.datetime,
-) -> AuditLog:
-    """Append one audit entry (ids and hashes only)."""
-    entry = AuditLog(
-        created_at=now, actor=actor, action=action, subject=subject, details=details or {}
-    )
-    session.add(entry)
-    return entry
 
 
 def phone_subject(phone_hash: str) -> str:
@@ -775,7 +746,7 @@ async def purge_otp_history(session: AsyncSession, *, now: dt.datetime) -> int:
 
 
 __all__ = [
-    "AuditLog",
+    "AuditLog",  # re-exported: models.audit owns it (other modules import it from here)
     "CivilServant",
     "IssuedCode",
     "OtpChallenge",
@@ -786,4 +757,5 @@ __all__ = [
     "VerificationRefused",
     "VerificationResult",
     "VerifiedPhone",
+    "record_audit",  # re-exported from models.audit
 ]

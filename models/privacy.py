@@ -14,10 +14,10 @@ from typing import Any
 from sqlalchemy import String, cast, delete, inspect, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from models.audit import new_pseudonym, pseudonymise
 from models.campaigns.tables import CampaignClaim
 from models.conversation import ConversationState
 from models.identity import (
-    AuditLog,
     CivilServant,
     OtpChallenge,
     OtpSend,
@@ -67,6 +67,7 @@ class ErasureReport:
     accounts: int = 0
     rows_deleted: dict[str, int] = field(default_factory=dict)
     rows_anonymised: dict[str, int] = field(default_factory=dict)
+    audit_pseudonymised: int = 0
 
 
 async def erase_member(
@@ -80,7 +81,8 @@ async def erase_member(
     """Erase everything personal about a member ("刪除我的資料").
 
     Kept: anonymous aggregates (rows of other features whose member reference can be set to
-    NULL are kept with NULL), audit entries of prize claims (they hold hashes only), and the
+    NULL are kept with NULL), the audit log (append-only: entries naming the member are
+    pseudonymised; those of prize claims keep their hashed subject), and the
     training office's roster row (unlinked; the office owns it). Everything else that names
     the member, their accounts, numbers or conversations is deleted. `keep_event` is the
     (channel, event_id) being processed: its payload is scrubbed, not deleted, so the
@@ -159,12 +161,12 @@ async def erase_member(
         .where(CivilServant.member_id == member_id)
         .values(member_id=None, linked_at=None)
     )
+    # The audit log is append-only: its rows about the member are pseudonymised (one
+    # pseudonym for all of them, so an auditor still sees they concern one person), never
+    # deleted. Prize entries keep their subject (a keyed hash) for the auditors.
     subjects = [f"member:{member_id}", *(phone_subject(h) for h in hashes)]
-    await session.execute(
-        delete(AuditLog).where(
-            or_(AuditLog.subject.in_(subjects), AuditLog.actor == f"member:{member_id}"),
-            *(~AuditLog.action.startswith(p) for p in KEPT_AUDIT_PREFIXES),
-        )
+    report.audit_pseudonymised = await pseudonymise(
+        session, names=subjects, pseudonym=new_pseudonym(), keep_actions=KEPT_AUDIT_PREFIXES
     )
 
     # Other features' rows: anonymise where the reference may be NULL, else delete.
@@ -289,11 +291,8 @@ async def rotate_pii_key(
         if row.phone_hash in report.hash_map:
             row.phone_hash = report.hash_map[row.phone_hash]
             _count(report.rehashed, "campaign_claim")
-    async for row in each(AuditLog):
-        kind, _, value = row.subject.partition(":")
-        if kind == "phone" and value in report.hash_map:
-            row.subject = phone_subject(report.hash_map[value])
-            _count(report.rehashed, "audit_log")
+    # The audit log is append-only (and hash-chained): its entries keep the hash under the
+    # key of their day; the rotation itself is recorded as a new entry by the caller.
     # Sealed values inside conversation steps (e.g. a number waiting for its code).
     states = (await session.scalars(select(ConversationState))).all()
     for state in states:

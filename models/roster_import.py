@@ -132,8 +132,10 @@ async def import_roster(
     regions: Iterable[str] = ("TW",),
     now: dt.datetime,
     progress: Progress | None = None,
+    actor: str = "system",
 ) -> RosterResult:
-    """Replace the roster with the file's rows and update civil-servant status (no commit)."""
+    """Replace the roster with the file's rows and update civil-servant status (no commit);
+    `actor` is who the audit log names."""
     rows = parse_roster(data, regions=regions)
     result = RosterResult(rows=len(rows))
     existing = {r.employee_id: r for r in (await session.scalars(select(CivilServant))).all()}
@@ -193,7 +195,7 @@ async def import_roster(
     result.members_checked = to_check
     await record_audit(
         session,
-        actor="system",
+        actor=actor,
         action="roster.imported",
         subject="roster",
         details={
