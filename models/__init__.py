@@ -4,7 +4,7 @@ from models.base import Base
 from models.conversation import ConversationState
 from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
-from models.inbound import InboundEvent
+from models.inbound import InboundEvent, InboundWorker
 from models.learning import (
     Completion,
     MandatoryRequirement,
@@ -40,6 +40,7 @@ __all__ = [
     "EpisodeListen",
     "FeedToken",
     "InboundEvent",
+    "InboundWorker",
     "MandatoryRequirement",
     "Member",
     "OtpChallenge",
