@@ -508,8 +508,6 @@ async def check_code(
         raise VerificationRefused(Refusal.LOCKED, wait=challenge.locked_until - now)
     if challenge.status == LOCKED or challenge.checks >= MAX_CHECKS:
         raise VerificationRefused(Refusal.NO_CHALLENGE)  # lock over: start again
-    if challenge.expires_at <= now or challenge.code_hash is None:
-        raise VerificationRefused(Refusal.EXPIRED, challenge_id=challenge.id)
 
     async def hourly() -> tuple[dt.timedelta | None, int]:
         return await wrong_codes_wait(
@@ -521,8 +519,11 @@ async def check_code(
 
     wait, _ = await hourly()
     if wait is not None:
-        # Not even compared: a right guess past the cap would defeat it.
+        # Not even compared: a right guess past the cap would defeat it. (Before "expired":
+        # a new code would not help while the cap holds.)
         raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
+    if challenge.expires_at <= now or challenge.code_hash is None:
+        raise VerificationRefused(Refusal.EXPIRED, challenge_id=challenge.id)
     typed = "".join(ch for ch in code if ch.isdigit())
     if len(typed) == 6 and hmac.compare_digest(
         challenge.code_hash, _code_hash(vault, challenge, typed)

@@ -31,7 +31,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 import phonenumbers
-from sqlalchemy import ColumnElement, ForeignKey, String, func, select
+from sqlalchemy import ColumnElement, ForeignKey, String, and_, case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -116,19 +116,19 @@ async def is_newcomer(
 
 
 async def _free_after(
-    session: AsyncSession, *conditions: ColumnElement[bool], limit: int, now: dt.datetime
-) -> dt.timedelta | None:
-    """None when fewer than `limit` sends match in the last hour; else how long until enough
-    of them have left the sliding hour for one more."""
-    since = now - HOUR
-    where = (OtpSend.sent_at > since, *conditions)
-    count = int(await session.scalar(select(func.count(OtpSend.id)).where(*where)) or 0)
-    if count < max(limit, 0):
-        return None
+    session: AsyncSession,
+    conditions: tuple[ColumnElement[bool], ...],
+    *,
+    count: int,
+    limit: int,
+    now: dt.datetime,
+) -> dt.timedelta:
+    """How long until enough of the `count` matching sends of the last hour have left the
+    sliding hour for one more under `limit`."""
     # The (count - limit + 1)-th oldest must leave the window first.
     oldest = await session.scalar(
         select(OtpSend.sent_at)
-        .where(*where)
+        .where(OtpSend.sent_at > now - HOUR, *conditions)
         .order_by(OtpSend.sent_at)
         .offset(max(count - limit, 0))
         .limit(1)
@@ -148,7 +148,9 @@ async def check_send_caps(
     limits: OtpLimits,
     now: dt.datetime,
 ) -> Capped | None:
-    """The first cap one more text to this number for this member would break, or None."""
+    """The first cap one more text to this number for this member would break, or None.
+
+    Every count in one statement over the last hour (one index range on sent_at)."""
     checks: list[tuple[str, tuple[ColumnElement[bool], ...], int]] = [
         ("rate_phone", (OtpSend.phone_hash == phone_hash,), limits.per_phone_hour),
         (
@@ -176,9 +178,21 @@ async def check_send_caps(
             ),
         ]
     checks.append(("rate_global", (), limits.global_hour))
-    for reason, conditions, limit in checks:
-        wait = await _free_after(session, *conditions, limit=limit, now=now)
-        if wait is not None:
+    counts = (
+        await session.execute(
+            select(
+                *(
+                    func.coalesce(func.sum(case((and_(*cond), 1), else_=0)), 0)
+                    if cond
+                    else func.count(OtpSend.id)
+                    for _, cond, _ in checks
+                )
+            ).where(OtpSend.sent_at > now - HOUR)
+        )
+    ).one()
+    for (reason, conditions, limit), count in zip(checks, counts, strict=True):
+        if int(count) >= limit:
+            wait = await _free_after(session, conditions, count=int(count), limit=limit, now=now)
             return Capped(reason, wait)
     return None
 
