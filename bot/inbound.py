@@ -523,13 +523,28 @@ class InboundProcessor:
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self) -> int:
         """Finish events whose processor died or never ran; returns how many were taken up."""
-        now = self.clock()
-        async with self.sessionmaker() as session:
-            ids = await events_db.unfinished_event_ids(
-                session, now=now, lease=self.lease, holder=self.holder(now)
-            )
-            # Processes silent for an hour are long gone (their claims are free either way).
-            await events_db.purge_workers(session, before=now - dt.timedelta(hours=1))
-            await session.commit()
-        await self.process_many(ids)
-        return len(ids)
+        taken = 0
+        tried: set[int] = set()  # claimed (or failed) in this sweep: not again
+        held: set[int] = set()  # could not be claimed: again, but after the others
+        while True:
+            # BATCH at a time, asking again each time: a process that stops beating while
+            # this sweep works through a backlog has its events taken over at the next batch,
+            # not after the whole backlog (the oldest events come first).
+            now = self.clock()
+            async with self.sessionmaker() as session:
+                ids = await events_db.unfinished_event_ids(
+                    session, now=now, lease=self.lease, holder=self.holder(now)
+                )
+                # Processes silent for an hour are long gone (their claims are free anyway).
+                await events_db.purge_workers(session, before=now - dt.timedelta(hours=1))
+                await session.commit()
+            untried = [row_id for row_id in ids if row_id not in tried]
+            batch = sorted(untried, key=lambda row_id: row_id in held)[:BATCH]
+            if not batch:
+                return taken
+            skipped = set(await self.process_many(batch))
+            tried.update(set(batch) - skipped)
+            if skipped >= set(batch):
+                return taken  # nothing could be claimed: the next sweep tries again
+            held = (held | skipped) - tried
+            taken += len(batch) - len(skipped)
