@@ -325,6 +325,9 @@ async def verify(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     pending = await _pending(ctx)
     if pending is not None:
         return await _send_code(ctx, ctx.services.vault.decrypt(pending.phone_sealed))
+    waiting = _waiting_phone(ctx)
+    if waiting is not None:
+        return await _send_code(ctx, waiting)
     await ctx.enter(AWAIT_PHONE)
     mine = await identity.get_verified_phone(ctx.session, member_id=ctx.member.id)
     if mine is not None:
@@ -391,16 +394,22 @@ async def await_code(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     )
 
 
+def _waiting_phone(ctx: Context) -> str | None:
+    """The number this step waits to send a first code to (it was cooling down for someone
+    else's verification), if any."""
+    sealed = ctx.state_data.get("phone_sealed") if ctx.state_name == AWAIT_CODE else None
+    return ctx.services.vault.decrypt(sealed) if isinstance(sealed, str) else None
+
+
 @router.on_action("verify.resend")
 async def resend(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     """The Resend button: a new code to the same number, after the cool-down."""
     pending = await _pending(ctx)
     if pending is not None:
         return await _send_code(ctx, ctx.services.vault.decrypt(pending.phone_sealed))
-    sealed = ctx.state_data.get("phone_sealed") if ctx.state_name == AWAIT_CODE else None
-    if isinstance(sealed, str):
-        # No code of this person's yet (the number was cooling down for someone else).
-        return await _send_code(ctx, ctx.services.vault.decrypt(sealed))
+    waiting = _waiting_phone(ctx)
+    if waiting is not None:
+        return await _send_code(ctx, waiting)
     await ctx.enter(AWAIT_PHONE)
     return _ask_phone(ctx, "verification.refused.no_challenge")
 

@@ -58,9 +58,15 @@ async def test_line_user_verifies_by_sms_code(platforms: dict[str, Any], engine)
     assert code is not None
     await _say_on_line(http, line, code.group(1), user)
     assert "手機：已驗證" in await _say_on_line(http, line, "設定", user)
-    # Nothing the person typed (number, code) rests in the recorded events.
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(InboundEvent.payload, InboundEvent.sealed))).all()
+
+    # Nothing the person typed (number, code) rests in the recorded events, once answered
+    # (the row is finished just after the reply went out).
+    async def finished() -> list[Any]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(InboundEvent.payload, InboundEvent.sealed))).all()
+        return list(rows) if all(r.sealed is None for r in rows) else []
+
+    rows = await eventually(finished)
     # Only what the person sent: reply tokens and event ids are random hex that
     # may contain any digit run by chance.
     typed = json.dumps([r.payload.get("message") for r in rows], ensure_ascii=False)
