@@ -136,6 +136,7 @@ class Runtime:
                 log.warning("catalog watch did not stop in time")
             self._catalog_watch = None
         gc.unfreeze()  # after the watch: a rebuild finishing now freezes again
+        await self.processor.close()
         if self.line is not None:
             await self.line.stop()
         if self.telegram is not None:

@@ -16,7 +16,6 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin.auth import Caller, any_role, require_role
-from bot.phones import parse_regions
 from bot.settings import Settings
 from models.audit import record_audit
 from models.base import utcnow
@@ -28,6 +27,7 @@ from models.learning import (
     load_requirements,
     parse_requirements,
 )
+from models.phones import parse_regions
 from models.pii import PiiVault
 from models.roster_import import RosterError, import_roster
 from models.tabular import RefusedFile

@@ -13,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin.auth import Caller, RowId, require_role
 from bot.i18n import taipei_time
-from bot.phones import mask_phone, normalise_phone, parse_regions
 from bot.settings import Settings
 from models.audit import list_audit, record_audit
 from models.base import utcnow
 from models.identity import find_phone_owner, get_civil_servant, get_verified_phone
 from models.learning import Completion
 from models.members import CHANNELS, ChannelAccount, Member, get_account
+from models.phones import mask_phone, normalise_phone, parse_regions
 from models.pii import PiiVault
 from models.podcasts import PodcastSubscription
 

@@ -2,9 +2,12 @@
 
 record() runs inside the webhook request and commits before the platform gets its 200.
 process() runs after the acknowledgement: claim the row, run the router in one transaction
-that also stores the replies, commit, then deliver. A crash at any point leaves a row that
-recover() (at start-up and periodically) finishes; the claim's lease stops two workers from
-processing the same event.
+that also stores the replies and marks them as being sent, commit, then deliver. A crash at
+any point leaves a row that recover() (at start-up and periodically) finishes; the claim's
+lease stops two workers from processing the same event, and each process's heartbeat lets
+the others take over its claims soon after it stops beating (killed, or its machine gone)
+instead of when the lease runs out. A row marked as being sent whose LINE reply token is then
+refused was answered before the crash: recovery does not push it a second time.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import datetime as dt
 import json
 import logging
 import time
+import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -65,6 +69,8 @@ class _Answer:
     gone: bool = False
     retry_reason: str | None = None
     push_instead: list[Reply] | None = None  # the reply window closed: send via the outbox
+    # A process died while these replies were with the platform: it may have them.
+    in_flight_before: bool = False
 
     @property
     def handler_failed(self) -> bool:
@@ -101,6 +107,11 @@ class InboundProcessor:
         self._one_writer = getattr(getattr(bind, "dialect", None), "name", "") == "sqlite"
         self._seconds_per_event = SQLITE_LOCK_BUDGET / BATCH  # a running average, measured
         self._skipped: dict[int, int] = {}  # row id -> times it could not be claimed
+        # This process's name on its claims, while its heartbeat runs (see _ensure_beating).
+        self.worker_id = str(uuid.uuid4())
+        self._beating: asyncio.Task[None] | None = None
+        self._registered = False
+        self._register_lock = asyncio.Lock()
 
     @property
     def batch_size(self) -> int:
@@ -112,6 +123,60 @@ class InboundProcessor:
     @property
     def lease(self) -> dt.timedelta:
         return dt.timedelta(seconds=self.services.settings.inbound_lease_seconds)
+
+    def holder(self, now: dt.datetime) -> events_db.Holder:
+        """How this process claims: under its name while it beats, and taking over claims of
+        processes silent for INBOUND_GONE_AFTER_SECONDS."""
+        gone = dt.timedelta(seconds=self.services.settings.inbound_gone_after_seconds)
+        return events_db.Holder(self.worker_id if self._registered else None, now - gone)
+
+    # -- heartbeat -----------------------------------------------------------------------------
+    async def _ensure_beating(self) -> None:
+        """Register this process before its first claim, then beat every
+        INBOUND_HEARTBEAT_SECONDS (a process that only acknowledges never registers)."""
+        if self._registered:
+            return
+        async with self._register_lock:
+            if self._registered:
+                return
+            async with self.sessionmaker() as session:
+                await events_db.register_worker(session, worker_id=self.worker_id, now=self.clock())
+                await session.commit()
+            self._registered = True
+            self._beating = asyncio.create_task(self._beat_forever())
+
+    async def _beat_forever(self) -> None:
+        every = self.services.settings.inbound_heartbeat_seconds
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with self.sessionmaker() as session:
+                    if not await events_db.beat(
+                        session, worker_id=self.worker_id, now=self.clock()
+                    ):
+                        # Purged as silent (a long stall): our claims were free for others.
+                        await events_db.register_worker(
+                            session, worker_id=self.worker_id, now=self.clock()
+                        )
+                    await session.commit()
+            except Exception:
+                log.warning("inbound heartbeat not recorded; retrying", exc_info=True)
+
+    async def close(self) -> None:
+        """Stop beating and say so: what this process still holds is anyone's at once."""
+        if self._beating is not None:
+            self._beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._beating
+            self._beating = None
+        if self._registered:
+            self._registered = False
+            try:
+                async with self.sessionmaker() as session:
+                    await events_db.retire_worker(session, worker_id=self.worker_id)
+                    await session.commit()
+            except Exception:
+                log.warning("could not retire this inbound worker", exc_info=True)
 
     # -- recording (inside the webhook request) ---------------------------------------------
     def new_event(
@@ -254,6 +319,7 @@ class InboundProcessor:
         """Claim, route and answer a batch: one transaction for the claim and the handlers
         (each in its own savepoint) that also stores the replies; then delivery; then one
         update to finish. Returns the ids it could not claim."""
+        await self._ensure_beating()
         now = self.clock()
         work: list[_Answer] = []
         started = time.perf_counter()
@@ -262,7 +328,7 @@ class InboundProcessor:
             # SQLite it waits for the lock instead of failing on a stale read snapshot); if
             # anything below fails, the rollback hands the events back to the sweep.
             claimed = await events_db.claim_events(
-                session, row_ids=row_ids, now=now, lease=self.lease
+                session, row_ids=row_ids, now=now, lease=self.lease, holder=self.holder(now)
             )
             skipped = sorted(set(row_ids) - set(claimed))
             if not claimed:
@@ -277,8 +343,13 @@ class InboundProcessor:
                 if row.sealed is not None:
                     raw = json.loads(self.services.vault.decrypt_bytes(row.sealed))
                     incoming = channel.to_incoming(raw)
+                in_flight_before = row.reply_started_at is not None
                 if row.pending_replies is None:
                     await self._run_handlers(session, row, incoming, now)
+                if incoming is not None and (row.pending_replies or incoming.callback_query_id):
+                    # Committed below, before the platform call: if this process dies with
+                    # the answer in flight, recovery knows the platform may have it.
+                    row.reply_started_at = now
                 work.append(
                     _Answer(
                         row.id,
@@ -287,6 +358,7 @@ class InboundProcessor:
                         incoming,
                         load_replies(row.pending_replies or []),
                         row.last_error,
+                        in_flight_before=in_flight_before,
                     )
                 )
             await session.commit()
@@ -336,7 +408,13 @@ class InboundProcessor:
             except RecipientGone:
                 answer.delivered = answer.gone = True
             except ReplyWindowClosed as exc:
-                answer.delivered, answer.push_instead = True, exc.replies
+                answer.delivered = True
+                if answer.in_flight_before:
+                    # The reply token was handed to LINE before a crash and is spent now: the
+                    # answer went out then. A push would say it a second time.
+                    log.info("reply sent before a crash; not pushed again")
+                else:
+                    answer.push_instead = exc.replies
             except DeliveryError as exc:
                 answer.retry_reason = exc.reason[:200]
                 return
@@ -451,9 +529,14 @@ class InboundProcessor:
         while not stop.is_set():
             taken = 0
             try:
+                now = self.clock()
                 async with self.sessionmaker() as session:
                     ids = await events_db.unfinished_event_ids(
-                        session, now=self.clock(), lease=self.lease, limit=BATCH * 10
+                        session,
+                        now=now,
+                        lease=self.lease,
+                        limit=BATCH * 10,
+                        holder=self.holder(now),
                     )
                 taken = len(ids)
                 await self.process_many(ids)
@@ -466,7 +549,28 @@ class InboundProcessor:
     # -- recovery ----------------------------------------------------------------------------
     async def recover(self) -> int:
         """Finish events whose processor died or never ran; returns how many were taken up."""
-        async with self.sessionmaker() as session:
-            ids = await events_db.unfinished_event_ids(session, now=self.clock(), lease=self.lease)
-        await self.process_many(ids)
-        return len(ids)
+        taken = 0
+        tried: set[int] = set()  # claimed (or failed) in this sweep: not again
+        held: set[int] = set()  # could not be claimed: again, but after the others
+        while True:
+            # BATCH at a time, asking again each time: a process that stops beating while
+            # this sweep works through a backlog has its events taken over at the next batch,
+            # not after the whole backlog (the oldest events come first).
+            now = self.clock()
+            async with self.sessionmaker() as session:
+                ids = await events_db.unfinished_event_ids(
+                    session, now=now, lease=self.lease, holder=self.holder(now)
+                )
+                # Processes silent for an hour are long gone (their claims are free anyway).
+                await events_db.purge_workers(session, before=now - dt.timedelta(hours=1))
+                await session.commit()
+            untried = [row_id for row_id in ids if row_id not in tried]
+            batch = sorted(untried, key=lambda row_id: row_id in held)[:BATCH]
+            if not batch:
+                return taken
+            skipped = set(await self.process_many(batch))
+            tried.update(set(batch) - skipped)
+            if skipped >= set(batch):
+                return taken  # nothing could be claimed: the next sweep tries again
+            held = (held | skipped) - tried
+            taken += len(batch) - len(skipped)

@@ -111,9 +111,19 @@ class Settings(BaseSettings):
 
     phone_allowed_regions: str = "TW"
     phone_trust_telegram_contact: bool = True
-    otp_max_per_phone_hour: int = 5
-    otp_max_per_member_hour: int = 10
-    otp_max_global_hour: int = 1000
+    # Verification texts per sliding hour (models/otp_limits.py and the README explain them).
+    otp_max_per_phone_hour: int = Field(default=5, ge=1)
+    otp_max_per_member_hour: int = Field(default=10, ge=1)
+    otp_max_global_hour: int = Field(default=1000, ge=1)
+    otp_max_wrong_codes_hour: int = Field(default=10, ge=1)
+    # A newcomer: a member younger than OTP_NEWCOMER_HOURS with no verified number or roster
+    # status (a throwaway chat is one); newcomers get smaller budgets.
+    otp_newcomer_hours: float = Field(default=24, ge=0)
+    otp_max_per_newcomer_hour: int = Field(default=4, ge=1)
+    otp_max_per_phone_newcomer_hour: int = Field(default=3, ge=1)
+    otp_max_per_prefix_hour: int = Field(default=10, ge=1)
+    otp_prefix_digits: int = Field(default=7, ge=1, le=15)
+    otp_newcomer_share: float = Field(default=0.3, ge=0, le=1)
 
     # Proactive messages wait between these Asia/Taipei times (a member may choose another).
     quiet_hours: str = Field(default="21:30-08:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
@@ -127,7 +137,11 @@ class Settings(BaseSettings):
     retention_simulator_days: int = Field(default=7, ge=1)
     # How long an inbound event may stay claimed before a sweep takes it over.
     inbound_lease_seconds: int = Field(default=60, ge=1)
-    inbound_sweep_seconds: int = Field(default=30, ge=1)
+    inbound_sweep_seconds: int = Field(default=10, ge=1)
+    # Each answering process beats this often; one silent for INBOUND_GONE_AFTER_SECONDS is
+    # taken to be gone and its claims are taken over by the next sweep (before the lease).
+    inbound_heartbeat_seconds: float = Field(default=2, gt=0)
+    inbound_gone_after_seconds: float = Field(default=10, gt=0)
     # "inline": each web process answers what it acknowledged; "worker": web processes only
     # acknowledge and `edoor worker` processes answer (they poll every INBOUND_POLL_SECONDS).
     inbound_processing: Literal["inline", "worker"] = "inline"

@@ -21,6 +21,7 @@ from bot.ports import SmsError, SmsMessage, SmsProvider
 from bot.router import Router, normalise_words
 from models import identity
 from models.identity import Outcome, Refusal, VerificationRefused
+from models.otp_limits import OtpLimits
 from models.phones import (
     check_phone,
     looks_like_phone,
@@ -43,12 +44,19 @@ _NO = {"否", "不要", "不用", "no", "n"}
 CHANNEL_NAMES = {"line": "LINE", "telegram": "Telegram", "simulator": "Simulator"}
 
 
-def _limits(ctx: Context) -> identity.OtpLimits:
+def _limits(ctx: Context) -> OtpLimits:
     s = ctx.settings
-    return identity.OtpLimits(
+    return OtpLimits(
         per_phone_hour=s.otp_max_per_phone_hour,
         per_member_hour=s.otp_max_per_member_hour,
         global_hour=s.otp_max_global_hour,
+        wrong_codes_hour=s.otp_max_wrong_codes_hour,
+        per_newcomer_hour=s.otp_max_per_newcomer_hour,
+        per_phone_newcomer_hour=s.otp_max_per_phone_newcomer_hour,
+        per_prefix_hour=s.otp_max_per_prefix_hour,
+        prefix_digits=s.otp_prefix_digits,
+        newcomer_share=s.otp_newcomer_share,
+        newcomer_age=dt.timedelta(hours=s.otp_newcomer_hours),
     )
 
 
@@ -111,12 +119,41 @@ def _refusal(ctx: Context, refused: VerificationRefused) -> Reply:
         "limit": _limits(ctx).wrong_codes_hour,
     }
     buttons: list[Button] = []
-    if reason in (Refusal.WRONG_CODE, Refusal.EXPIRED, Refusal.COOLDOWN):
+    if reason in _RESENDABLE:
         buttons = [
             Button(label=ctx.t("verification.button_resend"), action="verify.resend"),
             _cancel_button(ctx),
         ]
+    elif reason in _STAY_LOCKED:
+        buttons = [_cancel_button(ctx)]
     return Text(text=ctx.t(f"verification.refused.{reason.value}", **values), buttons=buttons)
+
+
+# Refusals after which "Resend" makes sense (the step keeps the number for it).
+_RESENDABLE = (Refusal.WRONG_CODE, Refusal.EXPIRED, Refusal.COOLDOWN, Refusal.COOLDOWN_OTHER)
+# Refusals that hold for a while: the step stays, answering "locked" until they are over,
+# so a further code typed meanwhile is not taken for a course search.
+_STAY_LOCKED = (Refusal.LOCKED, Refusal.TOO_MANY_WRONG)
+
+
+async def _hold(ctx: Context, refused: VerificationRefused, data: dict[str, object]) -> None:
+    """Stay in the code step until a lock is over (its answer repeats the time)."""
+    wait = refused.wait or dt.timedelta()
+    until = ctx.now + wait
+    held = {**data, "locked": refused.reason.value, "locked_until": until.isoformat()}
+    await ctx.enter(AWAIT_CODE, held, ttl=wait + dt.timedelta(seconds=1))
+
+
+def _still_locked(ctx: Context) -> VerificationRefused | None:
+    """The lock this step is waiting out, when it has no verification of its own to ask."""
+    data = ctx.state_data
+    reason, until = data.get("locked"), data.get("locked_until")
+    if not isinstance(reason, str) or not isinstance(until, str):
+        return None
+    wait = dt.datetime.fromisoformat(until) - ctx.now
+    if wait <= dt.timedelta():
+        return None
+    return VerificationRefused(Refusal(reason), wait=wait)
 
 
 async def _pending(ctx: Context) -> identity.OtpChallenge | None:
@@ -169,10 +206,16 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
                 now=ctx.now,
             )
     except VerificationRefused as refused:
-        if refused.reason in (Refusal.ALREADY_VERIFIED, Refusal.TOO_MANY_WRONG):
+        if refused.reason is Refusal.ALREADY_VERIFIED:
             await ctx.leave()
+        elif refused.reason in _STAY_LOCKED:
+            await _hold(ctx, refused, {})
         elif refused.challenge_id is not None:
             await ctx.enter(AWAIT_CODE, {"challenge_id": refused.challenge_id})
+        elif refused.reason in _RESENDABLE:
+            # Someone else's code is in flight for this number: keep the number, so that
+            # "Resend" sends this person's own code once the cool-down is over.
+            await ctx.enter(AWAIT_CODE, {"phone_sealed": ctx.services.vault.encrypt(phone)})
         return _refusal(ctx, refused)
     except SmsError as exc:
         # exc.reason names the provider and status only; never the number or the text.
@@ -186,6 +229,7 @@ async def _send_code(ctx: Context, phone: str) -> Reply:
                 member_id=ctx.member.id,
                 phone=phone,
                 now=ctx.now,
+                limits=_limits(ctx),
             )
             await ctx.enter(AWAIT_PHONE)
             return _ask_phone(ctx, "verification.sms_number_refused", phone=mask_phone(phone))
@@ -285,6 +329,9 @@ async def verify(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     pending = await _pending(ctx)
     if pending is not None:
         return await _send_code(ctx, ctx.services.vault.decrypt(pending.phone_sealed))
+    waiting = _waiting_phone(ctx)
+    if waiting is not None:
+        return await _send_code(ctx, waiting)
     await ctx.enter(AWAIT_PHONE)
     mine = await identity.get_verified_phone(ctx.session, member_id=ctx.member.id)
     if mine is not None:
@@ -316,6 +363,9 @@ async def await_code(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
         return await _contact(ctx, msg)
     text = msg.text if msg.kind == "text" else ""
     challenge_id = ctx.state_data.get("challenge_id")
+    held = _still_locked(ctx)
+    if _CODE.match(text) and held is not None and not isinstance(challenge_id, int):
+        return _refusal(ctx, held)
     if _CODE.match(text) and isinstance(challenge_id, int):
         try:
             challenge = await identity.check_code(
@@ -329,12 +379,9 @@ async def await_code(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
                 limits=_limits(ctx),
             )
         except VerificationRefused as refused:
-            if refused.reason in (
-                Refusal.LOCKED,
-                Refusal.NO_CHALLENGE,
-                Refusal.USED,
-                Refusal.TOO_MANY_WRONG,
-            ):
+            if refused.reason in _STAY_LOCKED:
+                await _hold(ctx, refused, {"challenge_id": challenge_id})
+            elif refused.reason in (Refusal.NO_CHALLENGE, Refusal.USED):
                 await ctx.leave()
             return _refusal(ctx, refused)
         return await _verified(
@@ -351,14 +398,24 @@ async def await_code(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     )
 
 
+def _waiting_phone(ctx: Context) -> str | None:
+    """The number this step waits to send a first code to (it was cooling down for someone
+    else's verification), if any."""
+    sealed = ctx.state_data.get("phone_sealed") if ctx.state_name == AWAIT_CODE else None
+    return ctx.services.vault.decrypt(sealed) if isinstance(sealed, str) else None
+
+
 @router.on_action("verify.resend")
 async def resend(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     """The Resend button: a new code to the same number, after the cool-down."""
     pending = await _pending(ctx)
-    if pending is None:
-        await ctx.enter(AWAIT_PHONE)
-        return _ask_phone(ctx, "verification.refused.no_challenge")
-    return await _send_code(ctx, ctx.services.vault.decrypt(pending.phone_sealed))
+    if pending is not None:
+        return await _send_code(ctx, ctx.services.vault.decrypt(pending.phone_sealed))
+    waiting = _waiting_phone(ctx)
+    if waiting is not None:
+        return await _send_code(ctx, waiting)
+    await ctx.enter(AWAIT_PHONE)
+    return _ask_phone(ctx, "verification.refused.no_challenge")
 
 
 @router.on_action("verify.cancel")

@@ -13,7 +13,7 @@ from models.campaigns import (
 from models.conversation import ConversationState
 from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import CivilServant, OtpChallenge, OtpSend, VerifiedPhone
-from models.inbound import InboundEvent
+from models.inbound import InboundEvent, InboundWorker
 from models.learning import (
     Completion,
     MandatoryRequirement,
@@ -57,6 +57,7 @@ __all__ = [
     "EpisodeListen",
     "FeedToken",
     "InboundEvent",
+    "InboundWorker",
     "MandatoryRequirement",
     "Member",
     "OtpChallenge",

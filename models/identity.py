@@ -31,9 +31,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped, mapped_column
 
+from models import otp_limits
 from models.audit import AuditLog, record_audit
 from models.base import Base
 from models.members import ChannelAccount, Member
+from models.otp_limits import OtpLimits, OtpSend
 from models.pii import PiiVault
 
 CODE_TTL = dt.timedelta(minutes=10)
@@ -42,10 +44,13 @@ RESEND_COOLDOWN = dt.timedelta(seconds=60)
 MAX_CHECKS = 5
 MAX_SENDS = 5
 HOUR = dt.timedelta(hours=1)
-# Wrong codes per member, and per number, in an hour over all their verifications: cancelling
-# or starting again opens a new verification with five fresh checks, so without this cap the
-# guesses would be bounded only by the SMS caps.
-MAX_WRONG_CODES_HOUR = 10
+# Wrong codes per member in an hour over all their verifications: cancelling or starting
+# again opens a new verification with five fresh checks, so without this cap the guesses
+# would be bounded only by the SMS caps. (Never per number: a stranger guessing wrong must
+# not lock the number's owner out; guesses at one number are bounded by its SMS caps, as
+# each verification has its own code.)
+MAX_WRONG_CODES_HOUR = OtpLimits.wrong_codes_hour
+DEFAULT_LIMITS = OtpLimits()
 
 # otp_challenge.status
 PENDING, VERIFIED, LOCKED, CLOSED = "pending", "verified", "locked", "closed"
@@ -88,22 +93,6 @@ class OtpChallenge(Base):
     expires_at: Mapped[dt.datetime]
     locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
     verified_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-
-
-class OtpSend(Base):
-    """One text message sent, for the cool-down and the hourly caps (SMS pumping)."""
-
-    __tablename__ = "otp_send"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    challenge_id: Mapped[int | None] = mapped_column(
-        ForeignKey("otp_challenge.id", ondelete="SET NULL"), default=None
-    )
-    member_id: Mapped[int | None] = mapped_column(
-        ForeignKey("member.id", ondelete="SET NULL"), index=True, default=None
-    )
-    phone_hash: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
-    sent_at: Mapped[dt.datetime] = mapped_column(index=True)
 
 
 class CivilServant(Base):
@@ -150,10 +139,12 @@ class Refusal(enum.StrEnum):
 
     ALREADY_VERIFIED = "already_verified"
     COOLDOWN = "cooldown"
+    COOLDOWN_OTHER = "cooldown_other"  # the code in flight is someone else's
     LOCKED = "locked"
     TOO_MANY_SENDS = "too_many_sends"
     RATE_PHONE = "rate_phone"
     RATE_MEMBER = "rate_member"
+    RATE_PREFIX = "rate_prefix"
     RATE_GLOBAL = "rate_global"
     NO_CHALLENGE = "no_challenge"
     EXPIRED = "expired"
@@ -178,14 +169,6 @@ class VerificationRefused(Exception):
         self.wait = wait
         self.remaining = remaining
         self.challenge_id = challenge_id
-
-
-@dataclass(frozen=True)
-class OtpLimits:
-    per_phone_hour: int = 5
-    per_member_hour: int = 10
-    global_hour: int = 1000
-    wrong_codes_hour: int = MAX_WRONG_CODES_HOUR  # per member and per number
 
 
 @dataclass(frozen=True)
@@ -263,17 +246,14 @@ async def get_challenge(
     )
 
 
-async def _count_sends(session: AsyncSession, *conditions: Any) -> int:
-    return int(await session.scalar(select(func.count(OtpSend.id)).where(*conditions)) or 0)
-
-
 async def _active_lock(
-    session: AsyncSession, *, member_id: int, phone_hash: str, now: dt.datetime
+    session: AsyncSession, *, member_id: int, now: dt.datetime
 ) -> dt.datetime | None:
+    """Until when this member's locked verification holds them (any number): the lock stops
+    the one who guessed wrong, not the number, whose owner may verify it meanwhile."""
     return await session.scalar(
         select(func.max(OtpChallenge.locked_until)).where(
-            or_(OtpChallenge.member_id == member_id, OtpChallenge.phone_hash == phone_hash),
-            OtpChallenge.locked_until > now,
+            OtpChallenge.member_id == member_id, OtpChallenge.locked_until > now
         )
     )
 
@@ -292,30 +272,29 @@ def _free_at(rows: list[tuple[dt.datetime, int]], limit: int) -> dt.datetime | N
 
 
 async def wrong_codes_wait(
-    session: AsyncSession, *, member_id: int, phone_hash: str, limit: int, now: dt.datetime
+    session: AsyncSession, *, member_id: int, limit: int, now: dt.datetime
 ) -> tuple[dt.timedelta | None, int]:
-    """(how long until this member and this number may check a code again, or None when they
-    may now; wrong codes left this hour), over every verification of either.
+    """(how long until this member may check a code again, or None when they may now; wrong
+    codes left this hour), over every verification of the member, whatever the number.
 
     A challenge's wrong codes were all typed before its code expired, so they count until an
     hour after `expires_at` (an hour after the last guess at the earliest, 70 minutes at most):
     a closed or replaced challenge keeps counting, whatever ended it.
     """
-    left = limit
-    free_at: dt.datetime | None = None
-    for scope in (OtpChallenge.member_id == member_id, OtpChallenge.phone_hash == phone_hash):
-        rows = (
-            await session.execute(
-                select(OtpChallenge.expires_at, OtpChallenge.checks)
-                .where(scope, OtpChallenge.checks > 0, OtpChallenge.expires_at > now - HOUR)
-                .order_by(OtpChallenge.expires_at)
+    rows = (
+        await session.execute(
+            select(OtpChallenge.expires_at, OtpChallenge.checks)
+            .where(
+                OtpChallenge.member_id == member_id,
+                OtpChallenge.checks > 0,
+                OtpChallenge.expires_at > now - HOUR,
             )
-        ).all()
-        counted = [(until + HOUR, int(checks)) for until, checks in rows]
-        left = min(left, limit - sum(c for _, c in counted))
-        at = _free_at(counted, limit)
-        if at is not None and (free_at is None or at > free_at):
-            free_at = at
+            .order_by(OtpChallenge.expires_at)
+        )
+    ).all()
+    counted = [(until + HOUR, int(checks)) for until, checks in rows]
+    left = limit - sum(c for _, c in counted)
+    free_at = _free_at(counted, limit)
     return (free_at - now if free_at is not None else None), max(left, 0)
 
 
@@ -340,12 +319,12 @@ async def issue_code(
     mine = await get_verified_phone(session, member_id=member_id)
     if mine is not None and mine.phone_hash == phone_hash:
         raise VerificationRefused(Refusal.ALREADY_VERIFIED)
-    locked = await _active_lock(session, member_id=member_id, phone_hash=phone_hash, now=now)
+    locked = await _active_lock(session, member_id=member_id, now=now)
     if locked is not None:
         raise VerificationRefused(Refusal.LOCKED, wait=locked - now)
     # No text message for a code that could not be checked anyway.
     wait, _ = await wrong_codes_wait(
-        session, member_id=member_id, phone_hash=phone_hash, limit=limits.wrong_codes_hour, now=now
+        session, member_id=member_id, limit=limits.wrong_codes_hour, now=now
     )
     if wait is not None:
         raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
@@ -365,26 +344,37 @@ async def issue_code(
     if challenge is not None and challenge.sends >= MAX_SENDS:
         raise VerificationRefused(Refusal.TOO_MANY_SENDS, challenge_id=challenge.id)
 
-    last_sent = await session.scalar(
-        select(func.max(OtpSend.sent_at)).where(OtpSend.phone_hash == phone_hash)
-    )
-    if last_sent is not None and now - last_sent < RESEND_COOLDOWN:
+    last = (
+        await session.execute(
+            select(OtpSend.sent_at, OtpSend.member_id)
+            .where(OtpSend.phone_hash == phone_hash)
+            .order_by(OtpSend.sent_at.desc(), OtpSend.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if last is not None and now - last.sent_at < RESEND_COOLDOWN:
+        # Per number, whoever asked: say whose code is in flight, so that the answer is true
+        # for the one who reads it (their own code, or someone else's verification).
         raise VerificationRefused(
-            Refusal.COOLDOWN,
-            wait=RESEND_COOLDOWN - (now - last_sent),
+            Refusal.COOLDOWN if last.member_id == member_id else Refusal.COOLDOWN_OTHER,
+            wait=RESEND_COOLDOWN - (now - last.sent_at),
             challenge_id=challenge.id if challenge else None,
         )
-    since = now - HOUR
-    if await _count_sends(session, OtpSend.phone_hash == phone_hash, OtpSend.sent_at > since) >= (
-        limits.per_phone_hour
-    ):
-        raise VerificationRefused(Refusal.RATE_PHONE)
-    if await _count_sends(session, OtpSend.member_id == member_id, OtpSend.sent_at > since) >= (
-        limits.per_member_hour
-    ):
-        raise VerificationRefused(Refusal.RATE_MEMBER)
-    if await _count_sends(session, OtpSend.sent_at > since) >= limits.global_hour:
-        raise VerificationRefused(Refusal.RATE_GLOBAL)
+    newcomer = await otp_limits.is_newcomer(
+        session, member_id=member_id, vouched=mine is not None, limits=limits, now=now
+    )
+    block = otp_limits.prefix_hash(vault, phone, digits=limits.prefix_digits)
+    capped = await otp_limits.check_send_caps(
+        session,
+        member_id=member_id,
+        phone_hash=phone_hash,
+        block_hash=block,
+        newcomer=newcomer,
+        limits=limits,
+        now=now,
+    )
+    if capped is not None:
+        raise VerificationRefused(Refusal(capped.reason), wait=capped.wait)
 
     if challenge is None:
         # One open verification per member: a new number or channel closes the old one.
@@ -413,21 +403,43 @@ async def issue_code(
     challenge.last_sent_at = now
     challenge.expires_at = now + CODE_TTL
     session.add(
-        OtpSend(challenge_id=challenge.id, member_id=member_id, phone_hash=phone_hash, sent_at=now)
+        otp_limits.new_send(
+            challenge_id=challenge.id,
+            member_id=member_id,
+            phone_hash=phone_hash,
+            block_hash=block,
+            newcomer=newcomer,
+            now=now,
+        )
     )
     await session.flush()
     return IssuedCode(challenge=challenge, code=code)
 
 
 async def record_refused_send(
-    session: AsyncSession, *, vault: PiiVault, member_id: int, phone: str, now: dt.datetime
+    session: AsyncSession,
+    *,
+    vault: PiiVault,
+    member_id: int,
+    phone: str,
+    now: dt.datetime,
+    limits: OtpLimits = DEFAULT_LIMITS,
 ) -> None:
     """The provider refused the number itself (invalid, landline, opted out). Nothing was
     delivered, but the attempt counts toward the cool-down and the hourly caps, or anyone
     could make us ask the provider about numbers without limit."""
+    mine = await get_verified_phone(session, member_id=member_id)
+    newcomer = await otp_limits.is_newcomer(
+        session, member_id=member_id, vouched=mine is not None, limits=limits, now=now
+    )
     session.add(
-        OtpSend(
-            challenge_id=None, member_id=member_id, phone_hash=vault.lookup_hash(phone), sent_at=now
+        otp_limits.new_send(
+            challenge_id=None,
+            member_id=member_id,
+            phone_hash=vault.lookup_hash(phone),
+            block_hash=otp_limits.prefix_hash(vault, phone, digits=limits.prefix_digits),
+            newcomer=newcomer,
+            now=now,
         )
     )
     await session.flush()
@@ -452,13 +464,14 @@ async def check_code(
     account_id: int,
     code: str,
     now: dt.datetime,
-    limits: OtpLimits = OtpLimits(),
+    limits: OtpLimits = DEFAULT_LIMITS,
 ) -> OtpChallenge:
     """Accept the right code once; raises VerificationRefused otherwise.
 
-    Five wrong codes lock the verification (and new ones for this member or number) for
-    15 minutes; `limits.wrong_codes_hour` wrong codes in an hour, over all verifications of
-    the member or of the number, stop checks until the hour has passed (TOO_MANY_WRONG).
+    Five wrong codes lock the verification (and new ones for this member) for 15 minutes;
+    `limits.wrong_codes_hour` wrong codes in an hour, over all verifications of the member,
+    stop checks until the hour has passed (TOO_MANY_WRONG). Neither stops anyone else
+    verifying the same number: their verification has its own code.
     An expired code does not count as a wrong guess.
     """
     challenge = await get_challenge(
@@ -473,22 +486,22 @@ async def check_code(
         raise VerificationRefused(Refusal.LOCKED, wait=challenge.locked_until - now)
     if challenge.status == LOCKED or challenge.checks >= MAX_CHECKS:
         raise VerificationRefused(Refusal.NO_CHALLENGE)  # lock over: start again
-    if challenge.expires_at <= now or challenge.code_hash is None:
-        raise VerificationRefused(Refusal.EXPIRED, challenge_id=challenge.id)
 
     async def hourly() -> tuple[dt.timedelta | None, int]:
         return await wrong_codes_wait(
             session,
             member_id=challenge.member_id,
-            phone_hash=challenge.phone_hash,
             limit=limits.wrong_codes_hour,
             now=now,
         )
 
     wait, _ = await hourly()
     if wait is not None:
-        # Not even compared: a right guess past the cap would defeat it.
+        # Not even compared: a right guess past the cap would defeat it. (Before "expired":
+        # a new code would not help while the cap holds.)
         raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
+    if challenge.expires_at <= now or challenge.code_hash is None:
+        raise VerificationRefused(Refusal.EXPIRED, challenge_id=challenge.id)
     typed = "".join(ch for ch in code if ch.isdigit())
     if len(typed) == 6 and hmac.compare_digest(
         challenge.code_hash, _code_hash(vault, challenge, typed)

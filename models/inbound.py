@@ -1,9 +1,12 @@
 """Inbound platform events, recorded once by their platform id and processed exactly once.
 
 The webhook records an event (redacted copy for people, sealed original for the processor)
-and commits before it acknowledges. Processing claims the row with a lease; a sweep picks up
-rows whose processor died. Replies are stored with the result in the same commit, so a crash
-after commit but before sending still delivers them.
+and commits before it acknowledges. Processing claims the row with a lease, naming the
+process (`inbound_worker`, which beats every few seconds); a sweep picks up rows whose lease
+ran out, or sooner, whose process stopped beating. Replies are stored with the result in the
+same commit, so a crash after commit but before sending still delivers them; and the commit
+before a reply records that the reply is being sent (`reply_started_at`), so that recovery
+after a crash does not answer a second time by push what the platform may already have.
 """
 
 from __future__ import annotations
@@ -85,6 +88,71 @@ class InboundEvent(Base):
     # Replies produced but not yet confirmed sent (channel-neutral JSON).
     pending_replies: Mapped[list[Any] | None] = mapped_column(default=None)
     last_error: Mapped[str | None] = mapped_column(String(200), default=None)
+    # The process (inbound_worker.id) holding the claim; None for a claim under lease only.
+    claimed_by: Mapped[str | None] = mapped_column(String(36), default=None)
+    # Committed before the replies are handed to the platform and cleared when the platform
+    # answered with an error: set on a claimed row means a process died with the answer in
+    # flight, and the platform may have it (a spent LINE reply token then means "sent").
+    reply_started_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+
+
+class InboundWorker(Base):
+    """A process that answers events, alive while `beat_at` is recent."""
+
+    __tablename__ = "inbound_worker"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    started_at: Mapped[dt.datetime]
+    beat_at: Mapped[dt.datetime] = mapped_column(index=True)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """Who claims (this process, when it beats) and when another process counts as gone."""
+
+    worker_id: str | None = None
+    gone_before: dt.datetime | None = None  # no heartbeat since: the process is gone
+
+
+def _stale_claim(stale: dt.datetime, holder: Holder) -> Any:
+    """A claim another worker may take over: its lease ran out, or its process is gone."""
+    expired = InboundEvent.claimed_at < stale
+    if holder.gone_before is None:
+        return expired
+    alive = (
+        select(InboundWorker.id)
+        .where(
+            InboundWorker.id == InboundEvent.claimed_by,
+            InboundWorker.beat_at >= holder.gone_before,
+        )
+        .exists()
+    )
+    return or_(expired, and_(InboundEvent.claimed_by.is_not(None), ~alive))
+
+
+async def register_worker(session: AsyncSession, *, worker_id: str, now: dt.datetime) -> None:
+    """Start beating (the caller commits before claiming anything under this id)."""
+    session.add(InboundWorker(id=worker_id, started_at=now, beat_at=now))
+    await session.flush()
+
+
+async def beat(session: AsyncSession, *, worker_id: str, now: dt.datetime) -> bool:
+    """One heartbeat; False when the row is gone (purged as dead: register again)."""
+    result = await session.execute(
+        update(InboundWorker).where(InboundWorker.id == worker_id).values(beat_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def retire_worker(session: AsyncSession, *, worker_id: str) -> None:
+    """A clean stop: what the process still held is anyone's at once."""
+    await session.execute(delete(InboundWorker).where(InboundWorker.id == worker_id))
+
+
+async def purge_workers(session: AsyncSession, *, before: dt.datetime) -> int:
+    """Forget processes silent since `before` (their claims count as gone either way)."""
+    result = await session.execute(delete(InboundWorker).where(InboundWorker.beat_at < before))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -206,7 +274,12 @@ async def purge_finished_events(session: AsyncSession, *, before: dt.datetime) -
 
 
 async def unfinished_event_ids(
-    session: AsyncSession, *, now: dt.datetime, lease: dt.timedelta, limit: int = 200
+    session: AsyncSession,
+    *,
+    now: dt.datetime,
+    lease: dt.timedelta,
+    limit: int = 200,
+    holder: Holder = Holder(),
 ) -> list[int]:
     """Events recorded but not finished: never claimed, or claimed by a worker that died."""
     stale = now - lease
@@ -218,7 +291,7 @@ async def unfinished_event_ids(
                 and_(InboundEvent.status == PENDING, InboundEvent.received_at < now),
                 and_(
                     InboundEvent.status.in_([PROCESSING, ANSWERING]),
-                    InboundEvent.claimed_at < stale,
+                    _stale_claim(stale, holder),
                 ),
             ),
         )
@@ -229,7 +302,12 @@ async def unfinished_event_ids(
 
 
 async def claim_events(
-    session: AsyncSession, *, row_ids: list[int], now: dt.datetime, lease: dt.timedelta
+    session: AsyncSession,
+    *,
+    row_ids: list[int],
+    now: dt.datetime,
+    lease: dt.timedelta,
+    holder: Holder = Holder(),
 ) -> list[int]:
     """Take events for processing; returns those this worker now holds (others are pending
     elsewhere under a live lease, or finished)."""
@@ -261,7 +339,7 @@ async def claim_events(
                 InboundEvent.status == PENDING,
                 and_(
                     InboundEvent.status.in_([PROCESSING, ANSWERING]),
-                    InboundEvent.claimed_at < stale,
+                    _stale_claim(stale, holder),
                 ),
             ),
             or_(InboundEvent.sender.is_(None), ~overtakes),
@@ -269,6 +347,7 @@ async def claim_events(
         .values(
             status=case((InboundEvent.status == ANSWERING, ANSWERING), else_=PROCESSING),
             claimed_at=now,
+            claimed_by=holder.worker_id,
             attempts=InboundEvent.attempts + 1,
         )
         .returning(InboundEvent.id)
@@ -288,7 +367,8 @@ async def finish_events(
     session: AsyncSession, *, done: list[int], failed: list[int], retry: dict[int, str]
 ) -> None:
     """Answered rows lose their sealed original and stored replies; rows whose delivery must
-    be retried keep them, with the reason, for the next sweep."""
+    be retried keep them, with the reason, for the next sweep (the platform refused them, so
+    nothing of theirs is in flight any more)."""
     if done:
         await session.execute(
             update(InboundEvent)
@@ -307,7 +387,7 @@ async def finish_events(
         await session.execute(
             update(InboundEvent)
             .where(InboundEvent.id == row_id)
-            .values(last_error=reason)
+            .values(last_error=reason, reply_started_at=None)
             .execution_options(synchronize_session=False)
         )
 

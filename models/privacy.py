@@ -153,7 +153,7 @@ async def erase_member(
     result = await session.execute(
         update(OtpSend)
         .where(OtpSend.member_id == member_id)
-        .values(member_id=None, phone_hash=None, challenge_id=None)
+        .values(member_id=None, phone_hash=None, prefix_hash=None, challenge_id=None)
     )
     report.rows_anonymised["otp_send"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
     await session.execute(
@@ -284,6 +284,8 @@ async def rotate_pii_key(
     async for row in each(OtpSend):
         if row.phone_hash and row.phone_hash not in report.hash_map.values():
             row.phone_hash = report.hash_map.get(row.phone_hash)
+            # A block's hash cannot be mapped (no number behind it): its count starts again.
+            row.prefix_hash = None
             _count(report.rehashed, "otp_send")
     # Prize claims keep their number's hash for "one per phone": mapped where the number is
     # still known; a claim whose number is verified nowhere any more keeps its old hash.

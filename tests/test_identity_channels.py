@@ -137,8 +137,13 @@ async def test_no_one_can_read_codes_or_take_over_a_member_when_a_real_channel_i
 
 
 async def _nothing_typed_rests_in_events(engine, code: str) -> None:  # type: ignore[no-untyped-def]
-    async with engine.connect() as conn:
-        rows = (await conn.execute(select(InboundEvent.payload, InboundEvent.sealed))).all()
+    # Once answered: the row is finished just after the reply went out.
+    async def finished() -> list[Any]:
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(InboundEvent.payload, InboundEvent.sealed))).all()
+        return list(rows) if all(r.sealed is None for r in rows) else []
+
+    rows = await eventually(finished)
     # Only what the person sent: reply tokens and event ids are random hex that
     # may contain any digit run by chance.
     typed = json.dumps([r.payload.get("message") for r in rows], ensure_ascii=False)

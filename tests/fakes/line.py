@@ -19,7 +19,8 @@ class Recorded:
     path: str
     headers: dict[str, str]
     body: dict[str, Any]
-    status: int = 0  # what the fake answered (push/multicast)
+    status: int = 0  # what the fake answered (reply, push, multicast)
+    answered: bool = False  # the answer has gone back (False: in flight, see reply_delay)
 
 
 @dataclass
@@ -34,6 +35,22 @@ class FakeLine:
     accepted_retry_keys: set[str] = field(default_factory=set)
     # Seconds each push/multicast takes (to catch a worker mid-batch).
     delay: float = 0.0
+    # Seconds LINE takes to answer a reply it has already taken (to catch a process with
+    # replies in flight: LINE has them, the process has not heard back).
+    reply_delay: float = 0.0
+
+    def answered(self) -> dict[str, int]:
+        """user id -> messages LINE accepted for them: replies (by the token's owner, as
+        given in `token_users`) and pushes/multicasts."""
+        counts = self.delivered()
+        for r in self.requests:
+            if r.path.endswith("/reply") and r.status == 200:
+                user = self.token_users.get(r.body.get("replyToken", ""), "?")
+                counts[user] = counts.get(user, 0) + 1
+        return counts
+
+    # reply token -> user id, for answered() (the test fills it in as it sends events).
+    token_users: dict[str, str] = field(default_factory=dict)
 
     def delivered(self) -> dict[str, int]:
         """user id -> times a push or multicast that LINE accepted (200) was addressed to them."""
@@ -52,11 +69,18 @@ class FakeLine:
     def app(self) -> Starlette:
         async def reply(request: Request) -> JSONResponse:
             body = await self._record(request)
+            recorded = self.requests[-1]
             if not request.headers.get("authorization", "").startswith("Bearer "):
+                recorded.status = 401
                 return JSONResponse({"message": "Authentication failed"}, status_code=401)
             if body.get("replyToken") in self.invalid_tokens:
+                recorded.status = 400
                 return JSONResponse({"message": "Invalid reply token"}, status_code=400)
             self.invalid_tokens.add(body.get("replyToken", ""))  # single use
+            recorded.status = 200  # taken: the person sees it, whoever hears back
+            if self.reply_delay:
+                await asyncio.sleep(self.reply_delay)
+            recorded.answered = True
             return JSONResponse({"sentMessages": [{"id": "1", "quoteToken": "q"}]})
 
         async def push_like(request: Request) -> JSONResponse:
