@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
 from admin.courses import course_admin_routes
+from admin.dashboards import dashboard_routes
 from admin.podcasts import podcast_admin_routes
 from bot.channels import Channel
 from bot.context import Services
@@ -40,6 +41,7 @@ from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.reminders import reminders_job
 from notifications.reminders import retention as notifications_retention
+from notifications.rollups import rollups_job
 from notifications.scheduler import build_scheduler
 
 log = logging.getLogger("edoor.app")
@@ -171,6 +173,9 @@ def build_runtime(settings: Settings) -> Runtime:
         outbox = await notifications_retention(sessionmaker, now=now)
         return {"conversation_states": states, "otp_rows": otp, "outbox_rows": outbox}
 
+    jobs.add(
+        Job("rollups", rollups_job(sessionmaker), every_seconds=settings.rollups_every_seconds)
+    )
     jobs.add(Job("retention", retention, cron={"hour": "3", "minute": "17"}))
     return Runtime(
         settings=settings,
@@ -261,6 +266,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(dashboard_routes(settings=settings, sessionmaker=runtime.sessionmaker))
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search
