@@ -23,6 +23,7 @@ from models.rollups import (
     ReminderEffect,
     RollupWatermark,
     SearchRollup,
+    SearchYear,
     TopicHours,
 )
 
@@ -94,7 +95,7 @@ async def _as_of(session: AsyncSession, source: str) -> dt.datetime | None:
 # -- topics ------------------------------------------------------------------------------------
 async def topics(session: AsyncSession, filters: Filters) -> Dashboard:
     """Civil servants' completed hours by month, agency and course category."""
-    t = TopicHours
+    t = TopicHours.__table__.c  # Core rows: no ORM bookkeeping per row
     query = select(t.month, t.agency, t.category, t.hours, t.completions).where(
         t.year == filters.year, t.month.between(filters.month_from, filters.month_to)
     )
@@ -125,7 +126,7 @@ async def topics(session: AsyncSession, filters: Filters) -> Dashboard:
 async def compliance(session: AsyncSession, filters: Filters) -> Dashboard:
     """Per agency and requirement: civil servants who met it, by the end of month_to and by
     the requirement's deadline."""
-    c = ComplianceRollup
+    c = ComplianceRollup.__table__.c  # Core rows: no ORM bookkeeping per row
     query = select(c.agency, c.code, c.title, c.deadline, c.people, c.met, c.met_by_deadline).where(
         c.year == filters.year, c.month == filters.month_to
     )
@@ -174,7 +175,7 @@ async def compliance(session: AsyncSession, filters: Filters) -> Dashboard:
 # -- reminders ---------------------------------------------------------------------------------
 async def reminders(session: AsyncSession, filters: Filters) -> Dashboard:
     """Completions within 7 days of a reminder, against civil servants not yet reminded."""
-    r = ReminderEffect
+    r = ReminderEffect.__table__.c  # Core rows: no ORM bookkeeping per row
     month = func.substr(r.day, 6, 2)
     query = select(
         month,
@@ -262,14 +263,23 @@ def group_queries(queries: list[tuple[str, int]]) -> list[tuple[str, int, list[s
 async def search(session: AsyncSession, filters: Filters) -> Dashboard:
     """Top queries, zero-result queries, and the zero-result queries grouped into topics."""
     _no_agency("search", filters)
-    s = SearchRollup
-    searches, zero = func.sum(s.searches), func.sum(s.zero_results)
-    where = (s.year == filters.year, s.month.between(filters.month_from, filters.month_to))
+    # The whole year is read from its own table, by index; a range of months sums months.
+    whole_year = (filters.month_from, filters.month_to) == (1, 12)
+    s: Any = (SearchYear if whole_year else SearchRollup).__table__.c
+    where = [s.year == filters.year]
+    if not whole_year:
+        where.append(s.month.between(filters.month_from, filters.month_to))
+    if whole_year:
+        searches, zero = s.searches, s.zero_results
+        grouped_by: tuple[Any, ...] = ()
+    else:
+        searches, zero = func.sum(s.searches), func.sum(s.zero_results)
+        grouped_by = (s.normalised,)
     top = (
         await session.execute(
             select(s.normalised, searches, zero)
             .where(*where)
-            .group_by(s.normalised)
+            .group_by(*grouped_by)
             .order_by(searches.desc(), s.normalised)
             .limit(TOP_QUERIES)
         )
@@ -278,7 +288,7 @@ async def search(session: AsyncSession, filters: Filters) -> Dashboard:
         await session.execute(
             select(s.normalised, searches, zero)
             .where(*where, s.zero_results > 0)
-            .group_by(s.normalised)
+            .group_by(*grouped_by)
             .order_by(zero.desc(), s.normalised)
             .limit(GROUPED_FROM)
         )
@@ -327,7 +337,7 @@ async def search(session: AsyncSession, filters: Filters) -> Dashboard:
 async def channels(session: AsyncSession, filters: Filters) -> Dashboard:
     """Active members (distinct accounts that wrote) per Taipei week and channel."""
     _no_agency("channels", filters)
-    w = ChannelWeek
+    w = ChannelWeek.__table__.c  # Core rows: no ORM bookkeeping per row
     rows = (
         await session.execute(
             select(w.week, w.channel, w.active)
@@ -349,7 +359,7 @@ async def channels(session: AsyncSession, filters: Filters) -> Dashboard:
 async def campaigns(session: AsyncSession, filters: Filters) -> Dashboard:
     """Per campaign: eligible, opened, verified, claimed."""
     _no_agency("campaigns", filters)
-    f = CampaignFunnel
+    f = CampaignFunnel.__table__.c  # Core rows: no ORM bookkeeping per row
     rows = (
         await session.execute(
             select(f.campaign, f.title, f.starts_on, f.eligible, f.opened, f.verified, f.claimed)

@@ -27,12 +27,14 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import (
     Float,
+    Index,
     Integer,
     String,
     and_,
@@ -56,7 +58,13 @@ from models.base import Base, UTCDateTime
 from models.courses import Course, SearchLog
 from models.identity import CivilServant
 from models.inbound import InboundEvent
-from models.learning import TAIPEI, Completion, Requirement, load_requirements
+from models.learning import (
+    TAIPEI,
+    Completion,
+    MandatoryRequirement,
+    Requirement,
+    load_requirements,
+)
 
 UNCATEGORISED = "(未分類)"
 # Missing ids are looked for again this long (no import transaction lasts as long).
@@ -172,6 +180,21 @@ class SearchRollup(Base):
 
     year: Mapped[int] = mapped_column(primary_key=True)
     month: Mapped[int] = mapped_column(primary_key=True)
+    normalised: Mapped[str] = mapped_column(String(200), primary_key=True)
+    searches: Mapped[int] = mapped_column(default=0)
+    zero_results: Mapped[int] = mapped_column(default=0)
+
+
+class SearchYear(Base):
+    """SearchRollup summed over the year: the whole-year view reads its top rows by index."""
+
+    __tablename__ = "rollup_search_year"
+    __table_args__ = (
+        Index("ix_rollup_search_year_searches", "year", "searches"),
+        Index("ix_rollup_search_year_zero_results", "year", "zero_results"),
+    )
+
+    year: Mapped[int] = mapped_column(primary_key=True)
     normalised: Mapped[str] = mapped_column(String(200), primary_key=True)
     searches: Mapped[int] = mapped_column(default=0)
     zero_results: Mapped[int] = mapped_column(default=0)
@@ -410,11 +433,16 @@ def _fingerprint(requirements: Sequence[Requirement], pairs: Sequence[tuple[str,
     return hashlib.sha256(json.dumps([data, pairs], ensure_ascii=False).encode()).hexdigest()
 
 
-async def _refresh_mapping(session: AsyncSession, requirements: Sequence[Requirement]) -> str:
-    """Store which course counts for which requirement; returns their fingerprint."""
+async def _refresh_mapping(
+    session: AsyncSession, requirements: Sequence[Requirement], *, stored: str
+) -> str:
+    """Which course counts for which requirement, stored again when it changed since
+    `stored` (the fingerprint of the last mapping); returns the current fingerprint."""
     courses = (await session.execute(select(Course.id, Course.category, Course.tags))).all()
     pairs = _mapping(requirements, [tuple(c) for c in courses])
     fingerprint = _fingerprint(requirements, pairs)
+    if fingerprint == stored:
+        return fingerprint
     await session.execute(delete(CourseRequirement))
     for i in range(0, len(pairs), 5000):
         await session.execute(
@@ -466,15 +494,21 @@ async def _absorb_progress(session: AsyncSession, ranges: Sequence[tuple[int, in
         )
 
 
-async def _compliance_years(session: AsyncSession) -> list[int]:
-    rows = await session.scalars(select(RequirementProgress.year).distinct())
-    return sorted(set(rows.all()))
+async def _years_in(session: AsyncSession, ranges: Sequence[tuple[int, int]]) -> set[int]:
+    """The Taipei years of the completions in `ranges`."""
+    if not ranges:
+        return set()
+    rows = await session.scalars(
+        select(_year()).where(_in_ranges(Completion.id, ranges)).distinct()
+    )
+    return set(rows.all())
 
 
 async def _rebuild_compliance(
     session: AsyncSession, requirements: Sequence[Requirement], years: Sequence[int]
 ) -> None:
-    """rollup_compliance for `years` from the progress rows and the active roster."""
+    """rollup_compliance for `years` from the progress rows and the active roster (one
+    scan of each year's progress rows)."""
     headcount = dict(
         (
             await session.execute(
@@ -485,53 +519,46 @@ async def _rebuild_compliance(
         ).all()
     )
     p = RequirementProgress.__table__.c
+    needed = MandatoryRequirement.hours - 1e-9
+    cumulative = [sum((p[f"m{k}"] for k in range(2, m + 1)), p.m1) for m in MONTHS]
+    counts = [func.sum(case((c >= needed, 1), else_=0)) for c in cumulative]
+    counts.append(func.sum(case((p.by_deadline >= needed, 1), else_=0)))
     rows: list[dict[str, Any]] = []
     for year in years:
+        found = (
+            await session.execute(
+                select(CivilServant.agency, p.requirement_id, *counts)
+                .select_from(
+                    RequirementProgress.__table__.join(
+                        CivilServant, CivilServant.employee_id == p.employee_id
+                    ).join(MandatoryRequirement, MandatoryRequirement.id == p.requirement_id)
+                )
+                .where(p.year == year, CivilServant.active.is_(True))
+                .group_by(CivilServant.agency, p.requirement_id)
+            )
+        ).all()
+        met = {(agency, req): [int(v or 0) for v in values] for agency, req, *values in found}
         for req in requirements:
             deadline = req.deadline_in(year).isoformat()
-            cumulative = [sum((p[f"m{k}"] for k in range(2, m + 1)), p.m1) for m in MONTHS]
-            needed = req.hours - 1e-9
-            counts = [func.sum(case((c >= needed, 1), else_=0)) for c in cumulative] + [
-                func.sum(case((p.by_deadline >= needed, 1), else_=0))
-            ]
-            met = {
-                agency: [int(v or 0) for v in values]
-                for agency, *values in (
-                    await session.execute(
-                        select(CivilServant.agency, *counts)
-                        .select_from(
-                            RequirementProgress.__table__.join(
-                                CivilServant, CivilServant.employee_id == p.employee_id
-                            )
-                        )
-                        .where(
-                            p.year == year,
-                            p.requirement_id == req.id,
-                            CivilServant.active.is_(True),
-                        )
-                        .group_by(CivilServant.agency)
-                    )
-                ).all()
-            }
             for agency, people in headcount.items():
                 if not req.applies_to(agency):
                     continue
-                done = met.get(agency, [0] * 13)
-                for m in MONTHS:
-                    rows.append(
-                        {
-                            "year": year,
-                            "month": m,
-                            "agency": agency,
-                            "requirement_id": req.id,
-                            "code": req.code,
-                            "title": req.title,
-                            "deadline": deadline,
-                            "people": int(people),
-                            "met": done[m - 1],
-                            "met_by_deadline": done[12],
-                        }
-                    )
+                done = met.get((agency, req.id), [0] * 13)
+                rows.extend(
+                    {
+                        "year": year,
+                        "month": m,
+                        "agency": agency,
+                        "requirement_id": req.id,
+                        "code": req.code,
+                        "title": req.title,
+                        "deadline": deadline,
+                        "people": int(people),
+                        "met": done[m - 1],
+                        "met_by_deadline": done[12],
+                    }
+                    for m in MONTHS
+                )
     await session.execute(delete(ComplianceRollup).where(ComplianceRollup.year.in_(list(years))))
     for i in range(0, len(rows), 2000):
         await session.execute(_insert(session)(ComplianceRollup), rows[i : i + 2000])
@@ -542,9 +569,20 @@ async def _rebuild_compliance(
 class AbsorbReport:
     rows: int = 0
     rebuilt: bool = False
+    seconds: dict[str, float] = field(default_factory=dict)  # where the time went
 
     def __str__(self) -> str:
-        return f"{self.rows} rows" + (" (rebuilt)" if self.rebuilt else "")
+        spent = ", ".join(f"{k} {v:.2f} s" for k, v in self.seconds.items() if v >= 0.01)
+        return (
+            f"{self.rows} rows"
+            + (" (rebuilt)" if self.rebuilt else "")
+            + (f" [{spent}]" if spent else "")
+        )
+
+    def lap(self, step: str, since: float) -> float:
+        now = time.perf_counter()
+        self.seconds[step] = self.seconds.get(step, 0.0) + now - since
+        return now
 
 
 async def _count(session: AsyncSession, id_col: Any, ranges: Sequence[tuple[int, int]]) -> int:
@@ -556,29 +594,37 @@ async def _count(session: AsyncSession, id_col: Any, ranges: Sequence[tuple[int,
 async def absorb_completions(session: AsyncSession, *, now: dt.datetime) -> AbsorbReport:
     """Topics and compliance: absorb completions after the watermark (the caller commits)."""
     report = AbsorbReport()
+    t = time.perf_counter()
     mark = await lock_watermark(session, "completion", now=now)
     requirements = await load_requirements(session, now=now)
-    fingerprint = await _refresh_mapping(session, requirements)
+    fingerprint = await _refresh_mapping(session, requirements, stored=mark.fingerprint)
     plan = await plan_ids(session, mark, Completion.id, now=now)
+    t = report.lap("plan", t)
+    years = await _years_in(session, plan.ranges)
     if fingerprint != mark.fingerprint:
         # The rules changed: every year's progress is computed again from the raw rows
         # (everything up to the new watermark, as the topics table will hold after this run).
         await session.execute(delete(RequirementProgress))
         if plan.last_id:
             await _absorb_progress(session, [(0, plan.last_id)])
+        years |= set((await session.scalars(select(RequirementProgress.year).distinct())).all())
         mark.fingerprint = fingerprint
         report.rebuilt = True
     elif plan.ranges:
         await _absorb_progress(session, plan.ranges)
+    t = report.lap("progress", t)
     if plan.ranges:
         await _absorb_topics(session, plan.ranges)
+    t = report.lap("topics", t)
     report.rows = await _count(session, Completion.id, plan.ranges)
     roster = await _roster_stamp(session)
-    if report.rows or report.rebuilt or roster != mark.roster_stamp:
-        year = now.astimezone(TAIPEI).year
-        years = sorted({year, *await _compliance_years(session)})
-        await _rebuild_compliance(session, requirements, years)
+    if roster != mark.roster_stamp:  # who is in which agency: every year's shares change
+        years |= set((await session.scalars(select(RequirementProgress.year).distinct())).all())
+        years.add(now.astimezone(TAIPEI).year)
         mark.roster_stamp = roster
+    if years:
+        await _rebuild_compliance(session, requirements, sorted(years))
+    report.lap("compliance", t)
     mark.last_id, mark.gaps = plan.last_id, plan.gaps
     await session.flush()
     return report
@@ -614,33 +660,37 @@ async def absorb_searches(session: AsyncSession, *, now: dt.datetime) -> AbsorbR
         first, last = await _span(session, SearchLog.created_at, SearchLog.id, plan.ranges)
         for year, month in months_between(first, last):
             start, end = month_bounds(year, month)
-            source = (
-                select(
-                    literal(year),
-                    literal(month),
-                    SearchLog.normalised,
-                    func.count(),
-                    func.sum(case((SearchLog.result_count == 0, 1), else_=0)),
+            targets: list[tuple[Any, list[str], list[int]]] = [
+                (SearchRollup, ["year", "month", "normalised"], [year, month]),
+                (SearchYear, ["year", "normalised"], [year]),
+            ]
+            for table, index, keys in targets:
+                source = (
+                    select(
+                        *(literal(k) for k in keys),
+                        SearchLog.normalised,
+                        func.count(),
+                        func.sum(case((SearchLog.result_count == 0, 1), else_=0)),
+                    )
+                    .where(
+                        _in_ranges(SearchLog.id, plan.ranges),
+                        SearchLog.created_at >= start,
+                        SearchLog.created_at < end,
+                    )
+                    .group_by(SearchLog.normalised)
                 )
-                .where(
-                    _in_ranges(SearchLog.id, plan.ranges),
-                    SearchLog.created_at >= start,
-                    SearchLog.created_at < end,
+                stmt = _insert(session)(table).from_select(
+                    [*index, "searches", "zero_results"], source
                 )
-                .group_by(SearchLog.normalised)
-            )
-            stmt = _insert(session)(SearchRollup).from_select(
-                ["year", "month", "normalised", "searches", "zero_results"], source
-            )
-            await session.execute(
-                stmt.on_conflict_do_update(
-                    index_elements=["year", "month", "normalised"],
-                    set_={
-                        "searches": SearchRollup.searches + stmt.excluded.searches,
-                        "zero_results": SearchRollup.zero_results + stmt.excluded.zero_results,
-                    },
+                await session.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=index,
+                        set_={
+                            "searches": table.searches + stmt.excluded.searches,
+                            "zero_results": table.zero_results + stmt.excluded.zero_results,
+                        },
+                    )
                 )
-            )
     mark.last_id, mark.gaps = plan.last_id, plan.gaps
     await session.flush()
     return report

@@ -114,6 +114,23 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("year", "month", "normalised", name=op.f("pk_rollup_search")),
     )
     op.create_table(
+        "rollup_search_year",
+        sa.Column("year", sa.Integer(), nullable=False),
+        sa.Column("normalised", sa.String(length=200), nullable=False),
+        sa.Column("searches", sa.Integer(), nullable=False),
+        sa.Column("zero_results", sa.Integer(), nullable=False),
+        sa.PrimaryKeyConstraint("year", "normalised", name=op.f("pk_rollup_search_year")),
+    )
+    op.create_index(
+        "ix_rollup_search_year_searches", "rollup_search_year", ["year", "searches"], unique=False
+    )
+    op.create_index(
+        "ix_rollup_search_year_zero_results",
+        "rollup_search_year",
+        ["year", "zero_results"],
+        unique=False,
+    )
+    op.create_table(
         "rollup_topic_hours",
         sa.Column("year", sa.Integer(), nullable=False),
         sa.Column("month", sa.Integer(), nullable=False),
@@ -145,6 +162,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("rollup_watermark")
     op.drop_table("rollup_topic_hours")
+    op.drop_index("ix_rollup_search_year_zero_results", table_name="rollup_search_year")
+    op.drop_index("ix_rollup_search_year_searches", table_name="rollup_search_year")
+    op.drop_table("rollup_search_year")
     op.drop_table("rollup_search")
     op.drop_table("rollup_requirement_progress")
     op.drop_table("rollup_reminder_effect")
