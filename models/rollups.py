@@ -201,7 +201,8 @@ class SearchYear(Base):
 
 
 class ChannelActivity(Base):
-    """A sender seen on a channel in a Taipei week (Monday's date): distinct counts need it."""
+    """A sender seen on a channel in a Taipei week (Monday's date): distinct counts need it.
+    Kept for this week and the last only (absorb_inbound), so no account ids pile up."""
 
     __tablename__ = "rollup_channel_activity"
 
@@ -700,6 +701,11 @@ async def absorb_searches(session: AsyncSession, *, now: dt.datetime) -> AbsorbR
 IGNORED_KINDS = ("unfollow", "leave", "my_chat_member")
 
 
+def cutoff_of(now: dt.datetime) -> str:
+    """The oldest week whose senders are still kept (last week's Monday)."""
+    return (week_of(now) - dt.timedelta(days=7)).isoformat()
+
+
 async def absorb_inbound(session: AsyncSession, *, now: dt.datetime) -> AbsorbReport:
     """Channel use: absorb inbound events after the watermark (the caller commits)."""
     mark = await lock_watermark(session, "inbound_event", now=now)
@@ -707,18 +713,24 @@ async def absorb_inbound(session: AsyncSession, *, now: dt.datetime) -> AbsorbRe
     report = AbsorbReport(rows=await _count(session, InboundEvent.id, plan.ranges))
     if report.rows:
         first, last = await _span(session, InboundEvent.received_at, InboundEvent.id, plan.ranges)
+        # Who wrote is kept only while the week can still change (this week and the last):
+        # a closed week keeps its count, and a late row for it is left out.
+        cutoff = cutoff_of(now)
+        counted_before = set(
+            await session.scalars(select(ChannelWeek.week).where(ChannelWeek.week < cutoff))
+        )
         weeks: list[str] = []
         for monday in weeks_between(first, last):
-            start = day_start(monday)
-            end = day_start(monday + dt.timedelta(days=7))
             week = monday.isoformat()
+            if week in counted_before:
+                continue
             weeks.append(week)
             source = (
                 select(literal(week), InboundEvent.channel, InboundEvent.sender)
                 .where(
                     _in_ranges(InboundEvent.id, plan.ranges),
-                    InboundEvent.received_at >= start,
-                    InboundEvent.received_at < end,
+                    InboundEvent.received_at >= day_start(monday),
+                    InboundEvent.received_at < day_start(monday + dt.timedelta(days=7)),
                     InboundEvent.sender.is_not(None),
                     InboundEvent.kind.not_in(IGNORED_KINDS),
                 )
@@ -729,17 +741,19 @@ async def absorb_inbound(session: AsyncSession, *, now: dt.datetime) -> AbsorbRe
                 .from_select(["week", "channel", "sender"], source)
                 .on_conflict_do_nothing(index_elements=["week", "channel", "sender"])
             )
-        counted = (
-            select(ChannelActivity.week, ChannelActivity.channel, func.count())
-            .where(ChannelActivity.week.in_(weeks))
-            .group_by(ChannelActivity.week, ChannelActivity.channel)
-        )
-        stmt = _insert(session)(ChannelWeek).from_select(["week", "channel", "active"], counted)
-        await session.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["week", "channel"], set_={"active": stmt.excluded.active}
+        if weeks:
+            counted = (
+                select(ChannelActivity.week, ChannelActivity.channel, func.count())
+                .where(ChannelActivity.week.in_(weeks))
+                .group_by(ChannelActivity.week, ChannelActivity.channel)
             )
-        )
+            stmt = _insert(session)(ChannelWeek).from_select(["week", "channel", "active"], counted)
+            await session.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=["week", "channel"], set_={"active": stmt.excluded.active}
+                )
+            )
+    await session.execute(delete(ChannelActivity).where(ChannelActivity.week < cutoff_of(now)))
     mark.last_id, mark.gaps = plan.last_id, plan.gaps
     await session.flush()
     return report

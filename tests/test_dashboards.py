@@ -25,7 +25,7 @@ from models.identity import CivilServant
 from models.inbound import InboundEvent
 from models.learning import Completion, ReminderDigest, import_requirements, parse_requirements
 from models.members import Member
-from models.rollups import RollupWatermark
+from models.rollups import ChannelActivity, RollupWatermark
 
 TOKEN = "test-admin-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -489,3 +489,36 @@ async def test_each_role_sees_exactly_its_dashboards(served, monkeypatch) -> Non
                         name,
                     )
         assert (await http.get("/admin/api/dashboards/topics")).status_code == 401
+
+
+async def test_senders_are_kept_only_while_their_week_can_change(admin, engine) -> None:  # type: ignore[no-untyped-def]
+    http, api = admin
+    await rollups(api)  # 20 March: this week is 16 March's, the last 9 March's
+    async with engine.connect() as conn:
+        weeks = (await conn.execute(select(ChannelActivity.week).distinct())).scalars().all()
+    assert sorted(weeks) == ["2026-03-09"]  # 2 March's senders are gone, its count stays
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(InboundEvent),
+            [
+                {
+                    "channel": "line",
+                    "event_id": f"late{i}",
+                    "kind": "message",
+                    "sender": sender,
+                    "status": "done",
+                    "received_at": at,
+                    "payload": {},
+                }
+                for i, (sender, at) in enumerate(
+                    [("U9", taipei("2026-03-03")), ("U3", taipei("2026-03-11"))]
+                )
+            ],
+        )
+    await rollups(api)
+    channels = await board(http, "channels", month_from=3, month_to=3)
+    assert table(channels, "week", "channel", "active_members") == [
+        ("2026-03-02", "line", 1),  # a closed week: the late row is left out
+        ("2026-03-02", "telegram", 1),
+        ("2026-03-09", "line", 2),  # U2 and U3
+    ]
