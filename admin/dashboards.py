@@ -17,6 +17,7 @@ from fastapi.responses import Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from admin.auth import Caller, Role, require_role
+from bot.i18n import Catalog
 from bot.settings import Settings
 from models.base import utcnow
 from models.dashboards import READERS, Dashboard, FilterError, Filters
@@ -30,6 +31,19 @@ ROLES: dict[str, tuple[Role, ...]] = {
     "campaigns": ("marketer", "analyst", "auditor"),
     "channels": ("marketer", "analyst", "auditor"),
 }
+
+
+def page_labels(catalog: Catalog, lang: str) -> dict[str, str]:
+    """The dashboards page's texts in `lang` (bot/locales/<lang>/dashboards.toml), keyed
+    without the prefix: for admin/templates/dashboards/dashboard.html and, as JSON in its
+    data-labels, for admin/static/dashboards.js."""
+    prefix = "dashboards."
+    return {k[len(prefix) :]: v for k, v in catalog.messages[lang].items() if k.startswith(prefix)}
+
+
+def boards_for(roles: frozenset[str]) -> list[str]:
+    """The dashboards a caller with these roles may open, in the contract's order."""
+    return [n for n in ROLES if "admin" in roles or roles & set(ROLES[n])]
 
 
 def to_json(board: Dashboard) -> dict[str, Any]:

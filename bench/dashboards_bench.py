@@ -86,7 +86,7 @@ def _completions_sql(first: int, count: int, *, civil: bool, cs: int, members: i
         SELECT {person}, {employee}, {member}, 'c' || lpad({course}::text, 5, '0'),
                ({day} + time '12:00') AT TIME ZONE 'Asia/Taipei',
                to_char({day}, 'YYYY-MM-DD'), 1 + g % 3, now()
-        FROM generate_series({first}, {first + count - 1}) g
+        FROM generate_series({first}::bigint, {first + count - 1}) g
     """
 
 
@@ -145,7 +145,7 @@ async def generate(engine: AsyncEngine, args: argparse.Namespace) -> None:
                 SELECT q, q, CASE WHEN g % 10 = 0 THEN 0 ELSE 1 + g % 7 END, 'line',
                        {_SPREAD}
                 FROM (SELECT g, {_WORD} || ' ' || (g * 7 % 3000) AS q
-                      FROM generate_series(1, {args.searches}) g) s""",
+                      FROM generate_series(1::bigint, {args.searches}) g) s""",
         ),
         (
             "inbound events",
@@ -155,7 +155,7 @@ async def generate(engine: AsyncEngine, args: argparse.Namespace) -> None:
                        CASE WHEN m % 7 = 0 THEN 'T' ELSE 'U' END || m, 'done', 1, {_SPREAD},
                        '{{}}'::jsonb
                 FROM (SELECT g, 1 + (g * 7919) % {min(members, 300000)} AS m
-                      FROM generate_series(1, {args.events}) g) s""",
+                      FROM generate_series(1::bigint, {args.events}) g) s""",
         ),
         (
             "reminder digests",

@@ -522,3 +522,21 @@ async def test_senders_are_kept_only_while_their_week_can_change(admin, engine) 
         ("2026-03-02", "telegram", 1),
         ("2026-03-09", "line", 2),  # U2 and U3
     ]
+
+
+async def test_the_page_has_a_label_for_every_dashboard_and_column(admin) -> None:  # type: ignore[no-untyped-def]
+    from admin.dashboards import boards_for, page_labels
+    from bot.i18n import Catalog
+
+    http, api = admin
+    await rollups(api)
+    catalog = Catalog()
+    for lang in ("zh-TW", "en"):
+        labels = page_labels(catalog, lang)
+        for name in NAMES:
+            assert labels[f"name.{name}"]
+            for column in (await board(http, name))["columns"]:
+                assert labels[f"column.{column}"], (lang, name, column)
+    assert boards_for(frozenset({"marketer"})) == ["campaigns", "channels"]
+    assert boards_for(frozenset({"analyst"})) == list(NAMES)
+    assert boards_for(frozenset({"admin"})) == list(NAMES)
