@@ -842,13 +842,16 @@ async def absorb_reminders(session: AsyncSession, *, now: dt.datetime) -> Absorb
 async def absorb_campaigns(session: AsyncSession, *, now: dt.datetime) -> AbsorbReport:
     """CONNECT (lead): the campaign funnel over the campaigns feature's tables.
 
-    The campaign and claim tables are built in parallel (issue 12). When they land, this
-    fills rollup_campaign_funnel per campaign: `eligible` (members the rule admits),
-    `opened` (members who opened the campaign's card), `verified` (of those, with a verified
-    phone), `claimed` (claims not revoked), by upsert with the new values (the counts are
-    distinct members, recomputed per campaign that has events after the watermark
-    `lock_watermark(session, "campaign_event", now=now)`). Until then the table stays
-    empty and the dashboard answers with no rows.
+    The campaign tables are built in parallel (issue 12, branch `campaigns`: `campaign`,
+    `campaign_attempt`, `campaign_claim`). When they are merged, this fills
+    rollup_campaign_funnel, one row per campaign (slug, title, Taipei start date), with
+    distinct members: `opened` = members with a campaign_attempt (or a recorded view of the
+    campaign card, if one is added), `verified` = of those, with a phone_hash, `eligible` =
+    attempts whose outcome is not a refusal for eligibility, `claimed` = campaign_claim rows
+    not revoked. Watermark: the highest campaign_attempt.id and campaign_claim.id absorbed
+    (`last_id`, or one source row each); recompute the counts of each campaign touched since
+    (distinct counts do not add up) and upsert them. Until then the table stays empty and
+    the `campaigns` dashboard answers with no rows.
     """
     await lock_watermark(session, "campaign_event", now=now)
     return AbsorbReport()
