@@ -17,9 +17,12 @@ range it absorbed (`gaps`, as ranges) and looks for them again on later runs, un
 older than GAP_SETTLE (rolled-back inserts and ON CONFLICT DO NOTHING leave gaps that never
 fill). On SQLite writers are serialised, so the run's lock means no gap can fill later.
 
-What the summaries know is what the raw rows said when absorbed: a course's category, a
-person's agency at that time. Compliance is rebuilt whenever the requirements or which
-course counts for which requirement change (`fingerprint`).
+Topics and compliance are computed again from the raw completions whenever the rules
+(`fingerprint`: the requirements and which course counts for which) or the roster
+(`roster_stamp`: who is in which agency, who is active) changed since the last run; between
+those, a course's category is the one it had when its completions were absorbed. Completions
+deleted later (a member erasing their data) stay in the counts until the next rebuild, as
+anonymous sums.
 """
 
 from __future__ import annotations
@@ -600,29 +603,32 @@ async def absorb_completions(session: AsyncSession, *, now: dt.datetime) -> Abso
     requirements = await load_requirements(session, now=now)
     fingerprint = await _refresh_mapping(session, requirements, stored=mark.fingerprint)
     plan = await plan_ids(session, mark, Completion.id, now=now)
-    t = report.lap("plan", t)
-    years = await _years_in(session, plan.ranges)
-    if fingerprint != mark.fingerprint:
-        # The rules changed: every year's progress is computed again from the raw rows
-        # (everything up to the new watermark, as the topics table will hold after this run).
-        await session.execute(delete(RequirementProgress))
-        if plan.last_id:
-            await _absorb_progress(session, [(0, plan.last_id)])
-        years |= set((await session.scalars(select(RequirementProgress.year).distinct())).all())
-        mark.fingerprint = fingerprint
-        report.rebuilt = True
-    elif plan.ranges:
-        await _absorb_progress(session, plan.ranges)
-    t = report.lap("progress", t)
-    if plan.ranges:
-        await _absorb_topics(session, plan.ranges)
-    t = report.lap("topics", t)
-    report.rows = await _count(session, Completion.id, plan.ranges)
     roster = await _roster_stamp(session)
-    if roster != mark.roster_stamp:  # who is in which agency: every year's shares change
-        years |= set((await session.scalars(select(RequirementProgress.year).distinct())).all())
+    t = report.lap("plan", t)
+    if fingerprint != mark.fingerprint or roster != mark.roster_stamp:
+        # The rules or the roster changed (which courses count, who is in which agency):
+        # both summaries are computed again from the raw rows, everything up to the new
+        # watermark (ids still missing are looked for later, as always).
+        await session.execute(delete(RequirementProgress))
+        await session.execute(delete(TopicHours))
+        everything = [(0, plan.last_id)] if plan.last_id else []
+        if everything:
+            await _absorb_progress(session, everything)
+            t = report.lap("progress", t)
+            await _absorb_topics(session, everything)
+            t = report.lap("topics", t)
+        years = set((await session.scalars(select(RequirementProgress.year).distinct())).all())
         years.add(now.astimezone(TAIPEI).year)
-        mark.roster_stamp = roster
+        mark.fingerprint, mark.roster_stamp = fingerprint, roster
+        report.rebuilt = True
+    else:
+        years = await _years_in(session, plan.ranges)
+        if plan.ranges:
+            await _absorb_progress(session, plan.ranges)
+            t = report.lap("progress", t)
+            await _absorb_topics(session, plan.ranges)
+            t = report.lap("topics", t)
+    report.rows = await _count(session, Completion.id, plan.ranges)
     if years:
         await _rebuild_compliance(session, requirements, sorted(years))
     report.lap("compliance", t)

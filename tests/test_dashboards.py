@@ -540,3 +540,37 @@ async def test_the_page_has_a_label_for_every_dashboard_and_column(admin) -> Non
     assert boards_for(frozenset({"marketer"})) == ["campaigns", "channels"]
     assert boards_for(frozenset({"analyst"})) == list(NAMES)
     assert boards_for(frozenset({"admin"})) == list(NAMES)
+
+
+async def test_a_roster_arriving_after_the_completions_counts_them(admin, engine) -> None:  # type: ignore[no-untyped-def]
+    http, api = admin
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(Completion), [completion(6, "employee:E4", "c-care", "2026-02-20", 2.0)]
+        )
+    await rollups(api)
+    topics = await board(http, "topics", month_from=2, month_to=2, agency="C")
+    assert topics["rows"] == []  # E4 is not on the roster yet
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(CivilServant),
+            [
+                {
+                    "employee_id": "E4",
+                    "name_sealed": "x",
+                    "agency": "C",
+                    "phone_hash": "hE4",
+                    "phone_sealed": "x",
+                    "active": True,
+                    "imported_at": NOW,
+                    "updated_at": NOW + dt.timedelta(hours=1),
+                }
+            ],
+        )
+    await rollups(api)
+    topics = await board(http, "topics", month_from=2, month_to=2, agency="C")
+    assert table(topics, "category", "hours") == [("長期照顧", 2.0)]
+    compliance = await board(http, "compliance", month_to=2, agency="C")
+    assert table(compliance, "requirement", "people", "met") == [("sec", 1, 0), ("total", 1, 1)]
+    everyone = await board(http, "topics")
+    assert sum(r["completions"] for r in everyone["rows"]) == 5  # nothing counted twice
