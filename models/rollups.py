@@ -72,7 +72,7 @@ from models.learning import (
 UNCATEGORISED = "(未分類)"
 # Missing ids are looked for again this long (no import transaction lasts as long).
 GAP_SETTLE = dt.timedelta(minutes=30)
-MAX_GAPS = 500  # ranges kept per source; beyond it the oldest are given up
+MAX_GAPS = 200  # ranges kept per source (the oldest given up first): SQLite caps expression depth
 # A reminder day is measured once its 7-day window has passed, plus a day for late imports.
 REMINDER_WINDOW_DAYS = 7
 REMINDER_CLOSE_DAYS = REMINDER_WINDOW_DAYS + 1
