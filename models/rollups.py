@@ -120,8 +120,9 @@ class CourseRequirement(Base):
 
 
 class RequirementProgress(Base):
-    """A civil servant's hours toward a requirement in a Taipei year, per month, and by the
-    requirement's deadline."""
+    """A civil servant's hours toward a requirement in a Taipei year: `m<k>` holds the hours
+    up to the end of month k (cumulative, so compliance compares instead of summing), and
+    `by_deadline` the hours up to the requirement's deadline."""
 
     __tablename__ = "rollup_requirement_progress"
 
@@ -474,7 +475,7 @@ async def _absorb_progress(session: AsyncSession, ranges: Sequence[tuple[int, in
         else:
             on = CourseRequirement.course_id == Completion.course_id
         joined = joined.join(CourseRequirement, on)
-        columns = [func.sum(case((month == m, Completion.hours), else_=0.0)) for m in MONTHS]
+        columns = [func.sum(case((month <= m, Completion.hours), else_=0.0)) for m in MONTHS]
         source = (
             select(
                 year,
@@ -524,7 +525,7 @@ async def _rebuild_compliance(
     )
     p = RequirementProgress.__table__.c
     needed = MandatoryRequirement.hours - 1e-9
-    cumulative = [sum((p[f"m{k}"] for k in range(2, m + 1)), p.m1) for m in MONTHS]
+    cumulative = [p[f"m{m}"] for m in MONTHS]
     counts = [func.sum(case((c >= needed, 1), else_=0)) for c in cumulative]
     counts.append(func.sum(case((p.by_deadline >= needed, 1), else_=0)))
     rows: list[dict[str, Any]] = []
