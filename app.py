@@ -26,6 +26,7 @@ from admin.auth import AdminAuth
 from admin.campaigns import campaign_admin_routes
 from admin.console import STATIC, console_routes
 from admin.courses import course_admin_routes
+from admin.dashboards import dashboard_routes
 from admin.learning import learning_admin_routes
 from admin.members import member_admin_routes
 from admin.openapi import openapi_routes
@@ -58,6 +59,7 @@ from notifications.jobs import Job, JobRegistry
 from notifications.podcast_drops import podcast_drops
 from notifications.reminders import reminders_job
 from notifications.reminders import retention as notifications_retention
+from notifications.rollups import rollups_job
 from notifications.scheduler import build_scheduler
 from sms.providers import build_sms_provider
 
@@ -229,6 +231,9 @@ def build_runtime(settings: Settings) -> Runtime:
             "simulator_messages": simulated,
         }
 
+    jobs.add(
+        Job("rollups", rollups_job(sessionmaker), every_seconds=settings.rollups_every_seconds)
+    )
     jobs.add(Job("retention", retention, cron={"hour": "3", "minute": "17"}))
     return Runtime(
         settings=settings,
@@ -352,6 +357,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(dashboard_routes(settings=settings, sessionmaker=runtime.sessionmaker))
     api.include_router(
         campaign_admin_routes(
             settings=settings,

@@ -17,6 +17,7 @@ BENCHES = {
     "dispatcher": ["bench.dispatcher_bench"],
     "reminders": ["bench.reminders_bench"],
     "campaigns": ["bench.campaign_bench"],
+    "dashboards": ["bench.dashboards_bench"],
 }
 
 

@@ -43,7 +43,7 @@ from notifications.dispatcher import Dispatcher, DispatcherConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SERVER = os.environ.get("BENCH_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-TG_TOKEN = "7012345678:AAFakeTokenForBench_0123456789abcdefXYZ"  # noqa: S105 (a fake)
+TG_TOKEN = "7012345678:AAFakeTokenForBench_0123456789abcdefXYZ"
 NOW = dt.datetime.now(dt.UTC)
 
 

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT.parent / "shared" / "data" / "courses.json"
 TARGET = ROOT / "models" / "data" / "demo_courses.json"
 SIZE = 400
-DEMO_PASSWORD = "edoor2025"  # noqa: S105 - a documented demo value, not a secret
+DEMO_PASSWORD = "edoor2025"
 KEEP = (
     "id",
     "title",

@@ -30,7 +30,7 @@ import asyncpg
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-SECRET = "bench-line-channel-secret-0123456789"  # noqa: S105 (a benchmark-only secret)
+SECRET = "bench-line-channel-secret-0123456789"
 PG_ADMIN = os.environ.get("BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 CONNECTIONS = 64
 

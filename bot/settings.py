@@ -129,6 +129,8 @@ class Settings(BaseSettings):
     quiet_hours: str = Field(default="21:30-08:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
     # When the reminder sweep runs (cron fields, Asia/Taipei); it is idempotent.
     reminders_cron_minute: str = "0,30"
+    # How often the dashboards' summary tables absorb new rows (`rollups`; idempotent).
+    rollups_every_seconds: int = Field(default=300, ge=10)
 
     conversation_ttl_seconds: int = Field(default=900, ge=30)
     # How long the retention job keeps answered events, searches and simulated chats.
