@@ -16,8 +16,10 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 import handlers
+from admin.broadcasts import broadcast_admin_routes
 from admin.courses import course_admin_routes
 from admin.podcasts import podcast_admin_routes
+from bot.broadcasts import redirect_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.feeds import podcast_routes
@@ -36,6 +38,7 @@ from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
 from models.pii import PiiVault
 from models.search.service import SearchService
+from notifications.broadcasts import broadcasts_job
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.reminders import reminders_job
@@ -162,6 +165,14 @@ def build_runtime(settings: Settings) -> Runtime:
         quiet=dispatcher.config.quiet,
     )
     jobs.add(Job("reminders", reminders, cron={"minute": settings.reminders_cron_minute}))
+    planner = broadcasts_job(
+        sessionmaker,
+        catalog=services.catalog,
+        settings=settings,
+        channels=list(channels),
+        quiet=dispatcher.config.quiet,
+    )
+    jobs.add(Job("broadcasts", planner, every_seconds=60))
 
     async def retention(now: dt.datetime) -> dict[str, int]:
         async with sessionmaker() as session:
@@ -261,6 +272,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     )
     api.include_router(podcast_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker))
+    api.include_router(redirect_routes(sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        broadcast_admin_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            catalog=runtime.services.catalog,
+            channels=list(runtime.channels),
+            wake=runtime.dispatcher.wake.set if runtime.dispatcher is not None else None,
+        )
+    )
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search

@@ -1,6 +1,7 @@
 """SQLAlchemy tables and the rules over them. Imports nothing from bot/handlers/notifications."""
 
 from models.base import Base
+from models.broadcasts import Broadcast, BroadcastLink
 from models.conversation import ConversationState
 from models.courses import CatalogVersion, Course, CoursePasswordAttempt, SavedCourse, SearchLog
 from models.identity import AuditLog, CivilServant, OtpChallenge, OtpSend, VerifiedPhone
@@ -28,6 +29,8 @@ from models.telegram_files import TelegramFile
 __all__ = [
     "AuditLog",
     "Base",
+    "Broadcast",
+    "BroadcastLink",
     "CatalogVersion",
     "ChannelAccount",
     "ChannelPause",
