@@ -236,6 +236,7 @@ async def plan_due(
     not_before: Any,
     claims: Any = None,
     stop_after_chunks: int | None = None,
+    chunk: int = bc.CHUNK,
 ) -> dict[str, int]:
     """Plan every due broadcast into the outbox, chunk by chunk (each chunk one commit with
     its cursor), choosing A/B winners whose time has come. `not_before(now)` is the send
@@ -271,6 +272,7 @@ async def plan_due(
                 channels=channels,
                 not_before=not_before(now),
                 cap=settings.marketing_cap_per_week,
+                chunk=chunk,
             )
             body = await bodies(session, row, catalog=catalog, settings=settings)
             before = row.queued

@@ -32,6 +32,7 @@ from sqlalchemy import (
     cast,
     func,
     literal,
+    or_,
     select,
     update,
 )
@@ -440,24 +441,17 @@ async def claim_due(
         & (Broadcast.winner_at.is_not(None))
         & (Broadcast.winner_at <= now)
     )
-    ids = list(
-        (
-            await session.scalars(
-                select(Broadcast.id).where(due, Broadcast.paused.is_(False)).order_by(Broadcast.id)
-            )
-        ).all()
+    # One compare-and-set statement: of two runs at once, one changes the rows and the other
+    # finds none (on SQLite it takes the write lock at once, so the other waits, then sees 0).
+    result = await session.execute(
+        update(Broadcast)
+        .where(due, Broadcast.paused.is_(False))
+        .values(status=PLANNING, lease_until=now + lease, updated_at=now)
+        .returning(Broadcast.id)
+        .execution_options(synchronize_session=False)
     )
-    taken: list[Broadcast] = []
-    for broadcast_id in ids:
-        # Compare-and-set: of two runs, one changes the row and the other sees 0 rows.
-        result = await session.execute(
-            update(Broadcast)
-            .where(Broadcast.id == broadcast_id, due, Broadcast.paused.is_(False))
-            .values(status=PLANNING, lease_until=now + lease, updated_at=now)
-            .execution_options(synchronize_session=False)
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
-            taken.append(await require_broadcast(session, broadcast_id, lock=False))
+    ids = sorted(int(i) for i in result.scalars().all())
+    taken = [await require_broadcast(session, i) for i in ids]
     for row in taken:
         await session.refresh(row)
     return taken
@@ -537,7 +531,7 @@ def plan_statement(
             OutboxMessage.status != CANCELLED,
             OutboxMessage.member_id.between(lo, hi),
             # This broadcast's own rows (a resumed chunk) are not a second message.
-            OutboxMessage.broadcast_id != broadcast.id,
+            or_(OutboxMessage.broadcast_id.is_(None), OutboxMessage.broadcast_id != broadcast.id),
         )
         .group_by(OutboxMessage.member_id)
         .having(func.count() >= settings.cap)
@@ -835,4 +829,3 @@ async def figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, Any]
 
 
 UNSUBSCRIBED = "unsubscribed"  # last_error of a marketing row withdrawn at send time
-

@@ -241,7 +241,7 @@ async def test_campaign_eligible_is_refused_until_campaigns_exist(engine: AsyncE
 
 async def test_the_bucket_in_sql_is_the_bucket_in_python(engine: AsyncEngine) -> None:
     async with create_sessionmaker(engine)() as s:
-        for i in range(300):
+        for _ in range(300):
             s.add(Member(created_at=NOON))
         await s.commit()
         seed = 987_654
