@@ -829,3 +829,13 @@ async def figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, Any]
 
 
 UNSUBSCRIBED = "unsubscribed"  # last_error of a marketing row withdrawn at send time
+
+
+async def claims_attributed(session: AsyncSession, broadcast: Broadcast) -> dict[str, int] | None:
+    """Claims per variant made within 7 days after the member received this broadcast.
+
+    HOOK FOR THE LEAD: campaigns and claims are built on another branch; connect this to
+    their claim table (claims joined to this broadcast's sent outbox rows by member, with
+    claimed_at between sent_at and sent_at + 7 days). None means "not available yet".
+    """
+    return None

@@ -222,7 +222,8 @@ async def test_pause_holds_every_queued_message_and_resume_sends_them(
     later = NOON + dt.timedelta(minutes=10)
     assert await plan(engine, settings, later, chunk=5) == {}
     report = await dispatcher(engine, line).drain(later)
-    assert report.claimed == 0 and fake.delivered() == {}
+    assert report.claimed == 0
+    assert fake.delivered() == {}
     assert (await figures(engine, broadcast_id))["held"] == 5
 
     async with create_sessionmaker(engine)() as s:
@@ -428,11 +429,13 @@ async def test_ab_shares_are_reproducible_the_holdout_gets_nothing_and_the_winne
     await dispatcher(engine, line).drain(NOON + dt.timedelta(hours=2))
     holdout = {m.external_id for m in members if want[m.member_id] == "holdout"}
     delivered = fake.delivered()
-    assert holdout and not holdout & set(delivered)
+    assert holdout
+    assert not holdout & set(delivered)
     assert all(n == 1 for n in delivered.values())
     assert len(delivered) == 400 - len(holdout)
     shown = await figures(engine, broadcast_id)
-    assert shown["variants"]["b"]["clicks"] == 5 and shown["variants"]["a"]["clicks"] == 1
+    assert shown["variants"]["b"]["clicks"] == 5
+    assert shown["variants"]["a"]["clicks"] == 1
     async with create_sessionmaker(engine)() as s:
         assert (await bc.require_broadcast(s, broadcast_id)).status == bc.PLANNED
 
@@ -553,9 +556,11 @@ async def test_course_cards_and_buttons_render_through_line_and_telegram(
     assert "長照入門" in str(zh["line"][2])
     assert "campaign.open:spring-prize" in str(zh["line"][1])
     assert zh["line"][-1]["quickReply"]["items"][0]["action"]["label"] == "取消訂閱"
-    assert "Claim" in str(en["line"][1]) and "Unsubscribe" in str(en["line"][-1])
+    assert "Claim" in str(en["line"][1])
+    assert "Unsubscribe" in str(en["line"][-1])
     methods = [c["method"] for c in zh["telegram"]]
-    assert methods[0] == "send_photo" and "send_message" in methods
+    assert methods[0] == "send_photo"
+    assert "send_message" in methods
     assert "cmd:unsubscribe" in str(zh["telegram"])
 
 
