@@ -16,6 +16,7 @@ BENCHES = {
     "webhook": ["bench.webhook_bench"],
     "dispatcher": ["bench.dispatcher_bench"],
     "reminders": ["bench.reminders_bench"],
+    "broadcasts": ["bench.broadcast_bench"],
 }
 
 

@@ -76,9 +76,6 @@ class Settings(BaseSettings):
 
     # Broadcasts: marketing messages per member in any 7 days (reminders are not marketing).
     marketing_cap_per_week: int = Field(default=2, ge=1)
-    # Telegram paid broadcasts (allow_paid_broadcast: up to 1,000 messages/s, paid in Stars):
-    # off by default; when on, broadcast rows go with the flag and the overall rate rises.
-    telegram_allow_paid_broadcast: bool = False
 
     @property
     def line_enabled(self) -> bool:
