@@ -90,9 +90,19 @@ async def _reset_outbox(url: str) -> None:
 
 
 async def baseline(url: str) -> float:
-    """The same rows, bulk-inserted directly: one INSERT ... SELECT, no segment, no checks."""
+    """The same rows, bulk-inserted directly: one INSERT ... SELECT, no segment, no checks
+    (the same message bodies as the planner's, composed by the same code, one per language)."""
+    from bot.broadcasts import bodies
+    from models.broadcasts import create_broadcast
+
     engine = create_engine(url)
-    body = json.dumps([{"kind": "text", "text": FILE["message"]["text"]}], ensure_ascii=False)
+    settings = Settings(_env_file=None, database_url=url)  # type: ignore[call-arg]
+    async with create_sessionmaker(engine)() as s:
+        made = await create_broadcast(s, FILE, created_by="bench", now=NOW)
+        body = (await bodies(s, made, catalog=Catalog(), settings=settings))["a"]
+        await s.rollback()
+    zh = json.dumps(body.zh, ensure_ascii=False)
+    en = json.dumps(body.en, ensure_ascii=False)
     started = time.perf_counter()
     async with engine.begin() as conn:
         await conn.execute(
@@ -100,12 +110,14 @@ async def baseline(url: str) -> float:
                 "INSERT INTO outbox (key, member_id, account_id, channel, external_id, kind, "
                 "priority, proactive, replies, body_hash, not_before, status, attempts, "
                 "created_at, broadcast_id, aggregation_unit) SELECT 'base:' || m.id, m.id, a.id, "
-                "a.channel, a.external_id, 'broadcast', 20, true, CAST(:body AS jsonb), "
-                "'0123456789abcdef0123456789abcdef', :now, 'pending', 0, :now, 0, 'edoor_bc0_a' "
+                "a.channel, a.external_id, 'broadcast', 20, true, CAST(CASE WHEN m.language = "
+                "'en' THEN :en ELSE :zh END AS jsonb), CASE WHEN m.language = 'en' THEN "
+                "'0123456789abcdef0123456789abcdef' ELSE 'fedcba9876543210fedcba9876543210' END, "
+                ":now, 'pending', 0, :now, 0, 'edoor_bc0_a' "
                 "FROM member m JOIN channel_account a ON a.member_id = m.id "
                 "ON CONFLICT (key) DO NOTHING"
             ),
-            {"body": body, "now": NOW},
+            {"zh": zh, "en": en, "now": NOW},
         )
     secs = time.perf_counter() - started
     await engine.dispose()

@@ -76,6 +76,9 @@ class Settings(BaseSettings):
 
     # Broadcasts: marketing messages per member in any 7 days (reminders are not marketing).
     marketing_cap_per_week: int = Field(default=2, ge=1)
+    # Telegram paid broadcasts (`allow_paid_broadcast`: up to 1,000 messages/s, paid in
+    # Telegram Stars): off by default; when on, broadcast rows go with the flag, at that rate.
+    telegram_allow_paid_broadcast: bool = False
 
     @property
     def line_enabled(self) -> bool:

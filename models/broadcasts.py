@@ -526,6 +526,7 @@ def plan_statement(
     capped = (
         select(OutboxMessage.member_id)
         .where(
+            OutboxMessage.member_id == Member.id,
             OutboxMessage.kind == KIND,
             OutboxMessage.created_at >= now - settings.cap_window,
             OutboxMessage.status != CANCELLED,
@@ -535,7 +536,7 @@ def plan_statement(
         )
         .group_by(OutboxMessage.member_id)
         .having(func.count() >= settings.cap)
-    )
+    )  # correlated: NOT EXISTS is an anti-join (NOT IN over a subquery is not, on PostgreSQL)
     unit = aggregation_unit(broadcast.id, variant, phase=broadcast.phase)
     english = Member.language == "en"
     # The body hash covers the unit too: two variants' rows never share one multicast.
@@ -569,10 +570,11 @@ def plan_statement(
         .join(ranked, and_(ranked.c.member_id == Member.id, ranked.c.rank == 1))
         .where(
             Member.id.between(lo, hi),
-            segments.segment_filter(spec["segment"], now=now, channels=channels),
+            # Reachability is the join to `ranked` (an account we can send to).
+            segments.segment_filter(spec["segment"], now=now, channels=channels, reachable=False),
             bucket >= start,
             bucket < end,
-            Member.id.not_in(capped),
+            ~capped.exists(),
         )
     )
     columns = [

@@ -227,16 +227,23 @@ def required_channels(tree: Mapping[str, Any]) -> list[str] | None:
 
 
 def segment_filter(
-    tree: Mapping[str, Any], *, now: dt.datetime, channels: Sequence[str]
+    tree: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    channels: Sequence[str],
+    reachable: bool = True,
 ) -> ColumnElement[bool]:
     """Members in the segment: the tree, marketing on, and an account we can reach on one of
-    `channels` (the process's enabled channels)."""
+    `channels` (the process's enabled channels). `reachable=False` leaves the last test to
+    the caller (planning joins each member to the account it sends to anyway)."""
     allowed = list(channels)
     limit = required_channels(tree)
     if limit is not None:
         allowed = [c for c in allowed if c in limit]
-    reachable = _reachable(allowed) if allowed else false()
-    return and_(Member.marketing_opt_in.is_(True), reachable, compile_tree(tree, now=now))
+    parts = [Member.marketing_opt_in.is_(True), compile_tree(tree, now=now)]
+    if reachable:
+        parts.append(_reachable(allowed) if allowed else false())
+    return and_(*parts)
 
 
 def count_query(tree: Mapping[str, Any], *, now: dt.datetime, channels: Sequence[str]) -> Any:

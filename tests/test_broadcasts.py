@@ -588,3 +588,42 @@ async def test_a_test_send_goes_to_that_member_only_marked_as_a_test(
     assert fake.delivered() == {members[1].external_id: 1}
     assert "【測試】" in str(fake.sent("/push")[0].body)
     assert (await figures(engine, broadcast_id))["recipients"] == 0  # not the broadcast
+
+
+@pytest.mark.parametrize("paid", [False, True])
+async def test_telegram_broadcasts_go_one_chat_at_a_time_paid_only_when_opted_in(
+    engine: AsyncEngine, make_settings: Any, paid: bool
+) -> None:
+    from bot.telegram import TelegramChannel
+    from notifications.dispatcher import build_dispatcher
+    from tests.fakes.telegram import TOKEN, FakeTelegram
+
+    async with create_sessionmaker(engine)() as s:
+        chats = [
+            await add_member(s, channel="telegram", external_id=str(5000 + i)) for i in range(4)
+        ]
+        await s.commit()
+    async with FakeTelegram() as fake:
+        settings = make_settings(
+            telegram_bot_token=TOKEN,
+            telegram_mode="polling",
+            telegram_api_base_url=fake.api_base_url,
+            telegram_allow_paid_broadcast=paid,
+        )
+        channel = TelegramChannel(settings)
+        await channel.start()
+        try:
+            broadcast_id = await create(
+                engine, {**FILE, "segment": {"all": [{"channel": "telegram"}]}}
+            )
+            await job(engine, settings)(NOON)
+            worker = build_dispatcher(settings, create_sessionmaker(engine), {"telegram": channel})
+            report = await worker.drain(NOON)
+        finally:
+            await channel.stop()
+        sent = fake.calls("sendMessage")
+    assert report.sent == 4
+    assert sorted(str(c.params["chat_id"]) for c in sent) == sorted(t.external_id for t in chats)
+    assert all(bool(c.params.get("allow_paid_broadcast")) is paid for c in sent)
+    assert "取消訂閱" in str(sent[0].params["reply_markup"])
+    assert (await figures(engine, broadcast_id))["sent"] == 4
