@@ -11,6 +11,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -23,6 +24,7 @@ import handlers
 from admin.accounts import account_admin_routes
 from admin.audit import audit_admin_routes
 from admin.auth import AdminAuth
+from admin.broadcasts import broadcast_admin_routes
 from admin.campaigns import campaign_admin_routes
 from admin.console import STATIC, console_routes
 from admin.courses import course_admin_routes
@@ -31,17 +33,21 @@ from admin.learning import learning_admin_routes
 from admin.members import member_admin_routes
 from admin.openapi import openapi_routes
 from admin.podcasts import podcast_admin_routes
+from bot.broadcasts import plain, redirect_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.http_limits import BodyLimit, RouteLimit, StrictJsonBodies, validation_problem
 from bot.i18n import Catalog
 from bot.inbound import InboundProcessor
 from bot.line import LineChannel, line_routes
+from bot.line.render import render as line_render
 from bot.logs import configure_logging
+from bot.messages import Reply
 from bot.router import Router
 from bot.settings import Settings
 from bot.simulator import SimulatorChannel, simulator_routes
 from bot.telegram import TelegramChannel, run_polling, telegram_routes
+from bot.telegram.render import render as tg_render
 from media.feeds import podcast_routes
 from media.files import MediaSigner
 from media.qr import prize_qr_routes
@@ -53,6 +59,7 @@ from models.inbound import purge_finished_events
 from models.pii import PiiVault
 from models.search.service import SearchService
 from models.simulator import purge_simulator_messages
+from notifications.broadcasts import broadcasts_job
 from notifications.campaigns import notify_winners
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
@@ -205,6 +212,14 @@ def build_runtime(settings: Settings) -> Runtime:
         quiet=dispatcher.config.quiet,
     )
     jobs.add(Job("reminders", reminders, cron={"minute": settings.reminders_cron_minute}))
+    planner = broadcasts_job(
+        sessionmaker,
+        catalog=services.catalog,
+        settings=settings,
+        channels=list(channels),
+        quiet=dispatcher.config.quiet,
+    )
+    jobs.add(Job("broadcasts", planner, every_seconds=60))
 
     async def retention(now: dt.datetime) -> dict[str, int]:
         days = dt.timedelta(days=1)
@@ -366,6 +381,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             clock=lambda: runtime.processor.clock(),
         )
     )
+    api.include_router(redirect_routes(sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        broadcast_admin_routes(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            catalog=runtime.services.catalog,
+            channels=list(runtime.channels),
+            render=channel_preview,
+            wake=runtime.dispatcher.wake.set if runtime.dispatcher is not None else None,
+        )
+    )
     api.include_router(
         course_admin_routes(
             settings=settings, sessionmaker=runtime.sessionmaker, search=runtime.search
@@ -404,6 +430,15 @@ def body_limits(settings: Settings) -> list[RouteLimit]:
         RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
         RouteLimit(re.compile(IMPORT_PATHS), settings.max_import_bytes),
     ]
+
+
+def channel_preview(replies: list[Reply]) -> dict[str, Any]:
+    """Replies as LINE (through the SDK's models, so LINE's rules are checked) and Telegram
+    send them: the composition root lends the adapters' renderers to previews."""
+    return {
+        "line": [m.to_dict() for m in line_render(replies)],
+        "telegram": [{"method": c.method, "params": plain(c.params)} for c in tg_render(replies)],
+    }
 
 
 def _collect_and_freeze() -> None:

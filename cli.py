@@ -572,6 +572,193 @@ def worker() -> None:
     _run(run)
 
 
+broadcast_cli = typer.Typer(help="Broadcasts: create from a file, count, test, pause, show.")
+cli.add_typer(broadcast_cli, name="broadcast")
+
+
+def _broadcast_file(path: Path) -> Any:
+    """A broadcast file, YAML or JSON (JSON is YAML too); the parser's complaint otherwise."""
+    import yaml
+
+    raw = _read(path)
+    try:
+        return yaml.safe_load(raw.decode("utf-8-sig"))
+    except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        _fail([f"{path}: not a YAML or JSON file ({exc})"], 2)
+
+
+def _broadcast_run(fn: Callable[[Any, Any], Awaitable[Any]]) -> Any:
+    """Run `fn(runtime, session)` and commit; a refusal is a clear message and exit 2."""
+    from models.broadcasts import BroadcastError
+
+    migrate()
+
+    async def run(runtime: Any) -> Any:
+        async with runtime.sessionmaker() as session:
+            out = await fn(runtime, session)
+            await session.commit()
+            return out
+
+    try:
+        return _run(run)
+    except BroadcastError as exc:
+        _fail([f"refused: {exc}"], 2)
+
+
+@broadcast_cli.command("create")
+def broadcast_create(
+    file: Annotated[Path, typer.Argument(help="broadcast file (YAML or JSON)")],
+) -> None:
+    """Create a broadcast; prints its id. `run-job broadcasts` plans it when it is due."""
+    from models.base import utcnow
+    from models.broadcasts import create_broadcast
+    from models.identity import record_audit
+
+    raw = _broadcast_file(file)
+
+    async def run(runtime: Any, session: Any) -> Any:
+        now = utcnow()
+        row = await create_broadcast(session, raw, created_by="cli", now=now)
+        await record_audit(
+            session,
+            actor="cli",
+            action="broadcast.create",
+            subject=f"broadcast:{row.id}",
+            details={"name": row.name},
+            now=now,
+        )
+        return row.id
+
+    typer.echo(str(_broadcast_run(run)))
+
+
+@broadcast_cli.command("count")
+def broadcast_count(
+    file_or_id: Annotated[str, typer.Argument(help="broadcast file, or a broadcast id")],
+) -> None:
+    """The live count of a segment: members with marketing on that we can reach."""
+    from models import segments
+    from models.base import utcnow
+    from models.broadcasts import BroadcastError, count_segment, require_broadcast
+
+    raw = None if file_or_id.isdigit() else _broadcast_file(Path(file_or_id))
+
+    async def run(runtime: Any, session: Any) -> Any:
+        if raw is None:
+            tree = (await require_broadcast(session, int(file_or_id))).spec["segment"]
+        else:
+            if not isinstance(raw, dict):
+                raise BroadcastError("", "a broadcast file is a mapping (YAML or JSON)")
+            try:
+                tree = segments.validate(raw.get("segment"))
+            except segments.SegmentError as exc:
+                raise BroadcastError(exc.field, exc.problem) from None
+        return await count_segment(session, tree, now=utcnow(), channels=list(runtime.channels))
+
+    typer.echo(str(_broadcast_run(run)))
+
+
+@broadcast_cli.command("test")
+def broadcast_test(
+    broadcast_id: Annotated[int, typer.Argument(help="the broadcast")],
+    member: Annotated[int, typer.Option(help="member id whose own chats receive it")],
+) -> None:
+    """Send every variant, marked as a test, to one member's chats (drain-outbox sends)."""
+    from bot.broadcasts import test_send
+    from models.base import utcnow
+    from models.broadcasts import require_broadcast
+
+    async def run(runtime: Any, session: Any) -> Any:
+        row = await require_broadcast(session, broadcast_id)
+        return await test_send(
+            session,
+            row,
+            member_id=member,
+            catalog=runtime.services.catalog,
+            settings=runtime.settings,
+            channels=list(runtime.channels),
+            now=utcnow(),
+        )
+
+    typer.echo(f"broadcast {broadcast_id}: {_broadcast_run(run)} test message(s) queued")
+
+
+def _broadcast_change(action: str, broadcast_id: int) -> None:
+    from models import broadcasts
+    from models.base import utcnow
+    from models.identity import record_audit
+
+    fn = getattr(broadcasts, action)
+
+    async def run(runtime: Any, session: Any) -> Any:
+        now = utcnow()
+        rows = await fn(session, broadcast_id, now=now)
+        await record_audit(
+            session,
+            actor="cli",
+            action=f"broadcast.{action}",
+            subject=f"broadcast:{broadcast_id}",
+            details={"rows": rows},
+            now=now,
+        )
+        return rows
+
+    rows = _broadcast_run(run)
+    done = {"pause": "paused", "resume": "resumed", "cancel": "cancelled"}[action]
+    typer.echo(f"broadcast {broadcast_id}: {done} ({rows} queued message(s) affected)")
+
+
+@broadcast_cli.command("pause")
+def broadcast_pause(broadcast_id: Annotated[int, typer.Argument()]) -> None:
+    """Stop planning and sending; queued messages wait."""
+    _broadcast_change("pause", broadcast_id)
+
+
+@broadcast_cli.command("resume")
+def broadcast_resume(broadcast_id: Annotated[int, typer.Argument()]) -> None:
+    """Go on after a pause."""
+    _broadcast_change("resume", broadcast_id)
+
+
+@broadcast_cli.command("cancel")
+def broadcast_cancel(broadcast_id: Annotated[int, typer.Argument()]) -> None:
+    """Cancel: nothing more is planned, unsent messages are withdrawn."""
+    _broadcast_change("cancel", broadcast_id)
+
+
+@broadcast_cli.command("pick")
+def broadcast_pick(
+    broadcast_id: Annotated[int, typer.Argument()],
+    variant: Annotated[str, typer.Argument(help="the variant the rest of the segment gets")],
+) -> None:
+    """Pick the A/B winner by hand; the next `broadcasts` run sends it to the rest."""
+    from models.base import utcnow
+    from models.broadcasts import pick_winner
+
+    async def run(runtime: Any, session: Any) -> Any:
+        return (await pick_winner(session, broadcast_id, variant=variant, now=utcnow())).winner
+
+    typer.echo(f"broadcast {broadcast_id}: the rest gets variant {_broadcast_run(run)}")
+
+
+@broadcast_cli.command("show")
+def broadcast_show(broadcast_id: Annotated[int, typer.Argument()]) -> None:
+    """Status, recipients, queued, sent, failed by reason, unreachable, clicks, claims."""
+    import json
+
+    from bot.broadcasts import describe, line_insight
+    from models.base import utcnow
+    from models.broadcasts import require_broadcast
+
+    async def run(runtime: Any, session: Any) -> Any:
+        row = await require_broadcast(session, broadcast_id)
+        out = await describe(session, row)
+        out["line_insight"] = await line_insight(runtime.settings, row, now=utcnow())
+        return out
+
+    typer.echo(json.dumps(_broadcast_run(run), ensure_ascii=False, indent=2))
+
+
 @cli.command("import-completions")
 def import_completions(
     file: Annotated[Path, typer.Argument(help="CSV: employee_id or member_id, course_id, ...")],

@@ -18,6 +18,7 @@ BENCHES = {
     "reminders": ["bench.reminders_bench"],
     "campaigns": ["bench.campaign_bench"],
     "dashboards": ["bench.dashboards_bench"],
+    "broadcasts": ["bench.broadcast_bench"],
 }
 
 

@@ -30,6 +30,9 @@ class State:
         self.calls: dict[str, int] = defaultdict(int)
         self.recipients: dict[str, int] = defaultdict(int)
         self.too_many: dict[str, int] = defaultdict(int)
+        # LINE user ids seen, to tell distinct recipients from repeats (broadcast bench).
+        self.seen: set[str] = set()
+        self.repeats: dict[str, int] = defaultdict(int)
         self.recent: dict[str, deque[float]] = defaultdict(deque)
         self.chat_last: dict[str, float] = {}
         self.first: float | None = None
@@ -87,6 +90,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "recipients": STATE.recipients,
             "too_many": STATE.too_many,
             "span": span,
+            "distinct": {"line": len(STATE.seen)},
+            "repeats": STATE.repeats,
         }
         await _send(send, 200, json.dumps(stats).encode())
         return
@@ -106,6 +111,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         to = body["to"]
         STATE.calls[name] += 1
         STATE.recipients["line"] += len(to) if isinstance(to, list) else 1
+        for user in to if isinstance(to, list) else [to]:
+            if user in STATE.seen:
+                STATE.repeats["line"] += 1
+            else:
+                STATE.seen.add(user)
         await _send(send, 200, OK_LINE)
         return
     if path.endswith("/sendMessage"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -56,3 +56,10 @@ class LinkSigner(Protocol):
     def feed_token_id(self, token: str) -> tuple[int, str] | None: ...
 
     def feed_token_matches(self, token_id: int, nonce: str, mac: str) -> bool: ...
+
+
+class ChannelPreview(Protocol):
+    """Replies as each platform's renderer sends them ({"line": [...], "telegram": [...]}),
+    built by app.py, so that features can show a preview without importing an adapter."""
+
+    def __call__(self, replies: list[Any], /) -> dict[str, Any]: ...

@@ -149,6 +149,12 @@ class Settings(BaseSettings):
     inbound_processing: Literal["inline", "worker"] = "inline"
     inbound_poll_seconds: float = Field(default=0.2, gt=0)
 
+    # Broadcasts: marketing messages per member in any 7 days (reminders are not marketing).
+    marketing_cap_per_week: int = Field(default=2, ge=1)
+    # Telegram paid broadcasts (`allow_paid_broadcast`: up to 1,000 messages/s, paid in
+    # Telegram Stars): off by default; when on, broadcast rows go with the flag, at that rate.
+    telegram_allow_paid_broadcast: bool = False
+
     @property
     def line_enabled(self) -> bool:
         return self.line_channel_secret is not None and self.line_channel_access_token is not None

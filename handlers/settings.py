@@ -11,7 +11,9 @@ from bot.context import Context
 from bot.messages import Button, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router, normalise_words
 from models import identity
+from models.broadcasts import KIND as MARKETING_KIND
 from models.members import ChannelAccount
+from models.outbox import cancel_pending
 from models.phones import mask_phone
 from models.privacy import erase_member
 
@@ -111,7 +113,7 @@ async def settings(ctx: Context, msg: Incoming) -> Reply:
 @router.on_command("unsubscribe", words=("取消訂閱", "unsubscribe"))
 async def unsubscribe(ctx: Context, msg: Incoming) -> Reply:
     """Stops marketing messages at once (reminders for mandatory courses continue)."""
-    ctx.member.marketing_opt_in = False
+    await _stop_marketing(ctx)
     return Text(
         text=ctx.t("settings.unsubscribed"),
         buttons=[
@@ -120,10 +122,20 @@ async def unsubscribe(ctx: Context, msg: Incoming) -> Reply:
     )
 
 
+async def _stop_marketing(ctx: Context) -> None:
+    """Marketing off, and broadcast rows already queued for this member withdrawn (the
+    dispatcher also skips them at send time, for rows a worker holds right now)."""
+    ctx.member.marketing_opt_in = False
+    await cancel_pending(ctx.session, member_ids=[ctx.member.id], kind=MARKETING_KIND, now=ctx.now)
+
+
 @router.on_action("settings.marketing")
 async def marketing(ctx: Context, msg: Incoming) -> Reply:
     """Turns marketing messages on or off."""
-    ctx.member.marketing_opt_in = ctx.args == "on"
+    if ctx.args == "on":
+        ctx.member.marketing_opt_in = True
+    else:
+        await _stop_marketing(ctx)
     note = ctx.t("settings.marketing_now_on" if ctx.args == "on" else "settings.unsubscribed")
     return await _overview(ctx, note)
 

@@ -3,6 +3,7 @@
 from models.accounts import AdminAccount, AdminSession, AdminToken
 from models.audit import AuditChainHead, AuditLog
 from models.base import Base
+from models.broadcasts import Broadcast, BroadcastLink
 from models.campaigns import (
     Campaign,
     CampaignAttempt,
@@ -53,6 +54,8 @@ __all__ = [
     "AuditChainHead",
     "AuditLog",
     "Base",
+    "Broadcast",
+    "BroadcastLink",
     "Campaign",
     "CampaignAttempt",
     "CampaignClaim",

@@ -81,6 +81,14 @@ class OutboxMessage(Base):
             postgresql_where=text("retry_key IS NOT NULL"),
             sqlite_where=text("retry_key IS NOT NULL"),
         ),
+        # Broadcasts (models/broadcasts.py): pause, resume, cancel and figures by broadcast.
+        Index(
+            "ix_outbox_broadcast",
+            "broadcast_id",
+            "status",
+            postgresql_where=text("broadcast_id IS NOT NULL"),
+            sqlite_where=text("broadcast_id IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -107,6 +115,10 @@ class OutboxMessage(Base):
     retry_key: Mapped[str | None] = mapped_column(String(36), default=None)
     sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
     created_at: Mapped[dt.datetime]
+    # Broadcasts (migration 0015): the broadcast a row belongs to, and the LINE
+    # customAggregationUnits name of its broadcast and variant (sent with the call).
+    broadcast_id: Mapped[int | None] = mapped_column(default=None)
+    aggregation_unit: Mapped[str | None] = mapped_column(String(30), default=None)
 
 
 class ChannelPause(Base):
@@ -331,6 +343,7 @@ class Claimed:
     attempts: int
     retry_key: str | None
     priority: int
+    aggregation_unit: str | None = None  # broadcasts: LINE's customAggregationUnits name
 
 
 _RETURNING = (
@@ -347,6 +360,7 @@ _RETURNING = (
     OutboxMessage.attempts,
     OutboxMessage.retry_key,
     OutboxMessage.priority,
+    OutboxMessage.aggregation_unit,
 )
 
 
@@ -661,6 +675,20 @@ async def mark_failed(
     """Give up on rows (recipient gone, refused by the platform, too many attempts)."""
     return await _settle(
         session, ids, worker, status=FAILED, lease_until=None, last_error=error[:200], sent_at=None
+    )
+
+
+async def withdraw(session: AsyncSession, *, ids: Sequence[int], worker: str, reason: str) -> int:
+    """Cancel claimed rows that must not go out any more (e.g. a marketing message to a
+    member who unsubscribed after it was queued); no attempt is counted."""
+    return await _settle(
+        session,
+        ids,
+        worker,
+        status=CANCELLED,
+        lease_until=None,
+        attempts=OutboxMessage.attempts - 1,
+        last_error=reason[:200],
     )
 
 

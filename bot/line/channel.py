@@ -151,15 +151,29 @@ class LineChannel:
         """Render and serialise once, for any number of push/multicast calls."""
         return prepare(replies)
 
-    async def push(self, user_id: str, replies: list[Reply] | Prepared, *, retry_key: str) -> int:
+    async def push(
+        self,
+        user_id: str,
+        replies: list[Reply] | Prepared,
+        *,
+        retry_key: str,
+        aggregation_unit: str | None = None,
+    ) -> int:
         """Push replies to one person with a caller-chosen retry key (stable across retries:
         a 409 "already accepted" is success). Returns the number of requests made."""
         prepared = replies if isinstance(replies, Prepared) else prepare(replies)
         to = json.dumps(user_id).encode()
-        return await self._send_keyed(prepared, retry_key, "/v2/bot/message/push", to)
+        return await self._send_keyed(
+            prepared, retry_key, "/v2/bot/message/push", to, aggregation_unit
+        )
 
     async def multicast(
-        self, user_ids: list[str], replies: list[Reply] | Prepared, *, retry_key: str
+        self,
+        user_ids: list[str],
+        replies: list[Reply] | Prepared,
+        *,
+        retry_key: str,
+        aggregation_unit: str | None = None,
     ) -> int:
         """The same replies to up to 500 people in one call per 5 messages, with a retry key
         that the caller keeps for this exact group of people. Returns requests made."""
@@ -167,13 +181,36 @@ class LineChannel:
             raise ValueError(f"multicast takes 1 to {MAX_MULTICAST} user ids")
         prepared = replies if isinstance(replies, Prepared) else prepare(replies)
         to = json.dumps(user_ids).encode()
-        return await self._send_keyed(prepared, retry_key, "/v2/bot/message/multicast", to)
+        return await self._send_keyed(
+            prepared, retry_key, "/v2/bot/message/multicast", to, aggregation_unit
+        )
 
-    async def _send_keyed(self, prepared: Prepared, retry_key: str, path: str, to: bytes) -> int:
+    async def _send_keyed(
+        self,
+        prepared: Prepared,
+        retry_key: str,
+        path: str,
+        to: bytes,
+        aggregation_unit: str | None = None,
+    ) -> int:
+        # Broadcasts: LINE's per-unit statistics (insight API) by customAggregationUnits.
+        unit = (
+            b',"customAggregationUnits":' + json.dumps([aggregation_unit]).encode()
+            if aggregation_unit
+            else b""
+        )
         for index, chunk in enumerate(prepared.chunks):
             # More than 5 messages take several calls, each with its own derived key.
             key = retry_key if index == 0 else str(uuid.uuid5(uuid.UUID(retry_key), str(index)))
-            body = b'{"to":' + to + b',"messages":' + chunk + b',"notificationDisabled":false}'
+            body = (
+                b'{"to":'
+                + to
+                + b',"messages":'
+                + chunk
+                + b',"notificationDisabled":false'
+                + unit
+                + b"}"
+            )
             await self._post_keyed(path, body, key)
         return len(prepared.chunks)
 

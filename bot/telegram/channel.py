@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import datetime as dt
 import logging
 import warnings
@@ -283,9 +284,17 @@ class TelegramChannel:
 
     # -- outbound -------------------------------------------------------------------------
     async def deliver(
-        self, external_id: str, replies: list[Reply], *, incoming: Incoming | None = None
+        self,
+        external_id: str,
+        replies: list[Reply],
+        *,
+        incoming: Incoming | None = None,
+        paid_broadcast: bool = False,
     ) -> Delivery:
-        """Answer the callback query (if any), then send the replies in order."""
+        """Answer the callback query (if any), then send the replies in order.
+
+        `paid_broadcast` (broadcasts, when TELEGRAM_ALLOW_PAID_BROADCAST is on) sends each
+        call with `allow_paid_broadcast`, which lifts Telegram's rate limit for a fee."""
         chat_id = _chat_id(external_id)
         requests = 0
         if incoming is not None and incoming.callback_query_id:
@@ -297,6 +306,11 @@ class TelegramChannel:
             file_ids=self.file_ids,
             remove_keyboard=external_id in self._keyboard_open,
         )
+        if paid_broadcast:
+            calls = [
+                dataclasses.replace(c, params={**c.params, "allow_paid_broadcast": True})
+                for c in calls
+            ]
         key = incoming.event_id if incoming is not None and incoming.event_id else None
         done = self._progress.get(key, 0) if key else 0
         sent: list[str] = []

@@ -107,8 +107,37 @@ class FakeLine:
             recorded.status = 200
             return JSONResponse({"sentMessages": [{"id": "2", "quoteToken": "q"}]})
 
+        async def unit_statistics(request: Request) -> JSONResponse:
+            # GET /v2/bot/insight/message/event/aggregation (insight.yml): per-unit figures of
+            # the accepted pushes and multicasts tagged with that customAggregationUnits name;
+            # as LINE does, values under 20 people come back null.
+            unit = request.query_params.get("customAggregationUnit", "")
+            if not unit or not request.query_params.get("from"):
+                return JSONResponse({"message": "bad request"}, status_code=400)
+            people: set[str] = set()
+            for r in self.requests:
+                if r.status == 200 and unit in (r.body.get("customAggregationUnits") or []):
+                    to = r.body.get("to")
+                    people.update(to if isinstance(to, list) else [to])
+            shown = len(people) if len(people) >= 20 else None
+            return JSONResponse(
+                {
+                    "overview": {
+                        "uniqueImpression": shown,
+                        "uniqueClick": None,
+                        "uniqueMediaPlayed": None,
+                        "uniqueMediaPlayed100Percent": None,
+                    },
+                    "messages": [],
+                    "clicks": [],
+                }
+            )
+
         return Starlette(
             routes=[
+                Route(
+                    "/v2/bot/insight/message/event/aggregation", unit_statistics, methods=["GET"]
+                ),
                 Route("/v2/bot/message/reply", reply, methods=["POST"]),
                 Route("/v2/bot/message/push", push_like, methods=["POST"]),
                 Route("/v2/bot/message/multicast", push_like, methods=["POST"]),

@@ -1,0 +1,174 @@
+"""Broadcasts through the real app: the admin API (roles, refused files as 422 with the
+field), the `broadcasts` and `drain-outbox` jobs, 取消訂閱 in chat withdrawing a queued
+row, the tracked `/r/...` redirect counting clicks, LINE's per-unit figures ("< 20" when
+LINE leaves them empty), and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from models.db import create_sessionmaker
+from models.outbox import OutboxMessage
+from tests.dialog import Chat
+from tests.fakes.line import FakeLine
+from tests.outbox_support import LINE_SECRET, LINE_TOKEN, NOON, add_member
+
+TOKEN = "admin-token-for-broadcast-tests-0123456789"
+FILE: dict[str, Any] = {
+    "name": "資安週",
+    "segment": {"any": [{"channel": "line"}, {"channel": "simulator"}]},
+    "message": {
+        "text": "資安週課程開跑",
+        "text_en": "Security week",
+        "buttons": [{"label": "報名", "url": "https://elearning.taipei/sec?week=1"}],
+    },
+    "send_at": "2026-03-02 12:00",
+}
+
+
+async def test_a_broadcast_from_the_api_to_the_phones_with_figures(
+    served: Any, engine: AsyncEngine, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, line_url = fake_line
+    async with create_sessionmaker(engine)() as s:
+        people = [await add_member(s, channel="line", external_id=f"U{i:032x}") for i in range(24)]
+        await s.commit()
+    async with (
+        served(
+            admin_token=TOKEN,
+            line_channel_secret=LINE_SECRET,
+            line_channel_access_token=LINE_TOKEN,
+            line_api_base_url=line_url,
+        ) as (url, api),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        runtime = api.state.runtime
+        chat = Chat(http, "sim-broadcast-1")
+        await chat.say("選單")  # a simulator member: one more recipient
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+
+        assert (await http.post("/admin/api/broadcasts", json=FILE)).status_code == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await http.get("/admin/api/broadcasts", headers=wrong)).status_code == 401
+        bad = await http.post(
+            "/admin/api/broadcasts",
+            json={**FILE, "segment": {"all": [{"channel": "fax"}]}},
+            headers=auth,
+        )
+        assert bad.status_code == 422
+        assert bad.json()["detail"]["field"] == "segment.all[0].channel"
+        counted = await http.post(
+            "/admin/api/broadcasts/count", json={"segment": FILE["segment"]}, headers=auth
+        )
+        assert counted.json() == {"count": 25}
+        created = await http.post("/admin/api/broadcasts", json=FILE, headers=auth)
+        assert created.status_code == 201
+        broadcast_id = created.json()["id"]
+        assert created.json()["send_at"].startswith("2026-03-02T12:00:00+08:00")
+        assert (await http.get("/admin/api/broadcasts/999", headers=auth)).status_code == 404
+
+        planned = await runtime.jobs.require("broadcasts").run(NOON)
+        assert planned == {str(broadcast_id): 25}
+        # 取消訂閱 in chat: the simulator member's queued row is withdrawn at once.
+        answer = await chat.say("取消訂閱")
+        assert "已停止活動訊息" in json.dumps(answer, ensure_ascii=False)
+        async with create_sessionmaker(engine)() as s:
+            sim_row = await s.scalar(
+                select(OutboxMessage).where(
+                    OutboxMessage.broadcast_id == broadcast_id,
+                    OutboxMessage.channel == "simulator",
+                )
+            )
+        assert sim_row is not None
+        assert sim_row.status == "cancelled"
+
+        await runtime.jobs.require("drain-outbox").run(NOON)
+        assert fake.delivered() == {p.external_id: 1 for p in people}
+        body = json.dumps(fake.sent("/multicast")[0].body, ensure_ascii=False)
+        link = body.split("http://127.0.0.1:8000")[1].split('"')[0]
+        assert link.startswith("/r/")
+
+        followed = await http.get(link, follow_redirects=False)
+        assert followed.status_code == 302
+        assert followed.headers["location"] == "https://elearning.taipei/sec?week=1"
+        assert (await http.get("/r/unknown-token")).status_code == 404
+
+        shown = (await http.get(f"/admin/api/broadcasts/{broadcast_id}", headers=auth)).json()
+        assert shown["recipients"] == 25
+        assert shown["sent"] == 24
+        assert shown["clicks"] == 1
+        assert shown["withdrawn"] + shown["unsubscribed"] == 1
+        assert shown["claims"] is None  # campaigns are not connected yet
+        unit = f"edoor_bc{broadcast_id}_a"
+        assert shown["line_insight"][unit]["uniqueImpression"] == 24
+        assert shown["line_insight"][unit]["uniqueClick"] == "< 20"
+
+        preview = await http.get(f"/admin/api/broadcasts/{broadcast_id}/preview", headers=auth)
+        assert preview.status_code == 200
+        assert preview.json()["a:en"]["line"][0]["altText"] == "Security week"
+        for action in ("pause", "resume", "cancel"):
+            changed = await http.post(
+                f"/admin/api/broadcasts/{broadcast_id}/{action}", headers=auth
+            )
+            assert changed.status_code == 200, action
+        assert changed.json()["status"] == "cancelled"
+        again = await http.post(f"/admin/api/broadcasts/{broadcast_id}/pause", headers=auth)
+        assert again.status_code == 422
+        listed = (await http.get("/admin/api/broadcasts", headers=auth)).json()
+        assert [b["id"] for b in listed["broadcasts"]] == [broadcast_id]
+
+
+def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import cli
+    from tests.conftest import TEST_PII_KEY
+
+    for key, value in {
+        "DATABASE_URL": database_url,
+        "PII_KEY": TEST_PII_KEY,
+        "EDOOR_BACKGROUND": "off",
+        "MEDIA_DIR": str(tmp_path / "media"),
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    good = tmp_path / "bc.yaml"
+    good.write_text(
+        "name: 測試\nsegment: {all: [{language: en}]}\n"
+        "message: {text: 你好, text_en: Hello}\nsend_at: now\n",
+        encoding="utf-8",
+    )
+    made = runner.invoke(cli, ["broadcast", "create", str(good)])
+    assert made.exit_code == 0, made.output
+    broadcast_id = made.output.strip().splitlines()[-1]
+    assert broadcast_id.isdigit()
+    counted = runner.invoke(cli, ["broadcast", "count", str(good)])
+    assert counted.exit_code == 0, counted.output
+    assert counted.output.strip().splitlines()[-1] == "0"
+    shown = runner.invoke(cli, ["broadcast", "show", broadcast_id])
+    assert shown.exit_code == 0, shown.output
+    assert '"status": "scheduled"' in shown.output
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: x\nsegment: {all: [{inactive_days: -3}]}\nmessage: {text: hi}\nsend_at: now\n"
+    )
+    refused = runner.invoke(cli, ["broadcast", "create", str(bad)])
+    assert refused.exit_code == 2
+    assert "segment.all[0].inactive_days" in refused.output
+    missing = runner.invoke(cli, ["broadcast", "pause", "12345"])
+    assert missing.exit_code == 2
+    assert "no broadcast 12345" in missing.output
+    paused = runner.invoke(cli, ["broadcast", "pause", broadcast_id])
+    assert paused.exit_code == 0, paused.output
+    planned = runner.invoke(cli, ["run-job", "broadcasts"])
+    assert planned.exit_code == 0, planned.output
+    assert "broadcasts: done ({})" in planned.output  # paused: not planned
