@@ -209,9 +209,7 @@ async def test_proactive_cards_in_both_forms_audio_and_escaped_text(
         await expect(telegram).to_be_visible()
         await expect(carousel).to_be_hidden()
         # Telegram's own message: the numbered list as one text.
-        await expect(telegram).to_contain_text(
-            '1. 資通安全<img src=x onerror="window.pwned=1">'
-        )
+        await expect(telegram).to_contain_text('1. 資通安全<img src=x onerror="window.pwned=1">')
         await expect(telegram).to_contain_text("2. 雲端資安")
         await expect(telegram.get_by_role("button", name="更多結果")).to_be_visible()
         await telegram.get_by_role("button", name="2. 看課程").click()
