@@ -76,6 +76,10 @@ class Context:
     def t(self, key: str, /, **values: object) -> str:
         return self.services.catalog.t(self.lang, key, **values)
 
+    def tn(self, key: str, count: float, /, **values: object) -> str:
+        """`t` for `count` things: the singular form where the language has one."""
+        return self.services.catalog.tn(self.lang, key, count, **values)
+
     async def enter(
         self, name: str, data: dict[str, Any] | None = None, *, ttl: dt.timedelta | None = None
     ) -> None:

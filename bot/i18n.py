@@ -46,6 +46,13 @@ class Catalog:
             raise KeyError(f"message {key!r} is in no catalog")
         return template.format(**values) if values else template
 
+    def tn(self, lang: str, key: str, count: float, /, **values: object) -> str:
+        """The message `key` for `count` things: `key_one` when count is 1 and the language
+        has that form ("1 course", "1 hour"), else `key`."""
+        if count == 1 and f"{key}_one" in self.messages.get(lang, {}):
+            key = f"{key}_one"
+        return self.t(lang, key, **values)
+
     def all_words(self, key: str) -> list[str]:
         """Every language's text for `key`, e.g. the words a person may type for an action."""
         words: list[str] = []

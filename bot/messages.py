@@ -119,7 +119,63 @@ class AskPhone(BaseModel):
     cancel: Button | None = None
 
 
-Reply = Annotated[Text | Cards | Audio | Image | AskPhone, Field(discriminator="kind")]
+class Bar(BaseModel):
+    """One progress bar: `done` of `needed` (needed 0: no goal, the value alone)."""
+
+    label: str
+    done: float
+    needed: float = 0.0
+    value: str = ""  # the numbers as words, e.g. "8 / 20 小時"
+    note: str = ""  # e.g. "還差 12 小時，12/31 截止"
+
+    @property
+    def share(self) -> float:
+        """How full the bar is, 0..1."""
+        if self.needed <= 0:
+            return 1.0 if self.done > 0 else 0.0
+        return max(0.0, min(1.0, self.done / self.needed))
+
+
+class Progress(BaseModel):
+    """A picture of progress: a title, a summary line, one bar per goal, buttons (LINE Flex
+    bars; Telegram compact text bars)."""
+
+    kind: Literal["progress"] = "progress"
+    title: str
+    summary: str = ""
+    bars: list[Bar] = Field(default_factory=list)
+    footer: str = ""
+    buttons: list[Button] = Field(default_factory=list)
+    quick_replies: list[Button] = Field(default_factory=list)
+
+
+TEXT_BAR_CELLS = 10
+
+
+def text_bar(bar: Bar, cells: int = TEXT_BAR_CELLS) -> str:
+    """A bar as text, '▓▓▓▓░░░░░░', for channels without drawing (one definition)."""
+    full = round(bar.share * cells)
+    return "▓" * full + "░" * (cells - full)
+
+
+def progress_text(reply: Progress) -> str:
+    """The whole picture as plain text: title, summary, each bar with its numbers, footer."""
+    lines = [reply.title]
+    if reply.summary:
+        lines.append(reply.summary)
+    for bar in reply.bars:
+        lines.append("")
+        lines.append(bar.label)
+        numbers = " ".join(part for part in (text_bar(bar), bar.value) if part)
+        lines.append(numbers if bar.needed > 0 else bar.value)
+        if bar.note:
+            lines.append(bar.note)
+    if reply.footer:
+        lines.extend(("", reply.footer))
+    return "\n".join(lines)
+
+
+Reply = Annotated[Text | Cards | Audio | Image | AskPhone | Progress, Field(discriminator="kind")]
 
 
 class ReplyList(BaseModel):

@@ -47,9 +47,17 @@ class SmsProvider(Protocol):
 class LinkSigner(Protocol):
     """Signs expiring `/media/...` links and private feed tokens (media.files.MediaSigner)."""
 
-    def query(self, path: str, *, expires_at: dt.datetime) -> str: ...
+    def query(self, path: str, *, expires_at: dt.datetime, member_id: int | None = None) -> str: ...
 
-    def valid(self, path: str, *, exp: str | None, sig: str | None, now: dt.datetime) -> bool: ...
+    def valid(
+        self,
+        path: str,
+        *,
+        exp: str | None,
+        sig: str | None,
+        now: dt.datetime,
+        member: str | None = None,
+    ) -> bool: ...
 
     def feed_token(self, token_id: int, nonce: str) -> str: ...
 

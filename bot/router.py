@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from bot.messages import Incoming, Reply
+from bot.messages import AskPhone, Audio, Button, Cards, Incoming, Progress, Reply, Text
 
 if TYPE_CHECKING:
     from bot.context import Context
@@ -22,10 +22,41 @@ if TYPE_CHECKING:
 COMMAND_ACTION = "cmd"
 # Follow-up actions one event may chain (a claim -> verification; verified -> the claim).
 MAX_FOLLOW_UPS = 2
+# A "cancel" button leaves the current step, exactly like typing 取消 / cancel.
+CANCEL_ACTION = "cancel"
 
 HandlerResult = Reply | list[Reply]
 Handler = Callable[["Context", Incoming], Awaitable[HandlerResult]]
 TextMatcher = Callable[[str], bool]
+NextSteps = Callable[["Context"], list[Button]]
+
+
+def offers_next_step(replies: list[Reply]) -> bool:
+    """Whether any of these replies lets the person tap something."""
+    for reply in replies:
+        if getattr(reply, "buttons", None) or getattr(reply, "quick_replies", None):
+            return True
+        if isinstance(reply, Cards) and (reply.more or any(c.buttons for c in reply.cards)):
+            return True
+        if isinstance(reply, AskPhone):
+            return True  # the answer is typed (or shared); the step has its own way out
+    return False
+
+
+def with_next_steps(replies: list[Reply], buttons: list[Button]) -> list[Reply]:
+    """The replies with `buttons` as quick replies on the last one that can carry them, or
+    on a short extra message when none can (an image, an audio without buttons)."""
+    for i in range(len(replies) - 1, -1, -1):
+        reply = replies[i]
+        if isinstance(reply, Text | Cards | Progress):
+            return [
+                *replies[:i],
+                reply.model_copy(update={"quick_replies": buttons}),
+                *replies[i + 1 :],
+            ]
+        if isinstance(reply, Audio):
+            return [*replies[:i], reply.model_copy(update={"buttons": buttons}), *replies[i + 1 :]]
+    return replies
 
 
 def normalise_words(text: str) -> str:
@@ -53,6 +84,9 @@ class Router:
     fallback: Handler | None = None
     cancel_words: tuple[str, ...] = ("取消", "cancel")
     cancel_handler: Handler | None = None
+    # What to offer when a handler's answer has no button at all (every reply offers a next
+    # step: the main menu, as quick replies).
+    next_steps: NextSteps | None = None
 
     # -- registration -------------------------------------------------------------------
     def on_event(self, kind: str) -> Callable[[Handler], Handler]:
@@ -104,6 +138,10 @@ class Router:
         self.cancel_handler = fn
         return fn
 
+    def on_next_steps(self, fn: NextSteps) -> NextSteps:
+        self.next_steps = fn
+        return fn
+
     def include(self, other: Router) -> None:
         """Add another feature's routes after the ones already here."""
         for kind, fn in other.events.items():
@@ -120,6 +158,7 @@ class Router:
         self.texts.extend(other.texts)
         self.fallback = self.fallback or other.fallback
         self.cancel_handler = self.cancel_handler or other.cancel_handler
+        self.next_steps = self.next_steps or other.next_steps
 
     # -- dispatch -------------------------------------------------------------------------
     def command(self, name: str) -> Command | None:
@@ -164,6 +203,8 @@ class Router:
             if handler is not None:
                 more = await handler(ctx, step)
                 replies += more if isinstance(more, list) else [more]
+        if replies and self.next_steps is not None and not offers_next_step(replies):
+            replies = with_next_steps(replies, self.next_steps(ctx))
         return replies
 
     async def _select(self, ctx: Context, msg: Incoming) -> tuple[Handler | None, str]:
@@ -177,6 +218,9 @@ class Router:
                 if cmd is not None:
                     await ctx.leave()
                     return cmd.handler, ""
+            if name == CANCEL_ACTION and self.cancel_handler is not None:
+                await ctx.leave()
+                return self.cancel_handler, ""
             if name in self.actions:
                 return self.actions[name], arg
             return self.fallback, ""

@@ -14,6 +14,7 @@ from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import MAX_ACTION_BYTES, Button, Card, Cards, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router, normalise_words
+from handlers.start import cancel_button
 from models.courses import (
     MAX_SAVED,
     PASSWORD_TRIES_PER_HOUR,
@@ -324,9 +325,9 @@ async def _answer(
         )
     described = _describe(ctx, chosen)
     if query:
-        title = ctx.t("courses.found", total=found.total, query=query)
+        title = ctx.tn("courses.found", found.total, total=found.total, query=query)
     else:
-        title = ctx.t("courses.found_filtered", total=found.total)
+        title = ctx.tn("courses.found_filtered", found.total, total=found.total)
     if described:
         title += ctx.t("courses.with_filters", filters=described)
     quick = [
@@ -398,7 +399,12 @@ async def _nothing(
     text = ctx.t(key, query=q.query)
     if not chosen.empty():
         text = ctx.t(f"{key}_filtered", query=q.query, filters=_describe(ctx, chosen))
-    return Text(text=text, quick_replies=[*suggestions, *related][:MAX_QUICK])
+    # Beside the suggestions and categories, always a way back: the menu and the help.
+    back = [
+        Button(label=ctx.t("common.button_menu"), action=f"{COMMAND_ACTION}:menu"),
+        Button(label=ctx.t("common.button_help"), action=f"{COMMAND_ACTION}:help"),
+    ]
+    return Text(text=text, quick_replies=[*suggestions, *related][: MAX_QUICK - len(back)] + back)
 
 
 async def run_search(ctx: Context, text: str, *, offset: int = 0) -> list[Reply]:
@@ -790,7 +796,9 @@ def _reason(ctx: Context, rec: Recommendation) -> str:
     return ctx.t(f"courses.why_{rec.reason}")
 
 
-@router.on_command("recommend", words=("推薦", "為你推薦", "推薦課程", "recommend", "recommended"))
+@router.on_command(
+    "recommend", words=("推薦", "為你推薦", "為您推薦", "推薦課程", "recommend", "recommended")
+)
 async def recommended(ctx: Context, msg: Incoming) -> Reply:
     """為你推薦: courses from missing mandatory hours, saved, completed and searched; else
     popular/short."""
@@ -882,7 +890,9 @@ async def ask_password(ctx: Context, msg: Incoming) -> Reply:
         await ctx.leave()
         return _password_paused(ctx, paused)
     await ctx.enter("courses.await_password", {"course_id": course.id})
-    return Text(text=ctx.t("courses.password_prompt", title=course.title))
+    return Text(
+        text=ctx.t("courses.password_prompt", title=course.title), buttons=[cancel_button(ctx)]
+    )
 
 
 @router.on_state("courses.await_password")
@@ -932,4 +942,4 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
                 time=_until(ctx, retry_at or ctx.now + PASSWORD_WINDOW),
             )
         )
-    return Text(text=ctx.t("courses.password_wrong", left=left))
+    return Text(text=ctx.t("courses.password_wrong", left=left), buttons=[cancel_button(ctx)])

@@ -12,8 +12,11 @@ from media.feeds import duration_text, feed_url, private_feed_url
 from models.podcasts import (
     Access,
     Episode,
+    NeedsEvidence,
     Podcast,
     PodcastSubscription,
+    answer_check,
+    check_of,
     ensure_feed_token,
     episodes_of,
     finished_episode_ids,
@@ -92,7 +95,7 @@ async def podcasts(ctx: Context, msg: Incoming) -> Reply:
     cards = []
     for p in found[:12]:
         count = len(await episodes_of(ctx.session, podcast_id=p.id, now=ctx.now))
-        subtitle = ctx.t("podcasts.episodes_count", count=count)
+        subtitle = ctx.tn("podcasts.episodes_count", count, count=count)
         if p.civil_servant_only:
             subtitle += "・" + ctx.t("podcasts.locked")
         elif p.password_course is not None:
@@ -201,7 +204,13 @@ async def play(ctx: Context, msg: Incoming) -> Reply:
     await mark_played(ctx.session, member_id=ctx.member.id, episode_id=episode.id, now=ctx.now)
     episodes = await episodes_of(ctx.session, podcast_id=episode.podcast_id, now=ctx.now)
     return episode_audio(
-        ctx.t, ctx.settings, episode, episodes=episodes, now=ctx.now, signer=_signer(ctx)
+        ctx.t,
+        ctx.settings,
+        episode,
+        episodes=episodes,
+        now=ctx.now,
+        signer=_signer(ctx),
+        member_id=ctx.member.id,
     )
 
 
@@ -211,10 +220,63 @@ async def finished(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
     episode = await _episode(ctx)
     if not isinstance(episode, Episode):
         return episode
-    podcast = episode.podcast
-    done, completion = await mark_finished(
-        ctx.session, member_id=ctx.member.id, episode=episode, now=ctx.now
+    return await _finish(ctx, episode)
+
+
+def _no_evidence(ctx: Context, episode: Episode) -> Reply:
+    """Hours that count need evidence: the check question when the episode has one, else
+    listening to it through the member's own link."""
+    check = check_of(episode)
+    again = Button(label=ctx.t("podcasts.listen_again"), action=f"pod.ep:{episode.id}")
+    if check is None:
+        return Text(text=ctx.t("podcasts.listen_first"), buttons=[again])
+    choices = [
+        Button(label=f"{n + 1}. {choice}"[:20], action=f"pod.ans:{episode.id}:{n}")
+        for n, choice in enumerate(check["choices"])
+    ]
+    listed = "\n".join(f"{n + 1}. {choice}" for n, choice in enumerate(check["choices"]))
+    return Text(
+        text=ctx.t("podcasts.check_question", question=check["question"], choices=listed),
+        buttons=choices,
+        quick_replies=[again],
     )
+
+
+@router.on_action("pod.ans")
+async def answered(ctx: Context, msg: Incoming) -> Reply | list[Reply]:
+    """An answer to an episode's check question (`pod.ans:<episode>:<choice>`): a right one
+    counts as evidence and finishes the episode; a wrong one offers to listen again."""
+    raw, _, choice = ctx.args.partition(":")
+    eid = _id(raw)
+    episode = await get_episode(ctx.session, episode_id=eid) if eid is not None else None
+    if episode is None or not choice.isdigit():
+        return Text(text=ctx.t("podcasts.gone"))
+    right = await answer_check(
+        ctx.session, member_id=ctx.member.id, episode=episode, choice=int(choice), now=ctx.now
+    )
+    if not right:
+        return Text(
+            text=ctx.t("podcasts.check_wrong"),
+            buttons=[
+                Button(label=ctx.t("podcasts.listen_again"), action=f"pod.ep:{episode.id}"),
+                Button(label=ctx.t("podcasts.check_retry"), action=f"pod.done:{episode.id}"),
+            ],
+        )
+    return [Text(text=ctx.t("podcasts.check_right")), *_as_list(await _finish(ctx, episode))]
+
+
+def _as_list(result: Reply | list[Reply]) -> list[Reply]:
+    return result if isinstance(result, list) else [result]
+
+
+async def _finish(ctx: Context, episode: Episode) -> Reply | list[Reply]:
+    podcast = episode.podcast
+    try:
+        done, completion = await mark_finished(
+            ctx.session, member_id=ctx.member.id, episode=episode, now=ctx.now
+        )
+    except NeedsEvidence:
+        return _no_evidence(ctx, episode)
     episodes = await episodes_of(ctx.session, podcast_id=podcast.id, now=ctx.now)
     finished_ids = await finished_episode_ids(
         ctx.session, member_id=ctx.member.id, podcast_id=podcast.id

@@ -3,8 +3,6 @@ and "刪除我的資料 / Delete my data" after a confirmation."""
 
 from __future__ import annotations
 
-import re
-
 from sqlalchemy import text
 
 from bot.context import Context
@@ -15,13 +13,14 @@ from models.broadcasts import KIND as MARKETING_KIND
 from models.members import ChannelAccount
 from models.outbox import cancel_pending
 from models.phones import mask_phone
+from models.podcasts import subscribed_podcasts
 from models.privacy import erase_member
+from models.times import parse_time_of_day
 
 router = Router("settings")
 
 CHANNEL_NAMES = {"line": "LINE", "telegram": "Telegram", "simulator": "Simulator"}
 REMINDER_CHOICES = ("08:00", "12:30", "20:00")
-_TIME = re.compile(r"^([01]?\d|2[0-3])[:：]([0-5]\d)$")
 _DELETE_WORDS = {normalise_words(w) for w in ("刪除我的資料", "delete my data")}
 _CONFIRM_WORDS = {normalise_words(w) for w in ("確認刪除", "確認", "confirm", "delete")}
 AWAIT_REMINDER, CONFIRM_DELETE = "settings.await_reminder", "settings.confirm_delete"
@@ -110,9 +109,26 @@ async def settings(ctx: Context, msg: Incoming) -> Reply:
     return await _overview(ctx)
 
 
+MAX_PODCAST_CHOICES = 3
+
+
 @router.on_command("unsubscribe", words=("取消訂閱", "unsubscribe"))
 async def unsubscribe(ctx: Context, msg: Incoming) -> Reply:
-    """Stops marketing messages at once (reminders for mandatory courses continue)."""
+    """Stops marketing messages at once (reminders for mandatory courses continue). Typed
+    words are ambiguous for someone who subscribed to a podcast: then it asks which one."""
+    podcasts = await subscribed_podcasts(ctx.session, member_id=ctx.member.id)
+    if podcasts and msg.command is None:
+        buttons = [
+            Button(label=ctx.t("settings.button_marketing_off"), action="settings.marketing:off"),
+            *(
+                Button(
+                    label=ctx.t("settings.button_unsubscribe_podcast", podcast=p.title[:12]),
+                    action=f"pod.unsub:{p.id}",
+                )
+                for p in podcasts[:MAX_PODCAST_CHOICES]
+            ),
+        ]
+        return Text(text=ctx.t("settings.unsubscribe_which"), buttons=buttons)
     await _stop_marketing(ctx)
     return Text(
         text=ctx.t("settings.unsubscribed"),
@@ -152,7 +168,9 @@ async def choose_notify(ctx: Context, msg: Incoming) -> Reply:
     buttons = [
         Button(label=CHANNEL_NAMES.get(c, c), action=f"settings.notify:{c}") for c in choosable
     ]
-    buttons.append(Button(label=ctx.t("settings.notify_auto"), action="settings.notify:auto"))
+    buttons.append(
+        Button(label=ctx.t("settings.button_notify_auto"), action="settings.notify:auto")
+    )
     return Text(text=ctx.t("settings.notify_prompt"), buttons=buttons)
 
 
@@ -160,9 +178,13 @@ async def choose_notify(ctx: Context, msg: Incoming) -> Reply:
 async def ask_reminder(ctx: Context, msg: Incoming) -> Reply:
     """Offers reminder times (or typing one, HH:MM, Taipei time)."""
     await ctx.enter(AWAIT_REMINDER)
+    return Text(text=ctx.t("settings.reminder_prompt"), buttons=_reminder_buttons(ctx))
+
+
+def _reminder_buttons(ctx: Context) -> list[Button]:
     buttons = [Button(label=t, action=f"settings.remind:{t}") for t in REMINDER_CHOICES]
     buttons.append(Button(label=ctx.t("settings.reminder_clear"), action="settings.remind:none"))
-    return Text(text=ctx.t("settings.reminder_prompt"), buttons=buttons)
+    return buttons
 
 
 async def _apply_reminder(ctx: Context, raw: str) -> Reply:
@@ -170,10 +192,9 @@ async def _apply_reminder(ctx: Context, raw: str) -> Reply:
         await ctx.leave()
         await _set_reminder_time(ctx, None)
         return await _overview(ctx, ctx.t("settings.reminder_cleared"))
-    match = _TIME.match(raw.strip())
-    if match is None:
-        return Text(text=ctx.t("settings.reminder_invalid"))
-    value = f"{int(match.group(1)):02d}:{match.group(2)}"
+    value = parse_time_of_day(raw)
+    if value is None:
+        return Text(text=ctx.t("settings.reminder_invalid"), buttons=_reminder_buttons(ctx))
     await ctx.leave()
     await _set_reminder_time(ctx, value)
     return await _overview(ctx, ctx.t("settings.reminder_set", time=value))

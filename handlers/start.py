@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 from bot.context import Context
 from bot.i18n import LANGUAGES
 from bot.messages import Button, Incoming, Reply, Text
-from bot.router import COMMAND_ACTION, Router
+from bot.router import CANCEL_ACTION, COMMAND_ACTION, Router, normalise_words
 from models.identity import close_challenges
 
 router = Router("start")
@@ -13,6 +15,62 @@ router = Router("start")
 # Main actions in menu order; each appears only when its feature's command is registered.
 MAIN_MENU = ("search", "podcasts", "learning", "prizes", "verify", "settings", "help")
 _LANGUAGE_CHOICES = {"1": "zh-TW", "中文": "zh-TW", "2": "en", "english": "en", "英文": "en"}
+
+# Small talk is not a course search: what people type to greet, thank or acknowledge.
+_SMALL_TALK = {
+    "hello": (
+        "你好",
+        "您好",
+        "哈囉",
+        "哈嘍",
+        "嗨",
+        "安安",
+        "早安",
+        "午安",
+        "晚安",
+        "早",
+        "在嗎",
+        "hi",
+        "hello",
+        "hey",
+        "hiya",
+        "yo",
+        "good morning",
+        "good afternoon",
+        "good evening",
+    ),
+    "thanks": (
+        "謝謝",
+        "謝謝你",
+        "謝謝您",
+        "謝啦",
+        "感謝",
+        "感恩",
+        "多謝",
+        "3q",
+        "thanks",
+        "thank you",
+        "thanks a lot",
+        "thx",
+        "ty",
+        "cheers",
+    ),
+    "ok": ("好", "好的", "好喔", "嗯", "嗯嗯", "了解", "收到", "沒事", "ok", "okay", "k", "got it"),
+}
+_SMALL_TALK_WORDS = {normalise_words(w): kind for kind, words in _SMALL_TALK.items() for w in words}
+_CANCEL_WORDS = {"取消", "cancel"}
+_TRAILING = "!！~～。.,，…?？ "
+
+
+def _small_talk_kind(typed: str) -> str | None:
+    """'你好！' -> 'hello'; '👍' or '?' -> 'other' (no letter or digit at all); else None."""
+    words = normalise_words(typed)
+    kind = _SMALL_TALK_WORDS.get(words.rstrip(_TRAILING))
+    if kind is not None:
+        return kind
+    if words and not any(unicodedata.category(ch)[0] in "LN" for ch in words):
+        return "other"
+    return None
 
 
 def menu_buttons(ctx: Context) -> list[Button]:
@@ -22,6 +80,17 @@ def menu_buttons(ctx: Context) -> list[Button]:
         for name in MAIN_MENU
         if name in ctx.commands
     ]
+
+
+def cancel_button(ctx: Context) -> Button:
+    """Leaves the current step (the same as typing 取消 / cancel)."""
+    return Button(label=ctx.t("common.button_cancel"), action=CANCEL_ACTION)
+
+
+@router.on_next_steps
+def next_steps(ctx: Context) -> list[Button]:
+    """Under an answer that offers nothing to tap: the main menu."""
+    return menu_buttons(ctx)
 
 
 def language_buttons() -> list[Button]:
@@ -90,6 +159,19 @@ async def cancelled(ctx: Context, msg: Incoming) -> Reply:
     """Leaving a step with 取消 / cancel (a code already sent stops working, too)."""
     await close_challenges(ctx.session, member_id=ctx.member.id)
     return Text(text=ctx.t("common.cancelled"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_text(lambda typed: normalise_words(typed) in _CANCEL_WORDS)
+async def nothing_to_cancel(ctx: Context, msg: Incoming) -> Reply:
+    """取消 / cancel outside any step: nothing is going on; the menu (never a course search)."""
+    return Text(text=ctx.t("start.nothing_to_cancel"), quick_replies=menu_buttons(ctx))
+
+
+@router.on_text(lambda typed: _small_talk_kind(typed) is not None)
+async def small_talk(ctx: Context, msg: Incoming) -> Reply:
+    """A greeting, thanks, an emoji or a bare '?': a short friendly answer and the menu."""
+    kind = _small_talk_kind(msg.text) or "other"
+    return Text(text=ctx.t(f"start.small_talk_{kind}"), quick_replies=menu_buttons(ctx))
 
 
 @router.on_fallback

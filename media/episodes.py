@@ -38,8 +38,11 @@ from models.podcasts import (
     create_podcast,
     episodes_of,
     get_podcast_by_slug,
+    hours_need_evidence,
     next_free_number,
+    parse_check,
     require_podcast,
+    split_check,
 )
 
 log = logging.getLogger("edoor.podcasts")
@@ -49,15 +52,23 @@ Translate = Callable[..., str]
 
 # -- replies -----------------------------------------------------------------------------------
 def episode_url(
-    settings: Settings, episode: Episode, *, now: dt.datetime, signer: LinkSigner | None = None
+    settings: Settings,
+    episode: Episode,
+    *,
+    now: dt.datetime,
+    signer: LinkSigner | None = None,
+    member_id: int | None = None,
 ) -> str:
-    """Where a player fetches the episode: signed and expiring when the podcast is restricted."""
-    if episode.podcast.restricted:
+    """Where a player fetches the episode: signed and expiring when the podcast is restricted;
+    the member's own link when its hours count (the bytes it serves are the evidence)."""
+    personal = member_id if hours_need_evidence(episode.podcast) else None
+    if episode.podcast.restricted or personal is not None:
         return media_url(
             settings,
             episode.media_path,
             signer=signer or MediaSigner.from_settings(settings),
             now=now,
+            member_id=personal,
         )
     return media_url(settings, episode.media_path)
 
@@ -74,6 +85,7 @@ def episode_audio(
     episodes: list[Episode],
     now: dt.datetime,
     signer: LinkSigner | None = None,
+    member_id: int | None = None,
 ) -> Audio:
     """The Audio reply of one episode with previous / next / finished / list buttons."""
     index = next((i for i, e in enumerate(episodes) if e.id == episode.id), None)
@@ -89,7 +101,7 @@ def episode_audio(
         Button(label=t("podcasts.all_episodes"), action=f"pod.open:{episode.podcast_id}")
     )
     return Audio(
-        url=episode_url(settings, episode, now=now, signer=signer),
+        url=episode_url(settings, episode, now=now, signer=signer, member_id=member_id),
         duration_ms=episode.duration_ms,
         title=episode_title(t, episode),
         performer=episode.podcast.title,
@@ -126,6 +138,7 @@ async def _store_episode(
     chapters: list[dict[str, Any]] | None,
     published_at: dt.datetime | None,
     now: dt.datetime,
+    check_question: dict[str, Any] | None = None,
 ) -> Episode:
     # Refuse early (unknown podcast, taken number) before spending time on audio.
     async with sessionmaker() as session:
@@ -150,6 +163,7 @@ async def _store_episode(
                 description=description,
                 transcript=transcript,
                 chapters=chapters,
+                check_question=check_question,
                 published_at=published_at,
                 now=now,
             )
@@ -173,9 +187,11 @@ async def upload_episode(
     transcript: str = "",
     chapters: list[dict[str, Any]] | None = None,
     published_at: dt.datetime | None = None,
+    check_question: dict[str, Any] | None = None,
     now: dt.datetime,
 ) -> Episode:
-    """`edoor podcast upload`: an mp3/m4a/wav file becomes the next (or given) episode.
+    """`edoor podcast upload`: an mp3/m4a/wav file becomes the next (or given) episode,
+    with an optional check question ({"question", "choices", "answer"}) asked in chat.
 
     Raises AudioError (bad audio) or PodcastError (unknown podcast, taken number, bad chapters);
     either way nothing is left half-imported."""
@@ -195,6 +211,7 @@ async def upload_episode(
         chapters=chapters,
         published_at=published_at,
         now=now,
+        check_question=parse_check(check_question) if check_question else None,
     )
 
 
@@ -213,7 +230,9 @@ async def tts_episode(
     now: dt.datetime,
 ) -> Episode:
     """`edoor podcast tts`: a lesson script spoken (espeak-ng by default) and stored as an
-    episode whose transcript is the script."""
+    episode whose transcript is the script; a check question at the script's end (Q: ...,
+    * right, - wrong) is asked in chat, not spoken."""
+    script, check = split_check(script)
     if not script.strip():
         raise AudioError("the lesson script is empty")
     voice = engine or EspeakNg()
@@ -235,6 +254,7 @@ async def tts_episode(
         chapters=None,
         published_at=published_at,
         now=now,
+        check_question=check,
     )
 
 

@@ -27,7 +27,7 @@ from typing import Annotated, Protocol
 import mutagen
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -35,7 +35,7 @@ from bot.ports import LinkSigner
 from bot.settings import Settings
 from models.base import utcnow
 from models.paths import file_under, safe_relative
-from models.podcasts import episode_by_media_path
+from models.podcasts import episode_by_media_path, record_served
 
 log = logging.getLogger("edoor.media")
 
@@ -97,15 +97,36 @@ class MediaSigner:
             found |= hmac.compare_digest(_mac(key, message, length), mac)
         return found
 
-    def query(self, path: str, *, expires_at: dt.datetime) -> str:
+    def query(self, path: str, *, expires_at: dt.datetime, member_id: int | None = None) -> str:
+        """`exp=...&sig=...`; with `member_id`, a personal link (`m=...`, signed too), whose
+        served bytes count as that member's listening."""
         expires = int(expires_at.timestamp())
-        return urllib.parse.urlencode({"exp": expires, "sig": _mac(self.key, f"{path}\n{expires}")})
+        if member_id is None:
+            return urllib.parse.urlencode(
+                {"exp": expires, "sig": _mac(self.key, f"{path}\n{expires}")}
+            )
+        message = f"{path}\n{expires}\nm{member_id}"
+        return urllib.parse.urlencode(
+            {"exp": expires, "m": member_id, "sig": _mac(self.key, message)}
+        )
 
-    def valid(self, path: str, *, exp: str | None, sig: str | None, now: dt.datetime) -> bool:
+    def valid(
+        self,
+        path: str,
+        *,
+        exp: str | None,
+        sig: str | None,
+        now: dt.datetime,
+        member: str | None = None,
+    ) -> bool:
         if not exp or not sig or not exp.isdigit():
             return False
         if int(exp) < now.timestamp():
             return False
+        if member is not None:
+            if not member.isdigit() or len(member) > 12:
+                return False
+            return self._matches(f"{path}\n{exp}\nm{member}", sig, 22)
         return self._matches(f"{path}\n{exp}", sig, 22)
 
     def feed_token(self, token_id: int, nonce: str) -> str:
@@ -130,15 +151,17 @@ def media_url(
     signer: LinkSigner | None = None,
     now: dt.datetime | None = None,
     ttl: dt.timedelta = SIGNED_LINK_TTL,
+    member_id: int | None = None,
 ) -> str:
-    """The public URL of a file under MEDIA_DIR; signed (expiring) when a signer is given."""
+    """The public URL of a file under MEDIA_DIR; signed (expiring) when a signer is given,
+    and personal (the member's own link) with `member_id`."""
     base = settings.public_base_url.rstrip("/")
     url = f"{base}/media/{urllib.parse.quote(path)}"
     if signer is None:
         return url
     if now is None:
         raise ValueError("a signed link needs `now`")
-    return f"{url}?{signer.query(path, expires_at=now + ttl)}"
+    return f"{url}?{signer.query(path, expires_at=now + ttl, member_id=member_id)}"
 
 
 # -- ingest ------------------------------------------------------------------------------------
@@ -343,6 +366,34 @@ async def speak_to_audio(
 
 
 # -- serving -----------------------------------------------------------------------------------
+def served_spans(header: str | None, size: int) -> list[tuple[int, int]]:
+    """The byte spans [start, end) a GET with this Range header is served (the whole file
+    without one); [] when the header cannot be satisfied (a 416)."""
+    if size <= 0:
+        return []
+    if not header:
+        return [(0, size)]
+    unit, _, ranges = header.partition("=")
+    if unit.strip().lower() != "bytes":
+        return [(0, size)]  # an unknown unit is ignored: the whole file is sent
+    spans: list[tuple[int, int]] = []
+    for part in ranges.split(","):
+        first, dash, last = part.strip().partition("-")
+        if not dash:
+            return []
+        try:
+            if not first:  # the last N bytes
+                start, end = max(0, size - int(last)), size
+            else:
+                start = int(first)
+                end = min(size, int(last) + 1) if last else size
+        except ValueError:
+            return []
+        if start < end:
+            spans.append((start, end))
+    return spans
+
+
 def media_routes(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
@@ -356,9 +407,11 @@ def media_routes(
 
     @router.api_route("/media/{path:path}", methods=["GET", "HEAD"])
     async def media(
+        request: Request,
         path: str,
         exp: Annotated[str | None, Query()] = None,
         sig: Annotated[str | None, Query()] = None,
+        m: Annotated[str | None, Query(max_length=12)] = None,
     ) -> FileResponse:
         try:
             rel = safe_relative(path)
@@ -373,10 +426,23 @@ def media_routes(
         async with sessionmaker() as session:
             episode = await episode_by_media_path(session, path=served)
             restricted = episode is not None and episode.podcast.restricted
-        if restricted and served != rel.as_posix():
-            raise HTTPException(404)
-        if restricted and not signer.valid(served, exp=exp, sig=sig, now=clock()):
-            raise HTTPException(403, "this link is not valid or has expired")
+            if restricted and served != rel.as_posix():
+                raise HTTPException(404)
+            personal = m is not None
+            if (restricted or personal) and not signer.valid(
+                served, exp=exp, sig=sig, now=clock(), member=m
+            ):
+                raise HTTPException(403, "this link is not valid or has expired")
+            if episode is not None and m is not None and request.method == "GET":
+                spans = served_spans(request.headers.get("range"), file.stat().st_size)
+                # Telegram's servers fetch a sendAudio URL whole, once, for everyone: that
+                # is no person listening.
+                agent = request.headers.get("user-agent", "")
+                if spans and "TelegramBot" not in agent:
+                    await record_served(
+                        session, member_id=int(m), episode=episode, spans=spans, now=clock()
+                    )
+                    await session.commit()
         if restricted:
             # Signed links are personal: no shared caches, and no longer than the link lives.
             left = max(0, int(exp or 0) - int(clock().timestamp()))

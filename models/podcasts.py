@@ -35,6 +35,7 @@ from models.base import TAIPEI, Base, utcnow
 from models.courses import Course, CoursePasswordAttempt
 from models.learning import Completion, taipei_day
 from models.members import Member
+from models.times import parse_time_of_day
 
 AUDIENCES = ("public", "civil_servant")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,46}$")
@@ -42,7 +43,6 @@ RESERVED_SLUGS = frozenset({"private", "index"})  # path segments of /feeds/
 # A completion of a podcast with hours of its own but no course is recorded as a learning
 # completion of this pseudo course id, so that "My learning" counts the hours it promised.
 PODCAST_COURSE_PREFIX = "podcast:"
-_TIME = re.compile(r"^([01]?\d|2[0-3]):?([0-5]\d)$")
 
 
 class PodcastError(ValueError):
@@ -110,6 +110,9 @@ class Episode(Base):
     media_path: Mapped[str] = mapped_column(String(300), unique=True)
     content_type: Mapped[str] = mapped_column(String(40))
     size_bytes: Mapped[int]
+    # An optional check question asked in chat before hours count without listening evidence:
+    # {"question": "...", "choices": ["...", ...], "answer": index of the right choice}.
+    check_question: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     duration_ms: Mapped[int]
     published_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
@@ -151,6 +154,11 @@ class EpisodeListen(Base):
     )
     started_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[dt.datetime | None] = mapped_column(default=None)
+    # [[start, end), ...]: the bytes the member's own signed link served, merged.
+    served_ranges: Mapped[list[Any]] = mapped_column(default=list)
+    # What shows the member listened: "bytes" (90% served), "check" (a right answer), or
+    # None (self-marked: enough only for podcasts whose hours do not count).
+    evidence: Mapped[str | None] = mapped_column(String(16), default=None)
 
 
 class PodcastCompletion(Base):
@@ -331,6 +339,7 @@ async def add_episode(
     description: str = "",
     transcript: str = "",
     chapters: list[dict[str, Any]] | None = None,
+    check_question: dict[str, Any] | None = None,
     published_at: dt.datetime | None = None,
     now: dt.datetime,
 ) -> Episode:
@@ -352,6 +361,7 @@ async def add_episode(
         description=description,
         transcript=transcript,
         chapters=check_chapters(chapters or [], duration_ms=duration_ms),
+        check_question=parse_check(check_question) if check_question else None,
         media_path=media_path,
         content_type=content_type,
         size_bytes=size_bytes,
@@ -462,13 +472,140 @@ async def get_completion(
     )
 
 
+# -- evidence for learning hours ------------------------------------------------------------------
+LISTENED_SHARE = 0.9  # the member's own link served at least this share of the file's bytes
+
+
+class NeedsEvidence(PodcastError):
+    """A self-mark without evidence, for a podcast whose hours count: listen (through the
+    member's own link) or answer the episode's check question first."""
+
+
+def hours_need_evidence(podcast: Podcast) -> bool:
+    """Hours that count need evidence; podcasts without hours may stay self-marked."""
+    return podcast.credit_hours > 0
+
+
+def merge_range(ranges: list[Any], start: int, end: int) -> list[list[int]]:
+    """[[start, end), ...] with [start, end) added, sorted and merged."""
+    spans = sorted([*([int(a), int(b)] for a, b in ranges), [start, end]])
+    merged: list[list[int]] = []
+    for a, b in spans:
+        if merged and a <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], b)
+        else:
+            merged.append([a, b])
+    return merged
+
+
+def served_bytes(ranges: list[Any]) -> int:
+    return sum(int(b) - int(a) for a, b in ranges)
+
+
+async def record_served(
+    session: AsyncSession,
+    *,
+    member_id: int,
+    episode: Episode,
+    spans: list[tuple[int, int]],
+    now: dt.datetime,
+) -> EpisodeListen:
+    """Bytes [start, end) of `episode` the member's own signed link served (Range requests
+    count once each byte, however often it is fetched); 90% of the file is evidence."""
+    row = await _listen(session, member_id=member_id, episode_id=episode.id, now=now)
+    ranges: list[Any] = list(row.served_ranges or [])
+    for start, end in spans:
+        ranges = merge_range(ranges, max(0, start), min(end, episode.size_bytes))
+    row.served_ranges = ranges
+    if row.evidence is None and served_bytes(ranges) >= LISTENED_SHARE * episode.size_bytes:
+        row.evidence = "bytes"
+    await session.flush()
+    return row
+
+
+def parse_check(data: Any) -> dict[str, Any]:
+    """A check question as stored: {"question", "choices" (2 to 4), "answer" (index)};
+    PodcastError when it is not one."""
+    if not isinstance(data, dict):
+        raise PodcastError("a check question is an object with question, choices and answer")
+    question = str(data.get("question") or "").strip()
+    choices = [str(c).strip() for c in data.get("choices") or []]
+    answer = data.get("answer")
+    if not question or not 2 <= len(choices) <= 4 or not all(choices):
+        raise PodcastError("a check question needs a question and 2 to 4 non-empty choices")
+    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+        raise PodcastError("the check question's answer is the index of the right choice")
+    return {"question": question, "choices": choices, "answer": answer}
+
+
+def split_check(script: str) -> tuple[str, dict[str, Any] | None]:
+    """A lesson script's check question, written at its end:
+
+        Q: 密碼多久要換一次？        (or 問：)
+        * 定期更換，且不重複使用     (the right answer)
+        - 永遠不用換                 (a wrong one)
+
+    Returns the script without those lines, and the question (None when there is none)."""
+    lines = script.rstrip().splitlines()
+    start = next(
+        (
+            i
+            for i, line in enumerate(lines)
+            if line.strip().startswith(("Q:", "Q：", "問：", "問:"))
+        ),
+        None,
+    )
+    if start is None:
+        return script, None
+    question = lines[start].strip()[2:].strip()
+    choices: list[str] = []
+    answer = -1
+    for line in lines[start + 1 :]:
+        text = line.strip()
+        if text.startswith("*"):
+            answer = len(choices)
+            choices.append(text[1:].strip())
+        elif text.startswith("-"):
+            choices.append(text[1:].strip())
+        elif text:
+            raise PodcastError(f"the check question's answers start with * or -: {text!r}")
+    check = parse_check({"question": question, "choices": choices, "answer": answer})
+    return "\n".join(lines[:start]).rstrip(), check
+
+
+def check_of(episode: Episode) -> dict[str, Any] | None:
+    """The episode's check question, when it has a usable one."""
+    check = episode.check_question
+    if not check or not check.get("question") or len(check.get("choices") or []) < 2:
+        return None
+    return check
+
+
+async def answer_check(
+    session: AsyncSession, *, member_id: int, episode: Episode, choice: int, now: dt.datetime
+) -> bool:
+    """Whether `choice` is the right answer; a right one is evidence of listening."""
+    check = check_of(episode)
+    if check is None or choice != int(check.get("answer", -1)):
+        return False
+    row = await _listen(session, member_id=member_id, episode_id=episode.id, now=now)
+    row.evidence = row.evidence or "check"
+    await session.flush()
+    return True
+
+
 async def mark_finished(
     session: AsyncSession, *, member_id: int, episode: Episode, now: dt.datetime
 ) -> tuple[Progress, PodcastCompletion | None]:
     """The member finished `episode`; when that makes every episode finished, a completion is
-    recorded (once). Returns the progress and the completion made now, if any."""
+    recorded (once). Returns the progress and the completion made now, if any.
+
+    Raises NeedsEvidence for a podcast whose hours count when neither the member's own link
+    served 90% of the episode nor the member answered its check question right."""
     row = await _listen(session, member_id=member_id, episode_id=episode.id, now=now)
     if row.finished_at is None:
+        if hours_need_evidence(episode.podcast) and row.evidence is None:
+            raise NeedsEvidence("no evidence of listening to this episode")
         row.finished_at = now
         await session.flush()
     done = await progress(session, member_id=member_id, podcast_id=episode.podcast_id, now=now)
@@ -526,14 +663,9 @@ async def _record_course_completion(
 
 # -- subscriptions ----------------------------------------------------------------------------
 def parse_delivery_time(text: str) -> str | None:
-    """'7:30', '07:30', '0730', '０７：３０' -> '07:30'; None when it is not a time of day."""
-    import unicodedata
-
-    cleaned = unicodedata.normalize("NFKC", text).strip().replace("：", ":")
-    match = _TIME.match(cleaned)
-    if match is None:
-        return None
-    return f"{int(match.group(1)):02d}:{match.group(2)}"
+    """'7:30', '07:30', '0730', '０７：３０', '7am', '早上七點' -> '07:30' / '07:00'; None
+    when it is not a time of day."""
+    return parse_time_of_day(text)
 
 
 def latest_slot(now: dt.datetime, *, delivery_time: str, weekdays_only: bool) -> dt.datetime:
@@ -610,6 +742,17 @@ async def subscribe(
     sub.last_slot_at = now
     await session.flush()
     return sub
+
+
+async def subscribed_podcasts(session: AsyncSession, *, member_id: int) -> list[Podcast]:
+    """The podcasts a member gets episodes of, the most recently (re)subscribed first."""
+    rows = await session.scalars(
+        select(Podcast)
+        .join(PodcastSubscription, PodcastSubscription.podcast_id == Podcast.id)
+        .where(PodcastSubscription.member_id == member_id, PodcastSubscription.active.is_(True))
+        .order_by(PodcastSubscription.last_slot_at.desc(), Podcast.id)
+    )
+    return list(rows.all())
 
 
 async def unsubscribe(session: AsyncSession, *, member_id: int, podcast_id: int) -> bool:

@@ -85,7 +85,13 @@ async def podcast_drops(
                     )
                 ),
                 episode_audio(
-                    t, settings, ep, episodes=listing[ep.podcast_id], now=now, signer=signer
+                    t,
+                    settings,
+                    ep,
+                    episodes=listing[ep.podcast_id],
+                    now=now,
+                    signer=signer,
+                    member_id=member.id,
                 ),
             ]
             added = await enqueue(

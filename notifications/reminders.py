@@ -27,7 +27,6 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.i18n import Catalog
 from bot.messages import Button, Reply, Text, dump_replies
 from models.base import TAIPEI
-from models.courses import Course
 from models.identity import CivilServant
 from models.learning import (
     NewDigest,
@@ -43,6 +42,7 @@ from models.learning import (
 )
 from models.members import Member
 from models.outbox import PRIORITY_REMINDER, NewMessage, Target, choose_targets, enqueue_many
+from models.suggestions import suggest_courses
 from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow, window_for
 
 log = logging.getLogger("edoor.reminders")
@@ -50,7 +50,6 @@ log = logging.getLogger("edoor.reminders")
 KIND = "reminder"
 CHUNK = 5000
 MAX_COURSE_BUTTONS = 3  # + "remind me next week": LINE shows four buttons under a message
-SUGGESTIONS = 20
 # Rendered digests kept per sweep: people with the same open hours (and the same relevant
 # completed courses) get the same digest, rendered and serialised once. Bounded, so memory
 # does not grow with the number of people.
@@ -75,26 +74,6 @@ class SweepReport:
             f"{self.up_to_date} up to date, {self.snoozed} snoozed, "
             f"{self.already_today} already reminded today, {self.no_channel} unreachable"
         )
-
-
-async def suggest_courses(
-    session: AsyncSession, requirements: Sequence[Requirement]
-) -> dict[int, list[tuple[str, str]]]:
-    """{requirement id: [(course id, title), ...]} the most popular open courses that count."""
-    out: dict[int, list[tuple[str, str]]] = {r.id: [] for r in requirements}
-    rows = await session.execute(
-        select(Course.id, Course.title, Course.category, Course.tags)
-        .where(Course.retired.is_(False), Course.password_hash.is_(None))
-        .order_by(Course.popularity.desc(), Course.id)
-    )
-    for cid, title, category, tags in rows:
-        if len(f"course.open:{cid}".encode()) > 64:
-            continue
-        for r in requirements:
-            picks = out[r.id]
-            if len(picks) < SUGGESTIONS and r.counts(cid, category, tags or ()):
-                picks.append((cid, title))
-    return out
 
 
 def _hours(value: float) -> str:

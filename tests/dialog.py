@@ -20,6 +20,7 @@ import httpx
 import uvicorn
 from sqlalchemy import select
 
+from bot.messages import Progress, progress_text
 from models.base import utcnow
 from models.members import ChannelAccount
 
@@ -69,6 +70,8 @@ def texts(replies: list[dict[str, Any]]) -> str:
             )
         elif r["kind"] == "audio":
             out.append(r.get("title", ""))
+        elif r["kind"] == "progress":
+            out.append(progress_text(Progress.model_validate(r)))
     return "\n".join(out)
 
 

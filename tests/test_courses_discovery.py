@@ -119,7 +119,7 @@ async def test_card_saves_lists_and_removes(world: World) -> None:
     assert offered["前往上課"].startswith("https://")
 
     assert "已收藏「資安社交工程入門」" in texts(await chat.tap("course.save:pub-1"))
-    assert "已經在你的收藏裡" in texts(await chat.tap("course.save:pub-1"))
+    assert "已經在您的收藏裡" in texts(await chat.tap("course.save:pub-1"))
     await chat.tap("course.save:egov-pg-00873e0a3a")
     # The card now offers to unsave instead.
     assert buttons(await chat.tap("course.open:pub-1"))["取消收藏"] == "course.unsave:pub-1"
@@ -131,7 +131,7 @@ async def test_card_saves_lists_and_removes(world: World) -> None:
     assert _ids(await chat.say("/saved")) == _ids(listed)
 
     assert "已從收藏移除「資安社交工程入門」" in texts(await chat.tap("course.unsave:pub-1"))
-    assert "不在你的收藏裡" in texts(await chat.tap("course.unsave:pub-1"))
+    assert "不在您的收藏裡" in texts(await chat.tap("course.unsave:pub-1"))
     assert _ids(await chat.say("我的收藏")) == ["egov-pg-00873e0a3a"]
     await chat.tap("course.unsave:egov-pg-00873e0a3a")
     assert "還沒有收藏課程" in texts(await chat.say("我的收藏"))
@@ -214,7 +214,7 @@ async def test_similar_courses_respect_who_may_see_them(world: World) -> None:
 async def test_new_member_gets_popular_and_short_courses(world: World) -> None:
     chat = world.chat("sim-newcomer")
     replies = await chat.say("推薦")
-    assert _alt(replies) == "為你推薦"
+    assert _alt(replies) == "為您推薦"
     bodies = [c["body"] for c in _cards(replies)]
     assert "熱門課程" in bodies
     assert "1 小時內就能上完" in bodies
@@ -236,7 +236,7 @@ async def test_recommendations_follow_saved_and_completed_courses(world: World) 
     await chat.tap("course.save:pub-1")
     recs = await chat.say("推薦")
     ids = _ids(recs)
-    saved_reasons = [c for c in _cards(recs) if c["body"] == "因為你收藏了「資安社交工程入門」"]
+    saved_reasons = [c for c in _cards(recs) if c["body"] == "因為您收藏了「資安社交工程入門」"]
     assert saved_reasons, texts(recs)
     assert all("資訊安全" in c["subtitle"] for c in saved_reasons[:2])
     assert "pub-1" not in ids  # already saved
@@ -250,7 +250,7 @@ async def test_recommendations_follow_saved_and_completed_courses(world: World) 
     await complete(world, member_id, top_long_term_care, 1)
     recs = await chat.say("推薦")
     assert top_long_term_care not in _ids(recs)
-    assert any(c["body"].startswith("因為你上完了") for c in _cards(recs)), texts(recs)
+    assert any(c["body"].startswith("因為您上完了") for c in _cards(recs)), texts(recs)
 
     # A course retired after start-up drops out at once.
     first = _ids(recs)[0]
@@ -265,14 +265,14 @@ async def test_recommendations_follow_the_members_own_searches(
     await chat.say("长照")  # Simplified script: remembered as searched, 長照
     await other.say("menu")
     recs = await chat.say("推薦")
-    searched = [c for c in _cards(recs) if c["body"] == "因為你搜尋過「長照」"]
+    searched = [c for c in _cards(recs) if c["body"] == "因為您搜尋過「長照」"]
     assert len(searched) >= 2, texts(recs)
     # The best matches of 長照: long-term-care courses (one may sit in another category).
     assert all("長照" in c["title"] or "長期照" in c["title"] for c in searched)
     assert sum(c["subtitle"].startswith("長期照顧") for c in searched) >= 2
     assert set((await audience(world, _ids(recs))).values()) == {"public"}
     # One member's searches are nobody else's signal.
-    assert "因為你搜尋過" not in texts(await other.say("推薦"))
+    assert "因為您搜尋過" not in texts(await other.say("推薦"))
     english = world.chat("sim-searched-recs-en", language="en")
     await english.say("menu")
     await english.say("long-term care")
@@ -361,7 +361,7 @@ async def test_filter_buttons_and_paging_keep_filters(world: World, session: Asy
     found = await chat.say("健康")
     offered = buttons(found)
     assert all(len(a.encode()) <= 64 for a in _all_actions(found))
-    assert offered["為你推薦"] == "course.rec"
+    assert offered["為您推薦"] == "course.rec"
     (short_label,) = [k for k in offered if k.startswith("只看 1 小時內")]
     short = await chat.tap(offered[short_label])
     expected = int(re.search(r"（(\d+)）", short_label).group(1))  # type: ignore[union-attr]
@@ -600,7 +600,7 @@ async def test_browse_categories_and_words_inside_the_search_step(
 
 async def test_recommend_reachable_from_categories_and_search_prompt(world: World) -> None:
     chat = world.chat("sim-menus")
-    assert buttons(await chat.tap("course.cats"))["為你推薦"] == "course.rec"
+    assert buttons(await chat.tap("course.cats"))["為您推薦"] == "course.rec"
     asked = await chat.say("找課程")
-    assert buttons(asked)["為你推薦"] == "course.rec"
+    assert buttons(asked)["為您推薦"] == "course.rec"
     assert buttons(asked)["我的收藏"] == "course.saved"

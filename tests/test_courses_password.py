@@ -83,14 +83,14 @@ async def test_five_wrong_tries_an_hour_across_courses_and_restarts(world: World
     fifth = await _wrong(world, chat, "pw-a", "guess-v")
     said = texts(fifth)
     assert "最多可以試 5 次" in said
-    assert "11:01（台北時間）" in said  # the first wrong try (10:01) is an hour old then
+    assert "11:01（臺北時間）" in said  # the first wrong try (10:01) is an hour old then
     assert not any(a.startswith("https://") for a in buttons(fifth).values())
     # The sixth try, on either course, is not even asked for: the cool-down is explained.
     world.advance(10 * MINUTE)
     for course in ("pw-b", "pw-a"):
         sixth = await chat.tap(f"course.pw:{course}")
         assert "已達 5 次" in texts(sixth)
-        assert "11:01（台北時間）" in texts(sixth)
+        assert "11:01（臺北時間）" in texts(sixth)
         assert "請輸入" not in texts(sixth)
     # Out of the step, the right password is just words (a search), never a check.
     assert "密碼正確" not in texts(await chat.say(RIGHT_A))
@@ -102,7 +102,7 @@ async def test_five_wrong_tries_an_hour_across_courses_and_restarts(world: World
     world.now = NOW + 61 * MINUTE
     again = await _wrong(world, chat, "pw-b", "guess-u")
     assert "12:01" not in texts(again)
-    assert "11:03（台北時間）" in texts(again)
+    assert "11:03（臺北時間）" in texts(again)
     world.now = NOW + 63 * MINUTE
     assert "請輸入" in texts(await chat.tap("course.pw:pw-a"))
     ok = await chat.say(RIGHT_A)

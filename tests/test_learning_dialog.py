@@ -10,12 +10,15 @@ import httpx
 import pytest
 from sqlalchemy import select
 
+from bot.simulator.views import views
 from handlers.learning import router as learning_router
 from models.completions_import import import_completions
 from models.courses import Course
 from models.learning import ReminderSnooze
 from models.members import get_account
 from tests.dialog import Chat, buttons, texts
+from tests.render_check import _walk as walk_json
+from tests.render_check import dropped
 
 
 @pytest.fixture
@@ -59,13 +62,28 @@ async def test_my_learning_shows_the_year_against_the_goal_and_each_requirement(
 
     shown = texts(replies)
     assert f"我的學習（{year} 年）" in shown
-    assert "今年已完成 3 小時，目標 20 小時。" in shown
-    assert "⏳ 環境教育：3 / 4 小時（還差 1 小時，12/31 截止）" in shown
-    assert "⏳ 資通安全：0 / 3 小時（還差 3 小時，12/31 截止）" in shown
+    # A picture: a bar per requirement (the yearly goal's bar is the total, shown once).
+    (picture,) = [r for r in replies if r["kind"] == "progress"]
+    bars = {b["label"]: b for b in picture["bars"]}
+    assert (bars["環境教育"]["done"], bars["環境教育"]["needed"]) == (3, 4)
+    assert "▓▓▓▓▓▓▓▓░░ 3 / 4 小時\n⏳ 還差 1 小時，12/31 截止" in shown
+    assert "░░░░░░░░░░ 0 / 3 小時\n⏳ 還差 3 小時，12/31 截止" in shown
+    assert shown.count("3 / 20 小時") == 1
+    # One "take a course" button per open requirement that has a course.
+    takes = [label for label in buttons(replies) if label.startswith("上課：")]
+    assert takes
+    # Both renderers draw it: LINE Flex bars (boxes with a width), Telegram text bars.
+    seen = views(picture)
+    assert any(
+        n.get("type") == "box" and str(n.get("width", "")).endswith("%")
+        for n in walk_json(seen["line"])
+    )
+    assert "▓" in seen["telegram"][0]["params"]["text"]
+    assert dropped(picture, **seen) == []
     assert buttons(replies)["下週再提醒我"] == "learning.snooze"
     # The Telegram command and the English words reach the same answer.
-    assert "今年已完成 3 小時" in texts(await chat.say("/learning"))
-    assert "今年已完成 3 小時" in texts(await chat.say("My Learning"))
+    assert "3 / 20 小時" in texts(await chat.say("/learning"))
+    assert "3 / 20 小時" in texts(await chat.say("My Learning"))
 
 
 async def test_remind_me_next_week_snoozes_for_seven_days(

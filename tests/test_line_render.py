@@ -10,6 +10,7 @@ from linebot.v3.messaging import PushMessageRequest
 from bot.line.render import MAX_BUBBLES, batches, render
 from bot.messages import AskPhone, Audio, Button, Card, Cards, Image, Text
 from tests.openapi import line_schema_errors
+from tests.render_check import line_actions, line_limit_errors
 
 
 def _cards(n: int, *, body: str = "課程說明" * 20, more: bool = True) -> Cards:
@@ -44,21 +45,45 @@ def _check(messages: list, shared_dir: Path | None) -> list[dict]:  # type: igno
     return bodies
 
 
-def test_carousel_never_exceeds_line_limits(shared_dir: Path | None) -> None:
+def test_carousel_never_exceeds_line_limits_and_loses_no_card(shared_dir: Path | None) -> None:
     for n in (1, 11, 12, 13, 40, 200):
         messages = render([_cards(n)])
-        (body,) = _check(messages, shared_dir)
-        flex = body["messages"][0]
-        bubbles = flex["contents"]["contents"]
-        assert len(bubbles) <= MAX_BUBBLES
-        assert len(json.dumps(flex["contents"], ensure_ascii=False).encode()) <= 50_000
-        assert len(flex["quickReply"]["items"]) == 13
-        for bubble in bubbles:
-            for button in bubble.get("footer", {}).get("contents", []):
-                assert len(button["action"]["label"]) <= 20
-    # With more than fit, the last bubble fetches the next page.
-    last = render([_cards(40)])[0].to_dict()["contents"]["contents"][-1]
-    assert last["body"]["contents"][0]["action"]["data"] == "course.more:資安:12"
+        bodies = _check(messages, shared_dir)
+        sent = [m for body in bodies for m in body["messages"]]
+        carousels = [m for m in sent if m["type"] == "flex" and m["contents"]["type"] == "carousel"]
+        for flex in carousels:
+            assert len(flex["contents"]["contents"]) <= MAX_BUBBLES
+            assert len(json.dumps(flex["contents"], ensure_ascii=False).encode()) <= 50_000
+        actions = line_actions(sent)
+        # Every card, the "more" button and all 20 quick replies are still there.
+        assert {f"course.open:{i}" for i in range(n)} <= actions
+        assert {f"x:{i}" for i in range(20)} <= actions
+        assert line_limit_errors(sent) == []
+        assert len(sent[-1]["quickReply"]["items"]) == 13
+        # The "more" bubble ends the last carousel of cards.
+        (paged,) = [c for c in carousels if "course.more:資安:12" in line_actions([c])]
+        last = paged["contents"]["contents"][-1]
+        assert last["body"]["contents"][0]["action"]["data"] == "course.more:資安:12"
+
+
+def test_a_card_with_more_than_four_buttons_continues_in_the_next_bubble() -> None:
+    buttons = [Button(label=f"動作{i}", action=f"a:{i}") for i in range(7)]
+    (flex,) = [m.to_dict() for m in render([Text(text="設定", buttons=buttons)])]
+    bubbles = flex["contents"]["contents"]
+    assert [len(b.get("footer", b.get("body", {})).get("contents", [])) for b in bubbles] == [4, 3]
+    assert line_actions([flex]) == {f"a:{i}" for i in range(7)}
+    assert line_limit_errors([flex]) == []
+
+
+def test_quick_replies_of_every_reply_gather_under_the_last_message() -> None:
+    replies = [
+        Text(text="一", quick_replies=[Button(label="甲", action="q:1")]),
+        Text(text="二", quick_replies=[Button(label="乙", action="q:2")]),
+    ]
+    messages = [m.to_dict() for m in render(replies)]
+    assert "quickReply" not in messages[0]
+    items = messages[-1]["quickReply"]["items"]
+    assert [i["action"]["data"] for i in items] == ["q:1", "q:2"]
 
 
 def test_huge_card_bodies_are_trimmed_to_fit_the_carousel_size(shared_dir: Path | None) -> None:

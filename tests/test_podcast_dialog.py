@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import urllib.parse
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,9 @@ async def test_browse_play_next_previous_and_both_renderers(
 
     played = await chat.tap(f"pod.ep:{second.id}")
     audio = _audio(played)
-    assert audio["url"] == f"{BASE}/media/{second.media_path}"
+    # The member's own signed link: its hours count, so its bytes are the evidence.
+    assert audio["url"].startswith(f"{BASE}/media/{second.media_path}?exp=")
+    assert "&m=" in audio["url"]
     assert audio["duration_ms"] == second.duration_ms
     assert audio["file_size"] == second.size_bytes
     assert audio["title"] == "第2集｜第2課"
@@ -156,12 +159,22 @@ async def test_browse_play_next_previous_and_both_renderers(
     assert labels == ["⏮ 上一集", "⏭ 下一集", "✅ 我聽完了", "📋 全部集數"]
 
 
+async def _listen(world: dict[str, Any], played: list[dict[str, Any]]) -> None:
+    """Fetch the whole episode through the link the chat gave (as a player would)."""
+    url = urllib.parse.urlsplit(_audio(played)["url"])
+    response = await world["http"].get(f"{url.path}?{url.query}")
+    assert response.status_code == 200
+
+
 async def test_finishing_every_episode_records_a_completion(world: dict[str, Any]) -> None:
     chat: Chat = world["chat"]
     runtime = world["runtime"]
     public: Seeded = world["public"]
     first, second, third = public.episodes
     await chat.say("聽課")
+    # Hours count here: each episode is played through the member's own link first.
+    for episode in public.episodes:
+        await _listen(world, await chat.tap(f"pod.ep:{episode.id}"))
     done = await chat.tap(f"pod.done:{second.id}")
     assert "進度：已聽完 1 / 3 集" in texts(done)
     assert buttons(done)["▶ 繼續：第3集"] == f"pod.ep:{third.id}"
@@ -309,7 +322,7 @@ async def test_a_subscription_delivers_through_the_outbox_at_the_chosen_time(
     assert await tick(slot - dt.timedelta(minutes=1)) == []
     arrived = await tick(slot)
     assert "新的一集" in texts(arrived)
-    assert _audio(arrived)["url"] == f"{BASE}/media/{public.episodes[0].media_path}"
+    assert _audio(arrived)["url"].startswith(f"{BASE}/media/{public.episodes[0].media_path}?")
     assert await tick(slot + dt.timedelta(minutes=5)) == []  # once per slot
     # 07:30 is inside the default quiet hours (21:30-08:00): it waits until 08:00.
     await chat.tap(f"pod.subok:{public.podcast.id}:0730:d")

@@ -66,7 +66,7 @@ async def test_more_results_pages_without_repeats(chat: Chat) -> None:
 
 
 async def test_typo_is_corrected_and_nothing_found_offers_alternatives(chat: Chat) -> None:
-    assert "你是不是要找「資訊安全」" in texts(await chat.say("資訊安圈"))
+    assert "您是不是要找「資訊安全」" in texts(await chat.say("資訊安圈"))
     replies = await chat.say("資案")
     assert "找不到" in texts(replies)
     offered = buttons(replies)

@@ -38,7 +38,7 @@ async def test_reminder_time_by_button_by_typing_and_cleared(api_chat: tuple[Any
     assert "提醒時間：未設定" in texts(overview)
     prompt = await chat.tap(buttons(overview)["提醒時間"])
     assert "20:00" in buttons(prompt)
-    assert "請輸入 00:00 到 23:59" in texts(await chat.say("25:00"))
+    assert "請輸入一天中的時間" in texts(await chat.say("25:00"))
     typed = await chat.say("7：05")  # full-width colon, one-digit hour
     assert "提醒時間已設為 07:05" in texts(typed)
     assert "提醒時間：07:05" in texts(typed)
@@ -91,7 +91,7 @@ async def test_a_member_with_two_channels_chooses_where_notifications_go(
     assert buttons(prompt) == {
         "LINE": "settings.notify:line",
         "Simulator": "settings.notify:simulator",
-        "自動（最近使用的帳號）": "settings.notify:auto",
+        "自動（最近使用）": "settings.notify:auto",
     }
     chosen = await chat.tap("settings.notify:line")
     assert "之後的通知會傳到：LINE" in texts(chosen)

@@ -193,22 +193,24 @@ async def test_proactive_cards_in_both_forms_audio_and_escaped_text(
         await expect(carousel.locator(".card")).to_have_count(3, timeout=WAIT_MS)  # 2 + "more"
         title = carousel.locator(".card-title").first
         await expect(title).to_have_text('資通安全<img src=x onerror="window.pwned=1">')
-        await expect(log.locator(".cards-telegram-view")).to_be_hidden()
+        cards_msg = log.locator("li.msg.bot.kind-cards")
+        await expect(cards_msg.locator(".cards-telegram-view")).to_be_hidden()
         # A javascript: link is shown as text, never as a link.
         await expect(carousel.get_by_text("惡意連結")).to_be_visible()
         await expect(carousel.get_by_role("link")).to_have_count(0)
-        audio = log.locator("audio")
+        # The LINE view draws what LINE is sent: an audio message (its duration), then a bubble.
+        audio = log.locator(".cards-line-view audio")
         await expect(audio).to_have_attribute("src", f"{url}/media/ep1.mp3")
-        await expect(log.locator(".audio-title")).to_contain_text("3:05")
+        await expect(log.locator(".cards-line-view .audio-title")).to_contain_text("3:05")
 
         # The toggle shows Telegram's form: a numbered list with an inline keyboard.
         await page.get_by_role("radio", name="Telegram").check()
-        telegram = log.locator(".cards-telegram-view")
+        telegram = cards_msg.locator(".cards-telegram-view")
         await expect(telegram).to_be_visible()
         await expect(carousel).to_be_hidden()
-        await expect(telegram.locator(".tg-title")).to_have_text(
-            ['1. 資通安全<img src=x onerror="window.pwned=1">', "2. 雲端資安"]
-        )
+        # Telegram's own message: the numbered list as one text.
+        await expect(telegram).to_contain_text('1. 資通安全<img src=x onerror="window.pwned=1">')
+        await expect(telegram).to_contain_text("2. 雲端資安")
         await expect(telegram.get_by_role("button", name="更多結果")).to_be_visible()
         await telegram.get_by_role("button", name="2. 看課程").click()
         # The tap reached the router (no feature owns zz.*: the friendly fallback answers).
@@ -228,6 +230,12 @@ async def test_share_phone_form_and_the_dev_sms_inbox(served, browser: Browser) 
             "citizen-1",
             [AskPhone(text="請輸入或分享你的手機號碼", share_label="分享我的手機")],
         )
+        # LINE has no share-phone button (the person types the number); Telegram does.
+        await expect(log.locator(".cards-line-view").last).to_contain_text(
+            "請輸入或分享你的手機號碼", timeout=WAIT_MS
+        )
+        await expect(log.get_by_role("button", name="分享我的手機")).to_have_count(0)
+        await page.get_by_role("radio", name="Telegram").check()
         share = log.get_by_role("button", name="分享我的手機")
         await expect(share).to_be_visible(timeout=WAIT_MS)
         await log.get_by_label("手機號碼 Phone number").fill("0912-345-678")

@@ -84,7 +84,7 @@ async def test_out_of_range_numbers_and_escaped_numbers_are_sent_as_text(
     assert code == 0  # end of input ends the chat
     after_three = out.split("你 ▸ 3", 1)[1]
     assert "請輸入 1（中文）或 2（English）" in after_three
-    assert "好的，之後用中文跟你說話" in out.split("你 ▸ \\1", 1)[1]
+    assert "好的，之後用中文跟您說話" in out.split("你 ▸ \\1", 1)[1]
 
 
 async def test_returning_person_is_not_welcomed_twice_and_history_is_not_replayed(

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from bot.inbound import InboundProcessor
+from bot.messages import Progress, progress_text
 from bot.simulator.web import (
     NAME,
     PERSONAS,
@@ -157,6 +158,9 @@ class _Session:
             )
             if reply.get("cancel"):
                 self._buttons([reply["cancel"]])
+        elif kind == "progress":
+            self._lines(progress_text(Progress.model_validate(reply)))
+            self._buttons(reply.get("buttons", []))
         else:
             self._lines(f"（不支援的訊息 unsupported: {kind}）")
         self._buttons(reply.get("quick_replies", []))

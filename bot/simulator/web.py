@@ -23,6 +23,7 @@ from bot.channels import Delivery
 from bot.i18n import normalise_language
 from bot.inbound import InboundProcessor
 from bot.messages import Incoming, Reply, dump_replies
+from bot.simulator.views import views
 from models.base import utcnow
 from models.identity import sms_inbox_key
 from models.members import ensure_account, get_account
@@ -172,11 +173,17 @@ async def read_messages(
     """{'messages': [{'id', 'reply', 'at'}], 'last': id} for rows after id `after`."""
     async with sessionmaker() as session:
         rows = await messages_after(session, user_key=user_key, after_id=after, box=box)
-    return {"messages": [_row(r) for r in rows], "last": rows[-1].id if rows else after}
+    rendered = box == "bot"
+    return {
+        "messages": [_row(r, rendered=rendered) for r in rows],
+        "last": rows[-1].id if rows else after,
+    }
 
 
-def _row(r: SimulatorMessage) -> dict[str, Any]:
-    return {"id": r.id, "reply": r.reply, "at": r.created_at.isoformat()}
+def _row(r: SimulatorMessage, *, rendered: bool) -> dict[str, Any]:
+    row = {"id": r.id, "reply": r.reply, "at": r.created_at.isoformat()}
+    # The page's LINE and Telegram views draw what those renderers really send.
+    return row | views(r.reply) if rendered else row
 
 
 # -- the phone inbox of the dev SMS provider -------------------------------------------------

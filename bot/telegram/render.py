@@ -25,7 +25,18 @@ from telegram import (
     TelegramObject,
 )
 
-from bot.messages import AskPhone, Audio, Button, Card, Cards, Image, Reply, Text
+from bot.messages import (
+    AskPhone,
+    Audio,
+    Button,
+    Card,
+    Cards,
+    Image,
+    Progress,
+    Reply,
+    Text,
+    progress_text,
+)
 
 MAX_TEXT = 4096  # sendMessage text, in UTF-16 code units after entity parsing
 MAX_CAPTION = 1024
@@ -283,6 +294,12 @@ def _render_ask_phone(reply: AskPhone) -> list[TgCall]:
     return _text_calls(reply.text, markup)
 
 
+def _render_progress(reply: Progress) -> list[TgCall]:
+    """Compact text bars (▓▓▓░░░) and the buttons as an inline keyboard."""
+    markup = inline_markup(_rows(reply.buttons) + _rows(reply.quick_replies))
+    return _text_calls(progress_text(reply), markup)
+
+
 def render_reply(
     reply: Reply, *, cards_mode: CardsMode = "list", file_ids: Mapping[str, str] | None = None
 ) -> list[TgCall]:
@@ -297,6 +314,8 @@ def render_reply(
         return _render_image(reply)
     if isinstance(reply, AskPhone):
         return _render_ask_phone(reply)
+    if isinstance(reply, Progress):
+        return _render_progress(reply)
     raise TypeError(f"no Telegram rendering for {type(reply).__name__}")
 
 

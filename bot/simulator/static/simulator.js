@@ -146,141 +146,177 @@
     return dots;
   }
 
-  // -- rendering one Reply ------------------------------------------------------------------
-  function buttonNode(s, button, extraClass, prefix) {
-    const label = (prefix || "") + String(button.label || "");
-    if (button.url) {
-      const href = safeUrl(button.url);
-      if (!href) return el("span", { class: `${extraClass} disabled`, text: label });
+  // -- rendering one message: the LINE and Telegram renderers' own output ----------------
+  // The server sends, beside each neutral Reply, what bot/line/render.py and
+  // bot/telegram/render.py make of it; the page draws those, so a button a platform would
+  // lose (LINE: 4 a card, 20-character labels, no share-phone button) is lost here too.
+  function linkOrButton(s, label, { action, url, cls, echo }) {
+    if (url !== undefined) {
+      const href = safeUrl(url);
+      if (!href) return el("span", { class: `${cls} disabled`, text: label });
       return el("a", {
-        class: extraClass, href, target: "_blank", rel: "noopener noreferrer",
+        class: cls, href, target: "_blank", rel: "noopener noreferrer",
       }, label, el("span", { class: "ext", "aria-hidden": "true", text: " ↗" }));
     }
     return el("button", {
-      type: "button", class: extraClass, "data-action": button.action,
-      onclick: () => tap(s, button),
+      type: "button", class: cls, "data-action": action,
+      onclick: () => tap(s, { action, label: echo || label }),
     }, label);
   }
 
-  function buttonList(s, buttons, cls) {
-    if (!buttons || !buttons.length) return null;
-    return el("div", { class: cls, role: "group" },
-      ...buttons.map((b) => buttonNode(s, b, "action")));
-  }
-
-  function renderText(s, reply) {
-    return [el("div", { class: "bubble" },
-      el("p", { class: "text", text: reply.text || "" }),
-      buttonList(s, reply.buttons, "actions"))];
-  }
-
-  // LINE: a horizontal carousel of Flex-like bubbles; "more" is the last bubble.
-  function cardsLine(s, reply) {
-    const track = el("div", {
-      class: "carousel", role: "list", tabindex: "0", "aria-label": reply.alt_text || "",
+  // LINE actions: postback (data) or uri.
+  function lineAction(s, action, cls) {
+    const label = String(action.label || "");
+    if (action.type === "uri") return linkOrButton(s, label, { url: action.uri, cls });
+    return linkOrButton(s, label, {
+      action: action.data, cls, echo: action.displayText || label,
     });
-    for (const card of reply.cards || []) {
-      const img = card.image_url ? safeUrl(card.image_url) : null;
-      track.append(el("article", { class: "card", role: "listitem" },
-        img ? el("img", { class: "hero", src: img, alt: "", loading: "lazy" }) : null,
-        el("div", { class: "card-body" },
-          el("h3", { class: "card-title", text: card.title || "" }),
-          card.subtitle ? el("p", { class: "card-subtitle", text: card.subtitle }) : null,
-          card.body ? el("p", { class: "card-text", text: card.body }) : null),
-        buttonList(s, card.buttons, "card-actions")));
+  }
+
+  // A Flex component: boxes hold texts and buttons; the first bold text is the title.
+  function flexNodes(s, component, out) {
+    if (!component) return out;
+    if (component.type === "box") {
+      for (const child of component.contents || []) flexNodes(s, child, out);
+    } else if (component.type === "text") {
+      const bold = component.weight === "bold";
+      out.push(el(bold ? "h3" : "p", {
+        class: bold ? "card-title" : (component.size === "xs" ? "card-subtitle" : "card-text"),
+        text: component.text || "",
+      }));
+    } else if (component.type === "button") {
+      out.push(lineAction(s, component.action || {}, "action"));
     }
-    if (reply.more) {
-      track.append(el("article", { class: "card more", role: "listitem" },
-        el("div", { class: "card-actions" }, buttonNode(s, reply.more, "action"))));
+    return out;
+  }
+
+  function flexBubble(s, bubble, asCard) {
+    const body = flexNodes(s, bubble.body, []);
+    const footer = flexNodes(s, bubble.footer, []);
+    if (!asCard) {
+      const texts = body.map((n) => (n.tagName === "BUTTON" || n.tagName === "A"
+        ? n : el("p", { class: "text", text: n.textContent })));
+      return el("div", { class: "bubble" }, ...texts,
+        footer.length ? el("div", { class: "actions", role: "group" }, ...footer) : null);
     }
-    return el("div", { class: "cards-line-view" }, track);
+    const buttonsOnly = body.every((n) => n.tagName === "BUTTON" || n.tagName === "A");
+    return el("article", { class: buttonsOnly && body.length ? "card more" : "card", role: "listitem" },
+      buttonsOnly
+        ? el("div", { class: "card-actions" }, ...body)
+        : el("div", { class: "card-body" }, ...body),
+      footer.length ? el("div", { class: "card-actions", role: "group" }, ...footer) : null);
   }
 
-  // Telegram: one numbered message with an inline keyboard ("1. label" rows, then "more").
-  function cardsTelegram(s, reply) {
-    const cards = reply.cards || [];
-    const numbered = cards.length > 1;
-    const text = el("div", { class: "bubble tg-list" });
-    if (reply.alt_text) text.append(el("p", { class: "text tg-head", text: reply.alt_text }));
-    cards.forEach((card, i) => {
-      text.append(el("div", { class: "tg-item" },
-        el("p", { class: "tg-title", text: (numbered ? `${i + 1}. ` : "") + (card.title || "") }),
-        card.subtitle ? el("p", { class: "card-subtitle", text: card.subtitle }) : null,
-        card.body ? el("p", { class: "card-text", text: card.body }) : null));
-    });
-    const keyboard = el("div", { class: "keyboard", role: "group" });
-    cards.forEach((card, i) => {
-      const prefix = numbered ? `${i + 1}. ` : "";
-      for (const b of card.buttons || []) keyboard.append(buttonNode(s, b, "key", prefix));
-    });
-    if (reply.more) keyboard.append(buttonNode(s, reply.more, "key wide"));
-    return el("div", { class: "cards-telegram-view" }, text,
-      keyboard.childElementCount ? keyboard : null);
+  function lineMessage(s, message) {
+    if (message.type === "text") {
+      return el("div", { class: "bubble" }, el("p", { class: "text", text: message.text || "" }));
+    }
+    if (message.type === "flex") {
+      const contents = message.contents || {};
+      if (contents.type === "carousel") {
+        return el("div", {
+          class: "carousel", role: "list", tabindex: "0", "aria-label": message.altText || "",
+        }, ...(contents.contents || []).map((b) => flexBubble(s, b, true)));
+      }
+      return flexBubble(s, contents, false);
+    }
+    if (message.type === "audio") {
+      const src = safeUrl(message.originalContentUrl);
+      return el("div", { class: "bubble audio" },
+        el("p", { class: "audio-title" }, el("span", { "aria-hidden": "true", text: "🎧 " }),
+          el("span", { class: "muted", text: duration(message.duration) })),
+        src ? el("audio", { controls: true, preload: "none", src }) : null);
+    }
+    if (message.type === "image") {
+      const src = safeUrl(message.previewImageUrl || message.originalContentUrl);
+      return el("div", { class: "bubble image" },
+        src ? el("img", { src, alt: "", loading: "lazy" }) : null);
+    }
+    return el("div", { class: "bubble" },
+      el("p", { class: "muted", text: `（不支援的訊息 unsupported: ${message.type}）` }));
   }
 
-  // Both forms are built; the page-wide toggle shows one (so switching needs no re-render).
-  function renderCards(s, reply) {
-    return [cardsLine(s, reply), cardsTelegram(s, reply)];
+  function lineView(s, messages) {
+    return el("div", { class: "cards-line-view" }, ...messages.map((m) => lineMessage(s, m)));
   }
 
-  function renderAudio(s, reply) {
-    const src = safeUrl(reply.url);
-    return [el("div", { class: "bubble audio" },
-      el("p", { class: "audio-title" },
-        el("span", { "aria-hidden": "true", text: "🎧 " }),
-        reply.title || "語音課 Audio lesson",
-        el("span", { class: "muted", text: ` · ${duration(reply.duration_ms)}` })),
-      src ? el("audio", { controls: true, preload: "none", src }) : null,
-      buttonList(s, reply.buttons, "actions"))];
+  // Telegram: each Bot API call; inline keyboards as rows, a reply keyboard under the text.
+  function inlineKeyboard(s, markup) {
+    const rows = (markup && markup.inline_keyboard) || [];
+    if (!rows.length) return null;
+    return el("div", { class: "keyboard", role: "group" }, ...rows.map((row) =>
+      el("div", { class: "key-row" }, ...row.map((key) => (key.url !== undefined
+        ? linkOrButton(s, key.text, { url: key.url, cls: "key" })
+        : linkOrButton(s, key.text, { action: key.callback_data, cls: "key" }))))));
   }
 
-  function renderImage(s, reply) {
-    const src = safeUrl(reply.preview_url || reply.url);
-    return [el("div", { class: "bubble image" },
-      src ? el("img", { src, alt: reply.alt_text || "", loading: "lazy" }) : null)];
+  function replyKeyboard(s, markup) {
+    const rows = (markup && markup.keyboard) || [];
+    if (!rows.length) return null;
+    const nodes = [];
+    for (const key of rows.flat()) {
+      if (key.request_contact) {
+        const input = el("input", {
+          type: "tel", inputmode: "tel", maxlength: "32", required: true,
+          placeholder: "0912 345 678", "aria-label": "手機號碼 Phone number",
+        });
+        const form = el("form", { class: "share-phone", autocomplete: "off" }, input,
+          el("button", { type: "submit", class: "action primary" },
+            el("span", { "aria-hidden": "true", text: "📱 " }), key.text || ""));
+        form.addEventListener("submit", (event) => {
+          event.preventDefault();
+          const phone = input.value.trim();
+          if (!phone) return;
+          input.value = "";
+          sharePhone(s, phone);
+        });
+        nodes.push(form);
+      } else {
+        // A reply-keyboard button sends its label as text.
+        nodes.push(el("button", {
+          type: "button", class: "key", onclick: () => send(s, { kind: "text", text: key.text }, key.text),
+        }, key.text || ""));
+      }
+    }
+    return el("div", { class: "keyboard reply-keyboard", role: "group" }, ...nodes);
   }
 
-  function renderAskPhone(s, reply) {
-    const input = el("input", {
-      type: "tel", inputmode: "tel", maxlength: "32", required: true,
-      placeholder: "0912 345 678", "aria-label": "手機號碼 Phone number",
-    });
-    const form = el("form", { class: "share-phone", autocomplete: "off" },
-      input,
-      el("button", { type: "submit", class: "action primary" },
-        el("span", { "aria-hidden": "true", text: "📱 " }), reply.share_label || "分享手機"));
-    form.addEventListener("submit", (event) => {
-      event.preventDefault();
-      const phone = input.value.trim();
-      if (!phone) return;
-      input.value = "";
-      sharePhone(s, phone);
-    });
-    return [el("div", { class: "bubble ask-phone" },
-      el("p", { class: "text", text: reply.text || "" }),
-      form,
-      reply.cancel ? buttonList(s, [reply.cancel], "actions") : null)];
+  function telegramCall(s, call) {
+    const p = call.params || {};
+    const markup = p.reply_markup;
+    const keys = [inlineKeyboard(s, markup), replyKeyboard(s, markup)];
+    if (call.method === "sendAudio") {
+      const src = typeof p.audio === "string" ? safeUrl(p.audio) : null;
+      return el("div", { class: "bubble audio" },
+        el("p", { class: "audio-title" }, el("span", { "aria-hidden": "true", text: "🎧 " }),
+          p.title || "", el("span", { class: "muted", text: ` · ${duration((p.duration || 0) * 1000)}` })),
+        src ? el("audio", { controls: true, preload: "none", src }) : null, ...keys);
+    }
+    if (call.method === "sendPhoto") {
+      const src = typeof p.photo === "string" ? safeUrl(p.photo) : null;
+      return el("div", { class: "bubble image" },
+        src ? el("img", { src, alt: "", loading: "lazy" }) : null,
+        p.caption ? el("p", { class: "text", text: p.caption }) : null, ...keys);
+    }
+    return el("div", { class: "bubble tg-list" },
+      el("p", { class: "text", text: p.text || "" }), ...keys);
   }
 
-  const RENDER = {
-    text: renderText, cards: renderCards, audio: renderAudio,
-    image: renderImage, ask_phone: renderAskPhone,
-  };
+  function telegramView(s, calls) {
+    return el("div", { class: "cards-telegram-view" }, ...calls.map((c) => telegramCall(s, c)));
+  }
 
   function renderReply(s, message) {
     const reply = message.reply || {};
-    const render = RENDER[reply.kind];
-    const parts = render
-      ? render(s, reply)
-      : [el("div", { class: "bubble" },
-        el("p", { class: "muted", text: `（不支援的訊息 unsupported: ${reply.kind}）` }))];
+    const line = message.line || [];
     append(s, el("li", { class: `msg bot kind-${reply.kind}`, "data-id": message.id },
       el("span", { class: "avatar", "aria-hidden": "true", text: "e" }),
-      el("div", { class: "content" }, ...parts, el("time", {
-        class: "time", datetime: message.at || "", text: clock(message.at),
-      }))));
-    // LINE shows quick replies only under the latest message, and so do we.
-    s.quick = reply.quick_replies || [];
+      el("div", { class: "content" }, lineView(s, line), telegramView(s, message.telegram || []),
+        el("time", { class: "time", datetime: message.at || "", text: clock(message.at) }))));
+    // LINE shows quick replies only under the latest message, and so do we (Telegram has
+    // them as inline rows on the message itself).
+    const last = line[line.length - 1];
+    s.quick = (last && last.quickReply && last.quickReply.items) || [];
     if (s === active) showQuick(s);
   }
 
@@ -293,7 +329,7 @@
   }
 
   function showQuick(s) {
-    quick.replaceChildren(...s.quick.map((b) => buttonNode(s, b, "chip")));
+    quick.replaceChildren(...s.quick.map((item) => lineAction(s, item.action || {}, "chip")));
     quick.hidden = s.quick.length === 0;
   }
 
