@@ -16,7 +16,6 @@ from typing import Any
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -316,7 +315,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,
         redoc_url=None,
         openapi_url=openapi_url,
-        generate_unique_id_function=_operation_id,
     )
     api.state.runtime = runtime
     # Every console page and /admin/api endpoint finds who is calling through this.
@@ -436,13 +434,6 @@ def body_limits(settings: Settings) -> list[RouteLimit]:
         RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
         RouteLimit(re.compile(IMPORT_PATHS), settings.max_import_bytes),
     ]
-
-
-def _operation_id(route: APIRoute) -> str:
-    """FastAPI's operation id with every method of the route (GET and HEAD routes would
-    otherwise share one id, which the OpenAPI document refuses)."""
-    methods = "_".join(sorted(m.lower() for m in route.methods))
-    return re.sub(r"\W", "_", f"{route.name}{route.path_format}_{methods}")
 
 
 def channel_preview(replies: list[Reply]) -> dict[str, Any]:

@@ -401,7 +401,11 @@ def podcast_routes(
             podcast, v, "private, max-age=31536000, immutable", private=True
         )
 
-    @router.api_route("/feeds/private/{token}/{number}/audio{suffix}", methods=["GET", "HEAD"])
+    # HEAD as its own route, left out of the OpenAPI document (one operation id per route).
+    @router.api_route(
+        "/feeds/private/{token}/{number}/audio{suffix}", methods=["HEAD"], include_in_schema=False
+    )
+    @router.get("/feeds/private/{token}/{number}/audio{suffix}")
     async def private_audio(token: str, number: int, suffix: str) -> FileResponse:
         async with sessionmaker() as session:
             podcast, _ = await private_podcast(session, token)
