@@ -34,6 +34,7 @@ from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from models.conversation import purge_expired_states
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
+from models.learning import requirements_without_courses
 from models.pii import PiiVault
 from models.search.service import SearchService
 from notifications.dispatcher import Dispatcher, build_dispatcher
@@ -75,6 +76,7 @@ class Runtime:
             await self.telegram.start()
         async with self.sessionmaker() as session:
             await self.search.reload(session)
+            await warn_unsatisfiable_requirements(session)
         # Every process holds its own index over the shared catalog: it follows imports made
         # by other processes (and the CLI) within the search service's refresh interval.
         self._catalog_stop.clear()
@@ -186,6 +188,19 @@ def build_runtime(settings: Settings) -> Runtime:
         simulator=simulator,
         dispatcher=dispatcher,
     )
+
+
+async def warn_unsatisfiable_requirements(session: AsyncSession) -> list[str]:
+    """Log every active requirement that no active course satisfies; their codes."""
+    unmatched = await requirements_without_courses(session)
+    for req in unmatched:
+        log.warning(
+            "requirement %s (%s) matches no active course: people cannot complete it here; "
+            "add title_keywords, categories or tags that the catalog has",
+            req.code,
+            req.title,
+        )
+    return [r.code for r in unmatched]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -572,7 +572,12 @@ def requirements_import(
 
     import yaml
 
-    from models.learning import RequirementsError, import_requirements, parse_requirements
+    from models.learning import (
+        RequirementsError,
+        import_requirements,
+        parse_requirements,
+        requirements_without_courses,
+    )
 
     try:
         raw = _read(file).decode("utf-8")
@@ -586,10 +591,17 @@ def requirements_import(
         async with runtime.sessionmaker() as session:
             out = await import_requirements(session, records, now=parse_now(None))
             await session.commit()
+            out["unmatched"] = await requirements_without_courses(session)
         return out
 
     out = _run(run)
     typer.echo(f"requirements: {out['loaded']} loaded, {out['switched_off']} switched off")
+    for req in out["unmatched"]:
+        typer.echo(
+            f"warning: requirement {req.code} ({req.title}) matches no active course; "
+            "give it title_keywords, categories or tags that the catalog has",
+            err=True,
+        )
 
 
 @cli.command("line-richmenu")

@@ -626,12 +626,14 @@ class SearchIndex:
         categories: Iterable[str] = (),
         tags: Iterable[str] = (),
         course_ids: Iterable[str] = (),
+        title_keywords: Iterable[str] = (),
         filters: Filters | None = None,
         exclude: Iterable[str] = (),
         limit: int = 5,
     ) -> list[Hit]:
-        """Courses in any of these categories, with any of these tags or ids; most popular
-        first, then shorter (a mandatory-hours requirement's courses)."""
+        """Courses in any of these categories, with any of these tags or ids, or whose title
+        holds one of the keywords; most popular first, then shorter (a mandatory-hours
+        requirement's courses)."""
         filters = filters or Filters()
         skip = {self._by_id[i] for i in exclude if i in self._by_id}
         found: set[int] = set()
@@ -639,6 +641,9 @@ class SearchIndex:
             found.update(self._by_category.get(c, ()))
         for t in tags:
             found.update(self._by_tag.get(t, ()))
+        keys = [k for k in (compact(fold(k)) for k in title_keywords) if k]
+        if keys:
+            found.update(d for d, t in enumerate(self._titles) if any(k in t for k in keys))
         found.update(self._by_id[i] for i in course_ids if i in self._by_id)
         candidates = [d for d in found if d not in skip and self._passes(d, filters)]
         top = heapq.nsmallest(
