@@ -39,7 +39,9 @@ HEADER = """\
 
 
 def judge(queries: list[dict[str, Any]], catalog: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    titles = [(str(r["id"]), compact(fold(str(r["title"])))) for r in catalog if not r.get("retired")]
+    titles = [
+        (str(r["id"]), compact(fold(str(r["title"])))) for r in catalog if not r.get("retired")
+    ]
     out = []
     for q in queries:
         words = [compact(fold(str(w))) for w in q["judged_by"]]

@@ -327,7 +327,8 @@ async def _answer(
         )
     described = _describe(ctx, chosen)
     if query:
-        title = ctx.t("courses.found", total=found.total, query=query)
+        # The query as understood (Traditional, corrected, filler dropped), not as typed.
+        title = ctx.t("courses.found", total=found.total, query=found.understood or query)
     else:
         title = ctx.t("courses.found_filtered", total=found.total)
     if described:
@@ -398,9 +399,10 @@ async def _nothing(
             if _fits(action := f"course.f:0{_flags(replace(chosen, category=name))}:")
         ]
     key = "courses.none_suggest" if found.suggestions else "courses.none"
-    text = ctx.t(key, query=q.query)
+    shown = found.understood or q.query
+    text = ctx.t(key, query=shown)
     if not chosen.empty():
-        text = ctx.t(f"{key}_filtered", query=q.query, filters=_describe(ctx, chosen))
+        text = ctx.t(f"{key}_filtered", query=shown, filters=_describe(ctx, chosen))
     return Text(text=text, quick_replies=[*suggestions, *related][:MAX_QUICK])
 
 

@@ -67,12 +67,26 @@ async def test_more_results_pages_without_repeats(chat: Chat) -> None:
 
 async def test_typo_is_corrected_and_nothing_found_offers_alternatives(chat: Chat) -> None:
     assert "你是不是要找「資訊安全」" in texts(await chat.say("資訊安圈"))
-    replies = await chat.say("資案")
+    # A homophone from the input method (資案 for 資安) finds what 資安 finds.
+    homophone = await chat.say("資案")
+    assert "你是不是要找「資訊安全」" in texts(homophone)
+    assert any(r["kind"] == "cards" for r in homophone)
+    replies = await chat.say("資鷹")
     assert "找不到" in texts(replies)
     offered = buttons(replies)
     assert offered["資訊安全"].startswith("course.")
     follow_up = await chat.tap(offered["資訊安全"])
     assert any(r["kind"] == "cards" for r in follow_up)
+
+
+async def test_a_long_sentence_finds_what_its_key_words_find(chat: Chat) -> None:
+    sentence = await chat.say("請問有沒有關於長期照顧的線上課程")
+    words = await chat.say("長期照顧")
+    assert [a for a in buttons(sentence).values() if a.startswith("course.open:")] == [
+        a for a in buttons(words).values() if a.startswith("course.open:")
+    ]
+    assert "和「長期照顧」有關的課程" in texts(sentence)  # echoed as understood
+    assert "請問" not in texts(sentence)
 
 
 async def test_search_word_then_query_and_category_browse(chat: Chat) -> None:

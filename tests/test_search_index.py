@@ -129,7 +129,7 @@ def test_filters_and_paging(demo: SearchIndex) -> None:
 
 
 def test_zero_results_offer_alternatives(demo: SearchIndex) -> None:
-    typo = demo.search("資案")
+    typo = demo.search("資鷹")  # no homophone of either character makes a title word
     assert typo.total == 0
     assert "資訊安全" in typo.suggestions
     assert typo.related_categories[0] == "資訊安全"
