@@ -469,11 +469,16 @@ def chat(
 
 
 @cli.command("search-quality")
-def search_quality(verbose: Annotated[bool, typer.Option(help="every query")] = False) -> None:
-    """Print hit@5, MRR and the zero-result rate of the relevance set."""
+def search_quality(
+    verbose: Annotated[bool, typer.Option(help="every query")] = False,
+    real: Annotated[
+        bool, typer.Option(help="the real-catalog set on ../shared/data/courses.json")
+    ] = False,
+) -> None:
+    """Print hit@5, MRR and the zero-result rate of the relevance set, by kind."""
     from models.search.evaluate import main as evaluate
 
-    raise typer.Exit(evaluate(["--verbose"] if verbose else []))
+    raise typer.Exit(evaluate([*(["--verbose"] if verbose else []), *(["--real"] if real else [])]))
 
 
 @cli.command("telegram-setup")

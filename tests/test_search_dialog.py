@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -163,3 +164,36 @@ async def test_numbers_typed_as_a_search_are_not_logged(
         assert not any(ch.isdigit() for ch in stored), stored
     if "資安" in typed:
         assert "資安" in row.query  # the words around the number still count
+
+
+async def test_english_shows_category_names_in_english(
+    session: AsyncSession,
+    served,  # type: ignore[no-untyped-def]
+) -> None:
+    await apply_catalog(session, parsed=read_catalog(demo_catalog_path()), now=NOW)
+    await session.commit()
+    async with served() as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as http:
+        en = Chat(http, "sim-english", language="en")
+        found = await en.say("information security")
+        offered = buttons(found)
+        assert offered["Info security"] == "course.cat:資訊安全"
+        assert "資訊安全" not in offered  # the label is English, the action the catalog's name
+        listed = await en.tap("course.cat:資訊安全")
+        assert 'Courses in "Info security"' in texts(listed)
+        assert "Info security・" in texts(listed)  # the cards' subtitles too
+
+
+def test_every_catalog_category_has_an_english_name_that_fits_a_line_label() -> None:
+    import json
+
+    from bot.i18n import Catalog
+
+    en = Catalog().messages["en"]
+    demo = json.loads(demo_catalog_path().read_text("utf-8"))
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "courses.json"
+    records = demo + (json.loads(shared.read_text("utf-8")) if shared.is_file() else [])
+    for category in {r["category"] for r in records}:
+        name = en.get(f"categories.{category}")
+        assert name, category
+        assert name != category, category
+        assert len(name) <= 20, name  # LINE cuts button labels at 20 characters

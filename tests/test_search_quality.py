@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from models.search import SearchIndex, demo_catalog_path
-from models.search.evaluate import DEFAULT_SET, evaluate, load_cases, report
+from models.search.evaluate import (
+    CATALOG_SET,
+    DEFAULT_SET,
+    SHARED_CATALOG,
+    evaluate,
+    load_cases,
+    report,
+)
 
 # Measured 2026-12 (docs/SEARCH.md): demo set hit@5 1.000, MRR 0.994, zero-result rate 0;
 # real-catalog set hit@5 1.000, MRR 0.975. Every kind must reach MIN_KIND_HIT_AT_5.
@@ -16,8 +22,6 @@ MIN_HIT_AT_5 = 0.97
 MIN_MRR = 0.96
 MAX_ZERO_RATE = 0.025
 MIN_KIND_HIT_AT_5 = 0.95
-CATALOG_SET = DEFAULT_SET.with_name("search_relevance_catalog.yaml")
-SHARED_CATALOG = Path(__file__).resolve().parents[2] / "shared" / "data" / "courses.json"
 
 
 def test_relevance_set_is_judged_against_the_demo_catalog() -> None:
