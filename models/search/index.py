@@ -114,6 +114,7 @@ class _Alt:
 # Single characters that are left over from a sentence once the dictionary's stopwords are
 # gone ("請問有性別平等的線上課程嗎" -> 有, 嗎): dropped unless they are the whole query.
 FILLER = frozenset("的嗎呢吧啊呀喔了有和與跟及或我你您請想要找學上一些個門堂教補")
+PARTICLES = "的嗎呢吧啊呀喔"  # and at the end of a longer run
 
 _LATIN = re.compile(r"[0-9a-z\u00c0-\u024f]")
 
@@ -312,7 +313,9 @@ class SearchIndex:
             return None
 
         pieces = cut(run)
-        return pieces if pieces is not None and len(pieces) > 1 else []
+        # More than three pieces is a sentence rather than words side by side: bigram
+        # coverage of the whole run serves it better than requiring most of five words.
+        return pieces if pieces is not None and 1 < len(pieces) <= 3 else []
 
     def _fix_latin(self, folded: str) -> tuple[str, bool]:
         """Replace unknown English words by the closest known one ('infomation')."""
@@ -356,7 +359,9 @@ class SearchIndex:
             slots.append(tuple(options))
         return _Alt(text=compact(text), weight=weight, slots=tuple(slots))
 
-    def _concepts(self, folded: str) -> tuple[list[list[_Alt]], list[str], bool, list[bool]]:
+    def _concepts(
+        self, folded: str, *, cut: bool = True
+    ) -> tuple[list[list[_Alt]], list[str], bool, list[bool]]:
         """Split a folded query into concepts; also the reading with typos corrected, and
         which concepts are weak words (公務人員, 演練, 制度: the dictionary's `weak`)."""
         d = self.dictionary
@@ -383,6 +388,9 @@ class SearchIndex:
                     continue
                 if is_cjk(run) and len(run) == 1 and run in FILLER and len(folded) > 1:
                     continue  # 有, 的, 嗎 left over from a sentence ("請問有...的課程嗎")
+                if is_cjk(run) and len(run) > 1:
+                    # A particle at the end of a run ("...保健知識的" before 相關課程).
+                    run = run.rstrip(PARTICLES) or run
                 alts = [self._alt(run, 1.0)]
                 shown = run
                 if is_cjk(run) and len(run) >= 2 and not self._findable(run):
@@ -397,7 +405,7 @@ class SearchIndex:
                         )
                         if shown == run:
                             shown, fixed = d.preferred.get(word, word), True
-                pieces = self._pieces(run) if is_cjk(run) and shown == run else []
+                pieces = self._pieces(run) if cut and is_cjk(run) and shown == run else []
                 if pieces:
                     # Words side by side that no title joins (退休制度, 內部控制制度): each
                     # is its own concept, so the topic can lead and a weak word can follow.
@@ -516,6 +524,10 @@ class SearchIndex:
 
     def _score_form(self, folded: str) -> tuple[dict[int, float], str | None, int, list[str]]:
         concepts, reading, fixed, weak = self._concepts(folded)
+        if len(concepts) > 3:
+            # Cutting runs into words is for two or three words side by side; a sentence of
+            # more is better served by bigram coverage of its runs as they stand.
+            concepts, reading, fixed, weak = self._concepts(folded, cut=False)
         scored_concepts: list[dict[int, float]] = []
         scored_weak: list[bool] = []
         for alts, is_weak in zip(concepts, weak, strict=True):
