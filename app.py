@@ -56,6 +56,7 @@ from models.courses import purge_search_log
 from models.db import create_engine, create_sessionmaker
 from models.identity import purge_otp_history
 from models.inbound import purge_finished_events
+from models.learning import requirements_without_courses
 from models.pii import PiiVault
 from models.search.service import SearchService
 from models.simulator import purge_simulator_messages
@@ -103,6 +104,7 @@ class Runtime:
             await self.telegram.start()
         async with self.sessionmaker() as session:
             await self.search.reload(session)
+            await warn_unsatisfiable_requirements(session)
         # Every process holds its own index over the shared catalog: it follows imports made
         # by other processes (and the CLI) within the search service's refresh interval.
         self._catalog_stop.clear()
@@ -264,6 +266,19 @@ def build_runtime(settings: Settings) -> Runtime:
         simulator=simulator,
         dispatcher=dispatcher,
     )
+
+
+async def warn_unsatisfiable_requirements(session: AsyncSession) -> list[str]:
+    """Log every active requirement that no active course satisfies; their codes."""
+    unmatched = await requirements_without_courses(session)
+    for req in unmatched:
+        log.warning(
+            "requirement %s (%s) matches no active course: people cannot complete it here; "
+            "add title_keywords, categories or tags that the catalog has",
+            req.code,
+            req.title,
+        )
+    return [r.code for r in unmatched]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -511,11 +511,16 @@ def chat(
 
 
 @cli.command("search-quality")
-def search_quality(verbose: Annotated[bool, typer.Option(help="every query")] = False) -> None:
-    """Print hit@5, MRR and the zero-result rate of the relevance set."""
+def search_quality(
+    verbose: Annotated[bool, typer.Option(help="every query")] = False,
+    real: Annotated[
+        bool, typer.Option(help="the real-catalog set on ../shared/data/courses.json")
+    ] = False,
+) -> None:
+    """Print hit@5, MRR and the zero-result rate of the relevance set, by kind."""
     from models.search.evaluate import main as evaluate
 
-    raise typer.Exit(evaluate(["--verbose"] if verbose else []))
+    raise typer.Exit(evaluate([*(["--verbose"] if verbose else []), *(["--real"] if real else [])]))
 
 
 @cli.command("telegram-setup")
@@ -801,7 +806,12 @@ def requirements_import(
 
     import yaml
 
-    from models.learning import RequirementsError, import_requirements, parse_requirements
+    from models.learning import (
+        RequirementsError,
+        import_requirements,
+        parse_requirements,
+        requirements_without_courses,
+    )
 
     try:
         raw = _read(file).decode("utf-8")
@@ -815,10 +825,17 @@ def requirements_import(
         async with runtime.sessionmaker() as session:
             out = await import_requirements(session, records, now=parse_now(None))
             await session.commit()
+            out["unmatched"] = await requirements_without_courses(session)
         return out
 
     out = _run(run)
     typer.echo(f"requirements: {out['loaded']} loaded, {out['switched_off']} switched off")
+    for req in out["unmatched"]:
+        typer.echo(
+            f"warning: requirement {req.code} ({req.title}) matches no active course; "
+            "give it title_keywords, categories or tags that the catalog has",
+            err=True,
+        )
 
 
 @cli.command("line-richmenu")

@@ -90,15 +90,23 @@ def _card(
 ) -> Card:
     return Card(
         title=title,
-        subtitle=f"{category}・{_hours(ctx, hours)}",
+        subtitle=f"{_category_name(ctx, category)}・{_hours(ctx, hours)}",
         body=body,
         buttons=[Button(label=ctx.t("courses.open"), action=f"course.open:{cid}")],
     )
 
 
+def _category_name(ctx: Context, name: str) -> str:
+    """A category in the member's language (bot/locales/*/categories.toml), else as named."""
+    try:
+        return ctx.t(f"categories.{name}")
+    except KeyError:
+        return name
+
+
 def _category_buttons(ctx: Context, names: list[str]) -> list[Button]:
     return [
-        Button(label=name, action=f"course.cat:{name}")
+        Button(label=_category_name(ctx, name), action=f"course.cat:{name}")
         for name in names
         if _fits(f"course.cat:{name}")
     ]
@@ -197,7 +205,9 @@ class _Query:
 def _describe(ctx: Context, filters: Filters) -> str:
     parts = []
     if filters.category is not None:
-        parts.append(ctx.t("courses.filter_category", category=filters.category))
+        parts.append(
+            ctx.t("courses.filter_category", category=_category_name(ctx, filters.category))
+        )
     if filters.max_hours is not None:
         parts.append(ctx.t("courses.filter_max_hours", hours=_num(filters.max_hours)))
     if filters.min_hours is not None:
@@ -230,7 +240,7 @@ async def _filter_buttons(
         for name, n in list(found.categories.items())[:3]:
             out.append(
                 Button(
-                    label=ctx.t("courses.only_category", category=name, n=n),
+                    label=ctx.t("courses.only_category", category=_category_name(ctx, name), n=n),
                     action=await q.action("f", 0, replace(chosen, category=name)),
                 )
             )
@@ -325,7 +335,10 @@ async def _answer(
         )
     described = _describe(ctx, chosen)
     if query:
-        title = ctx.tn("courses.found", found.total, total=found.total, query=query)
+        # The query as understood (Traditional, corrected, filler dropped), not as typed.
+        title = ctx.tn(
+            "courses.found", found.total, total=found.total, query=found.understood or query
+        )
     else:
         title = ctx.tn("courses.found_filtered", found.total, total=found.total)
     if described:
@@ -391,14 +404,15 @@ async def _nothing(
         related = _category_buttons(ctx, found.related_categories)
     else:
         related = [
-            Button(label=name, action=action)
+            Button(label=_category_name(ctx, name), action=action)
             for name in found.related_categories
             if _fits(action := f"course.f:0{_flags(replace(chosen, category=name))}:")
         ]
     key = "courses.none_suggest" if found.suggestions else "courses.none"
-    text = ctx.t(key, query=q.query)
+    shown = found.understood or q.query
+    text = ctx.t(key, query=shown)
     if not chosen.empty():
-        text = ctx.t(f"{key}_filtered", query=q.query, filters=_describe(ctx, chosen))
+        text = ctx.t(f"{key}_filtered", query=shown, filters=_describe(ctx, chosen))
     # Beside the suggestions and categories, always a way back: the menu and the help.
     back = [
         Button(label=ctx.t("common.button_menu"), action=f"{COMMAND_ACTION}:menu"),
@@ -546,7 +560,7 @@ async def categories(ctx: Context, msg: Incoming) -> Reply:
 
 async def _categories(ctx: Context) -> Reply:
     cats = await list_categories(ctx.session, audience=_audience(ctx))
-    lines = "\n".join(f"・{c}（{n}）" for c, n in cats)
+    lines = "\n".join(f"・{_category_name(ctx, c)}（{n}）" for c, n in cats)
     return Text(
         text=ctx.t("courses.categories", list=lines),
         quick_replies=[
@@ -590,7 +604,7 @@ async def category(ctx: Context, msg: Incoming) -> Reply:
     return _course_cards(
         ctx,
         found,
-        ctx.t("courses.in_category", category=name),
+        ctx.t("courses.in_category", category=_category_name(ctx, name)),
         next_action if _fits(next_action) else None,
     )
 
@@ -649,7 +663,7 @@ async def open_course(ctx: Context, msg: Incoming) -> Reply:
     if not isinstance(course, Course):
         return course
     course.popularity += 1
-    lines = [f"{course.category}・{_hours(ctx, course.hours)}"]
+    lines = [f"{_category_name(ctx, course.category)}・{_hours(ctx, course.hours)}"]
     if course.hours_estimated:
         lines.append(ctx.t("courses.hours_estimated"))
     if course.audience == "civil_servant":

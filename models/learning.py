@@ -39,6 +39,7 @@ from models.base import TAIPEI, Base
 from models.courses import Course
 from models.identity import CivilServant
 from models.outbox import ids_match
+from models.search.normalise import compact, fold
 
 DEFAULT_CADENCE = (30, 14, 7, 3, 1)
 DEFAULT_OVERDUE_EVERY = 7
@@ -56,6 +57,8 @@ class MandatoryRequirement(Base):
     scope: Mapped[str] = mapped_column(String(8), default="match")  # "any" or "match"
     categories: Mapped[list[Any]] = mapped_column(default=list)
     tags: Mapped[list[Any]] = mapped_column(default=list)
+    # Words of course titles that count ("重大政策" in 「當前國家重大政策議題」), folded.
+    title_keywords: Mapped[list[Any]] = mapped_column(default=list)
     course_ids: Mapped[list[Any]] = mapped_column(default=list)
     agencies: Mapped[list[Any]] = mapped_column(default=list)  # empty: every agency
     deadline: Mapped[str] = mapped_column(String(5), default="12-31")  # MM-DD, Asia/Taipei
@@ -155,14 +158,22 @@ class Requirement:
     deadline: str
     cadence_days: tuple[int, ...]
     overdue_every_days: int
+    title_keywords: frozenset[str] = frozenset()  # folded, compact
 
-    def counts(self, course_id: str, category: str | None, tags: Iterable[str]) -> bool:
+    def counts(
+        self, course_id: str, category: str | None, tags: Iterable[str], title: str = ""
+    ) -> bool:
         """Whether a completed course counts toward this requirement."""
         if self.scope == "any" or course_id in self.course_ids:
             return True
         if category is not None and category in self.categories:
             return True
-        return any(t in self.tags for t in tags)
+        if any(t in self.tags for t in tags):
+            return True
+        if self.title_keywords and title:
+            folded = compact(fold(title))
+            return any(k in folded for k in self.title_keywords)
+        return False
 
     def applies_to(self, agency: str | None) -> bool:
         return not self.agencies or (agency is not None and agency in self.agencies)
@@ -200,6 +211,7 @@ def _spec(row: MandatoryRequirement) -> Requirement:
         scope=row.scope,
         categories=frozenset(row.categories or ()),
         tags=frozenset(row.tags or ()),
+        title_keywords=frozenset(compact(fold(k)) for k in row.title_keywords or () if fold(k)),
         course_ids=frozenset(row.course_ids or ()),
         agencies=frozenset(row.agencies or ()),
         deadline=row.deadline,
@@ -272,6 +284,7 @@ def parse_requirements(data: Any) -> list[dict[str, Any]]:
             "scope": scope,
             "categories": _str_list(item.get("categories"), where),
             "tags": _str_list(item.get("tags"), where),
+            "title_keywords": _str_list(item.get("title_keywords"), where),
             "course_ids": _str_list(item.get("course_ids"), where),
             "agencies": _str_list(item.get("agencies"), where),
             "deadline": f"{month:02d}-{day:02d}",
@@ -280,9 +293,14 @@ def parse_requirements(data: Any) -> list[dict[str, Any]]:
             "position": index,
         }
         if scope == "match" and not (
-            record["categories"] or record["tags"] or record["course_ids"]
+            record["categories"]
+            or record["tags"]
+            or record["title_keywords"]
+            or record["course_ids"]
         ):
-            raise RequirementsError(f"{where}: say which courses count (categories/tags/ids)")
+            raise RequirementsError(
+                f"{where}: say which courses count (categories/tags/title_keywords/course_ids)"
+            )
         out.append(record)
     return out
 
@@ -330,6 +348,41 @@ async def load_requirements(session: AsyncSession, *, now: dt.datetime) -> list[
         .order_by(MandatoryRequirement.position, MandatoryRequirement.id)
     )
     return [_spec(r) for r in rows]
+
+
+async def requirements_without_courses(
+    session: AsyncSession, requirements: Sequence[Requirement] | None = None
+) -> list[Requirement]:
+    """The active requirements that no active course can satisfy (nothing to remind with).
+
+    Without `requirements`, the stored active ones (the shipped defaults while none are
+    stored). The console, `edoor requirements import` and start-up report them.
+    """
+    if requirements is None:
+        rows = list(
+            await session.scalars(
+                select(MandatoryRequirement)
+                .where(MandatoryRequirement.active.is_(True))
+                .order_by(MandatoryRequirement.position, MandatoryRequirement.id)
+            )
+        )
+        stored = await session.scalar(select(func.count()).select_from(MandatoryRequirement))
+        if not stored:
+            rows = [MandatoryRequirement(id=-i, **r) for i, r in enumerate(default_requirements())]
+        requirements = [_spec(r) for r in rows]
+    waiting = [r for r in requirements if r.scope == "match"]
+    if not waiting:
+        return []
+    courses = await session.execute(
+        select(Course.id, Course.category, Course.tags, Course.title).where(
+            Course.retired.is_(False)
+        )
+    )
+    for cid, category, tags, title in courses:
+        waiting = [r for r in waiting if not r.counts(cid, category, tags or (), title)]
+        if not waiting:
+            break
+    return waiting
 
 
 # -- hours -------------------------------------------------------------------------------------
@@ -431,7 +484,7 @@ async def completed_hours(
             courses_out.setdefault(owner, set()).add(course_id)
         done = out[owner]
         for req in requirements:
-            if req.counts(course_id, course.category, course.tags):
+            if req.counts(course_id, course.category, course.tags, course.title):
                 done[req.id] = done.get(req.id, 0.0) + float(hours or 0)
     return out
 

@@ -33,7 +33,7 @@ async def suggest_courses(
             continue
         for r in requirements:
             picks = out[r.id]
-            if len(picks) < limit and r.counts(cid, category, tags or ()):
+            if len(picks) < limit and r.counts(cid, category, tags or (), title):
                 picks.append((cid, title))
     return out
 

@@ -110,6 +110,10 @@ def render_digest(
                 missing=_hours(req.hours - done),
             )
         )
+        if req.scope != "any" and not suggestions.get(req.id):
+            # No open course counts toward it here (edoor reports such a requirement at
+            # import and start-up): say so rather than point at a list that is not there.
+            lines.append(catalog.t(lang, "reminders.no_course"))
     buttons: list[Button] = []
     chosen: set[str] = set()
     # Topics first (a course there also counts toward the yearly total).
@@ -128,8 +132,13 @@ def render_digest(
                 action=f"course.open:{pick}",
             )
         )
+    if buttons:
+        lines.append(catalog.t(lang, "reminders.footer"))
+    else:
+        # Nothing to tap: never "tap a course below" above an empty list.
+        lines.append(catalog.t(lang, "reminders.footer_search"))
+        buttons.append(Button(label=catalog.t(lang, "reminders.search"), action="cmd:search"))
     buttons.append(Button(label=catalog.t(lang, "reminders.snooze"), action="learning.snooze"))
-    lines.append(catalog.t(lang, "reminders.footer"))
     return [
         Text(
             text="\n".join(lines),

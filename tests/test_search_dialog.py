@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import re
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -67,12 +68,26 @@ async def test_more_results_pages_without_repeats(chat: Chat) -> None:
 
 async def test_typo_is_corrected_and_nothing_found_offers_alternatives(chat: Chat) -> None:
     assert "您是不是要找「資訊安全」" in texts(await chat.say("資訊安圈"))
-    replies = await chat.say("資案")
+    # A homophone from the input method (資案 for 資安) finds what 資安 finds.
+    homophone = await chat.say("資案")
+    assert "您是不是要找「資訊安全」" in texts(homophone)
+    assert any(r["kind"] == "cards" for r in homophone)
+    replies = await chat.say("資鷹")
     assert "找不到" in texts(replies)
     offered = buttons(replies)
     assert offered["資訊安全"].startswith("course.")
     follow_up = await chat.tap(offered["資訊安全"])
     assert any(r["kind"] == "cards" for r in follow_up)
+
+
+async def test_a_long_sentence_finds_what_its_key_words_find(chat: Chat) -> None:
+    sentence = await chat.say("請問有沒有關於長期照顧的線上課程")
+    words = await chat.say("長期照顧")
+    assert [a for a in buttons(sentence).values() if a.startswith("course.open:")] == [
+        a for a in buttons(words).values() if a.startswith("course.open:")
+    ]
+    assert "和「長期照顧」有關的課程" in texts(sentence)  # echoed as understood
+    assert "請問" not in texts(sentence)
 
 
 async def test_search_word_then_query_and_category_browse(chat: Chat) -> None:
@@ -149,3 +164,36 @@ async def test_numbers_typed_as_a_search_are_not_logged(
         assert not any(ch.isdigit() for ch in stored), stored
     if "資安" in typed:
         assert "資安" in row.query  # the words around the number still count
+
+
+async def test_english_shows_category_names_in_english(
+    session: AsyncSession,
+    served,  # type: ignore[no-untyped-def]
+) -> None:
+    await apply_catalog(session, parsed=read_catalog(demo_catalog_path()), now=NOW)
+    await session.commit()
+    async with served() as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as http:
+        en = Chat(http, "sim-english", language="en")
+        found = await en.say("information security")
+        offered = buttons(found)
+        assert offered["Info security"] == "course.cat:資訊安全"
+        assert "資訊安全" not in offered  # the label is English, the action the catalog's name
+        listed = await en.tap("course.cat:資訊安全")
+        assert 'Courses in "Info security"' in texts(listed)
+        assert "Info security・" in texts(listed)  # the cards' subtitles too
+
+
+def test_every_catalog_category_has_an_english_name_that_fits_a_line_label() -> None:
+    import json
+
+    from bot.i18n import Catalog
+
+    en = Catalog().messages["en"]
+    demo = json.loads(demo_catalog_path().read_text("utf-8"))
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "courses.json"
+    records = demo + (json.loads(shared.read_text("utf-8")) if shared.is_file() else [])
+    for category in {r["category"] for r in records}:
+        name = en.get(f"categories.{category}")
+        assert name, category
+        assert name != category, category
+        assert len(name) <= 20, name  # LINE cuts button labels at 20 characters

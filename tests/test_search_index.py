@@ -129,7 +129,7 @@ def test_filters_and_paging(demo: SearchIndex) -> None:
 
 
 def test_zero_results_offer_alternatives(demo: SearchIndex) -> None:
-    typo = demo.search("資案")
+    typo = demo.search("資鷹")  # no homophone of either character makes a title word
     assert typo.total == 0
     assert "資訊安全" in typo.suggestions
     assert typo.related_categories[0] == "資訊安全"
@@ -204,3 +204,41 @@ def test_also_counts_what_other_filters_would_keep_in_the_same_pass(demo: Search
         assert seen.also_total == demo.search(query, filters=civil).total
     assert any(hidden.values())  # the demo catalog has civil-servant courses to count
     assert demo.search("資安", filters=public).also_total == 0  # only when asked
+
+
+def test_homophone_typos_are_heard_as_meant(demo: SearchIndex) -> None:
+    """The input method's wrong pick of a same-sounding character (a heteronym too: 長 is
+    chang and zhang) finds what the right word finds, and says what it searched for."""
+    for typed, meant, shown in (
+        ("資案", "資安", "資訊安全"),
+        ("長找", "長照", "長期照顧"),
+        ("行政中粒", "行政中立", "行政中立"),
+    ):
+        found = demo.search(typed, limit=5)
+        right = {h.id for h in demo.search(meant, limit=100).hits}
+        assert found.corrected == shown, typed
+        assert found.hits, typed
+        assert {h.id for h in found.hits} <= right, typed
+
+
+def test_sentences_find_what_their_key_words_find_and_echo_them(demo: SearchIndex) -> None:
+    sentence = demo.search("我想找一門關於資訊安全的課程")
+    words = demo.search("資訊安全")
+    assert [h.id for h in sentence.hits] == [h.id for h in words.hits]
+    assert sentence.understood == "資訊安全"
+    assert demo.search("I want a course about information security").understood == (
+        "information security"
+    )
+    assert demo.search("生成式AI應用").understood == "生成式AI應用"  # the case typed
+    assert demo.search("台北 長照").understood == "臺北 長照"
+
+
+def test_a_common_or_weak_word_does_not_outrank_the_topic() -> None:
+    records = [
+        {"id": "a", "title": "公務人員服務守則", "category": "公務知能", "hours": 1},
+        {"id": "b", "title": "公務人員差勤", "category": "公務知能", "hours": 1},
+        {"id": "c", "title": "退休撫卹", "category": "公務知能", "hours": 1},
+        {"id": "d", "title": "勤休制度宣導", "category": "公務知能", "hours": 1},
+    ]
+    index = SearchIndex.from_records(records)
+    assert index.search("公務人員退休制度").hits[0].id == "c"

@@ -1,7 +1,8 @@
 """Search quality against a judged relevance set: hit@5, MRR and the zero-result rate.
 
 Run: .venv/bin/python -m models.search.evaluate [tests/search_relevance.yaml] [--catalog FILE]
-(the `edoor` CLI calls `evaluate` the same way).
+or `--real` for tests/search_relevance_catalog.yaml on ../shared/data/courses.json (the
+`edoor search-quality [--real]` command calls `main` the same way).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from models.search.index import SearchIndex
 from models.search.service import DEMO_CATALOG
 
 DEFAULT_SET = Path(__file__).resolve().parents[2] / "tests" / "search_relevance.yaml"
+CATALOG_SET = DEFAULT_SET.with_name("search_relevance_catalog.yaml")
+SHARED_CATALOG = Path(__file__).resolve().parents[3] / "shared" / "data" / "courses.json"
 DEPTH = 10  # MRR counts the first relevant course within the first page and a half
 
 
@@ -109,7 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("relevance", nargs="?", type=Path, default=DEFAULT_SET)
     parser.add_argument("--catalog", type=Path, default=DEMO_CATALOG)
     parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--real", action="store_true", help="the real-catalog set on ../shared/data/courses.json"
+    )
     args = parser.parse_args(argv)
+    if args.real:
+        if not SHARED_CATALOG.is_file():
+            sys.stderr.write(f"{SHARED_CATALOG} is not on this machine\n")
+            return 2
+        args.relevance, args.catalog = CATALOG_SET, SHARED_CATALOG
     index = SearchIndex.from_records(json.loads(args.catalog.read_text("utf-8")))
     quality = evaluate(index, load_cases(args.relevance))
     sys.stdout.write(report(quality, verbose=args.verbose) + "\n")

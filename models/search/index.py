@@ -22,7 +22,16 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from models.search.normalise import QueryForms, compact, fold, grams, is_cjk, query_forms, runs
+from models.search.normalise import (
+    QueryForms,
+    compact,
+    fold,
+    grams,
+    is_cjk,
+    query_forms,
+    readings,
+    runs,
+)
 from models.search.synonyms import Dictionary, load_dictionary
 
 # Score of a whole alternative form found inside the title / only in category or tags.
@@ -32,6 +41,8 @@ META = 0.5
 EXPANSION = 0.95  # a dictionary expansion ranks just below the words as typed
 CORRECTION = 0.85  # a typo correction ranks below both
 SECONDARY = 0.97  # the other script reading of an ambiguous query
+RARITY_FLOOR = 0.5  # weight of a query word as common as the commonest of several
+WEAK = 0.6  # and of a weak word beside others (公務人員 in 公務人員退休制度)
 
 
 @dataclass(frozen=True)
@@ -77,6 +88,9 @@ class SearchResult:
     limit: int
     hits: list[Hit]
     corrected: str | None = None  # what we searched for instead of a typo ("did you mean")
+    # The query as understood, to echo back: Traditional script, typos corrected, filler
+    # ("我想找一門關於...的課程") dropped, at most 20 characters; "" when nothing is left.
+    understood: str = ""
     suggestions: list[str] = field(default_factory=list)  # other words to try
     related_categories: list[str] = field(default_factory=list)
     # Facets of every match (not only this page), when asked for: what a filter would keep.
@@ -97,11 +111,31 @@ class _Alt:
     slots: tuple[tuple[tuple[str, float], ...], ...]  # per query gram: options (gram, factor)
 
 
+# Single characters that are left over from a sentence once the dictionary's stopwords are
+# gone ("請問有性別平等的線上課程嗎" -> 有, 嗎): dropped unless they are the whole query.
+FILLER = frozenset("的嗎呢吧啊呀喔了有和與跟及或我你您請想要找學上一些個門堂教補")
+PARTICLES = "的嗎呢吧啊呀喔"  # and at the end of a longer run
+
 _LATIN = re.compile(r"[0-9a-z\u00c0-\u024f]")
 
 
 def _is_latin(ch: str) -> bool:
     return bool(_LATIN.match(ch))
+
+
+def _understood(reading: list[str], raw: str, folded: str, limit: int = 20) -> str:
+    """The concepts as one short phrase: Latin words in the case they were typed (AI), and
+    words that were typed apart kept apart."""
+    typed = {w.casefold(): w for w in re.findall(r"[0-9A-Za-z\u00c0-\u024f]+", raw)}
+    out = ""
+    prev = ""
+    for part in reading:
+        shown = re.sub(r"[0-9a-z\u00c0-\u024f]+", lambda m: typed.get(m.group(0), m.group(0)), part)
+        if out and (_is_latin(out[-1]) or _is_latin(shown[0]) or f"{prev} {part}" in folded):
+            out += " "
+        out += shown
+        prev = part
+    return out if len(out) <= limit else out[: limit - 1] + "…"
 
 
 class SearchIndex:
@@ -165,6 +199,14 @@ class SearchIndex:
         self._vocab_keys = list(vocab)
         self._vocab = vocab
         self._tag_df = tag_df
+        # Homophones: every character of the titles, categories and tags by its toneless
+        # readings, so that a typed character can be swapped for one that sounds the same.
+        sounds: dict[str, set[str]] = {}
+        for gram in [*self._postings, *self._meta_postings]:
+            for ch in gram:
+                for r in readings(ch):
+                    sounds.setdefault(r, set()).add(ch)
+        self._by_sound = {r: tuple(sorted(chars)) for r, chars in sounds.items()}
 
     @classmethod
     def from_records(
@@ -208,6 +250,73 @@ class SearchIndex:
         gs = grams(text)
         return bool(gs) and all(g in self._postings or g in self._meta_postings for g in gs)
 
+    def _known(self, gram: str) -> bool:
+        return gram in self._postings or gram in self._meta_postings
+
+    def _homophones(self, run: str, *, limit: int = 2) -> list[str]:
+        """The run with one character swapped for a homophone so that every bigram is in
+        some title, category or tag (資案 -> 資安, 行政中粒 -> 行政中立, 長找 -> 長照): what
+        a Zhuyin or Pinyin input method gives for a wrong pick. Most common words first."""
+        n = len(run)
+        unknown = [not self._known(run[i : i + 2]) for i in range(n - 1)]
+        found: dict[str, int] = {}
+        for i in range(n):
+            # Only a character next to an unknown bigram can be the wrong one.
+            if not ((i > 0 and unknown[i - 1]) or (i < n - 1 and unknown[i])):
+                continue
+            for sound in readings(run[i]):
+                for ch in self._by_sound.get(sound, ()):
+                    if ch == run[i]:
+                        continue
+                    fixed = f"{run[:i]}{ch}{run[i + 1 :]}"
+                    if fixed in found:
+                        continue
+                    left = fixed[i - 1 : i + 1] if i > 0 else ""
+                    right = fixed[i : i + 2] if i < n - 1 else ""
+                    changed = [g for g in (left, right) if g]
+                    if all(self._known(g) for g in changed) and all(
+                        not u or self._known(fixed[j : j + 2]) for j, u in enumerate(unknown)
+                    ):
+                        # How common the new bigrams are: a real word beats a rare pairing.
+                        found[fixed] = min(
+                            len(self._postings.get(g, ())) + len(self._meta_postings.get(g, ()))
+                            for g in changed
+                        )
+        return heapq.nlargest(limit, found, key=lambda f: (found[f], f))
+
+    def _whole(self, text: str) -> bool:
+        """Whether some title holds `text` as it stands (a check of the rarest bigram's
+        postings, not a scan)."""
+        gs = grams(text)
+        postings = [self._postings.get(g) for g in gs]
+        if not gs or not all(postings):
+            return False
+        rarest = min(postings, key=len)  # type: ignore[arg-type]
+        return any(text in self._titles[d] for d in rarest or ())
+
+    def _pieces(self, run: str) -> list[str]:
+        """A CJK run that no title holds, cut into words that titles do hold, two or more
+        characters each ('退休制度' -> 退休, 制度; '內部控制制度' -> 內部控制, 制度); else []."""
+        if len(run) < 4 or len(run) > 16 or self._whole(run):
+            return []
+
+        def cut(text: str) -> list[str] | None:
+            if self._whole(text):
+                return [text]
+            # The longest first piece that titles hold, then the rest the same way.
+            for i in range(len(text) - 2, 1, -1):
+                head = text[:i]
+                if self._whole(head):
+                    rest = cut(text[i:])
+                    if rest is not None:
+                        return [head, *rest]
+            return None
+
+        pieces = cut(run)
+        # More than three pieces is a sentence rather than words side by side: bigram
+        # coverage of the whole run serves it better than requiring most of five words.
+        return pieces if pieces is not None and 1 < len(pieces) <= 3 else []
+
     def _fix_latin(self, folded: str) -> tuple[str, bool]:
         """Replace unknown English words by the closest known one ('infomation')."""
         changed = False
@@ -250,10 +359,14 @@ class SearchIndex:
             slots.append(tuple(options))
         return _Alt(text=compact(text), weight=weight, slots=tuple(slots))
 
-    def _concepts(self, folded: str) -> tuple[list[list[_Alt]], list[str], bool]:
-        """Split a folded query into concepts; also the reading with typos corrected."""
+    def _concepts(
+        self, folded: str, *, cut: bool = True
+    ) -> tuple[list[list[_Alt]], list[str], bool, list[bool]]:
+        """Split a folded query into concepts; also the reading with typos corrected, and
+        which concepts are weak words (公務人員, 演練, 制度: the dictionary's `weak`)."""
         d = self.dictionary
         concepts: list[list[_Alt]] = []
+        weak: list[bool] = []
         reading: list[str] = []
         seen: set[str] = set()
         buf: list[str] = []
@@ -264,6 +377,7 @@ class SearchIndex:
                 seen.add(key)
                 concepts.append(alts)
                 reading.append(shown)
+                weak.append(key in d.weak)
 
         def flush() -> None:
             nonlocal fixed
@@ -272,10 +386,34 @@ class SearchIndex:
             for run in runs(text):
                 if not is_cjk(run) and len(run) < 2 and not run.isdigit():
                     continue
+                if is_cjk(run) and len(run) == 1 and run in FILLER and len(folded) > 1:
+                    continue  # 有, 的, 嗎 left over from a sentence ("請問有...的課程嗎")
+                if is_cjk(run) and len(run) > 1:
+                    # A particle at the end of a run ("...保健知識的" before 相關課程).
+                    run = run.rstrip(PARTICLES) or run
                 alts = [self._alt(run, 1.0)]
                 shown = run
-                if is_cjk(run) and len(run) >= 3 and not self._findable(run):
-                    # A CJK typo (資訊安圈): the closest dictionary word or tag joins in.
+                if is_cjk(run) and len(run) >= 2 and not self._findable(run):
+                    # A homophone typo (資案, 行政中粒): the word that sounds the same joins
+                    # in, with its dictionary forms (資安 -> 資訊安全, 資通安全 ...).
+                    for word in self._homophones(run):
+                        forms = d.terms.get(word, (word,))
+                        # The word itself first, its dictionary forms just below.
+                        alts.extend(
+                            self._alt(f, CORRECTION * (1.0 if f == word else EXPANSION))
+                            for f in forms
+                        )
+                        if shown == run:
+                            shown, fixed = d.preferred.get(word, word), True
+                pieces = self._pieces(run) if cut and is_cjk(run) and shown == run else []
+                if pieces:
+                    # Words side by side that no title joins (退休制度, 內部控制制度): each
+                    # is its own concept, so the topic can lead and a weak word can follow.
+                    for piece in pieces:
+                        add(piece, [self._alt(piece, 1.0)], piece)
+                    continue
+                if is_cjk(run) and len(run) >= 3 and shown == run and not self._findable(run):
+                    # Another CJK typo (資訊安圈): the closest dictionary word or tag joins in.
                     for key, _, _ in process.extract(
                         run, self._vocab_keys, scorer=fuzz.ratio, limit=2, score_cutoff=60
                     ):
@@ -302,7 +440,11 @@ class SearchIndex:
                 flush()
                 forms = d.terms.get(piece)
                 if forms is not None:
-                    alts = [self._alt(f, 1.0 if j == 0 else EXPANSION) for j, f in enumerate(forms)]
+                    second = d.indirect.get(piece, frozenset())
+                    alts = [
+                        self._alt(f, 1.0 if j == 0 else EXPANSION**2 if f in second else EXPANSION)
+                        for j, f in enumerate(forms)
+                    ]
                     add(piece, alts, piece)
                 i += size
                 break
@@ -310,7 +452,7 @@ class SearchIndex:
                 buf.append(folded[i])
                 i += 1
         flush()
-        return concepts, reading, fixed
+        return concepts, reading, fixed, weak
 
     # -- scoring ----------------------------------------------------------------------------
     def _score_alt(self, alt: _Alt) -> dict[int, float]:
@@ -380,11 +522,15 @@ class SearchIndex:
                 out[d] = meta_score
         return out
 
-    def _score_form(self, folded: str) -> tuple[dict[int, float], str | None, int]:
-        concepts, reading, fixed = self._concepts(folded)
-        totals: dict[int, float] = {}
-        live = 0
-        for alts in concepts:
+    def _score_form(self, folded: str) -> tuple[dict[int, float], str | None, int, list[str]]:
+        concepts, reading, fixed, weak = self._concepts(folded)
+        if len(concepts) > 3:
+            # Cutting runs into words is for two or three words side by side; a sentence of
+            # more is better served by bigram coverage of its runs as they stand.
+            concepts, reading, fixed, weak = self._concepts(folded, cut=False)
+        scored_concepts: list[dict[int, float]] = []
+        scored_weak: list[bool] = []
+        for alts, is_weak in zip(concepts, weak, strict=True):
             best: dict[int, float] = {}
             for alt in alts:
                 scored = self._score_alt(alt)
@@ -394,22 +540,33 @@ class SearchIndex:
                 for d, s in scored.items():
                     if best.get(d, 0.0) < s:
                         best[d] = s
-            if not best:
-                continue
-            live += 1
-            if not totals:
-                totals = best
-                continue
-            for d, s in best.items():
-                totals[d] = totals.get(d, 0.0) + s
+            if best:
+                scored_concepts.append(best)
+                scored_weak.append(is_weak)
         shown = " ".join(reading) if fixed else None
-        if live <= 1:
+        if len(scored_concepts) <= 1:
             # One concept: every score that got here is a match (the weakest is above 0.4).
-            return totals, shown, len(concepts)
-        # Several concepts: a course must match a good part of them, not one word of five.
-        # Words that match no course at all ("how to use chatgpt") do not count against it.
-        need = 0.4 * live
-        return {d: s for d, s in totals.items() if s >= need}, shown, len(concepts)
+            return (scored_concepts[0] if scored_concepts else {}), shown, len(concepts), reading
+        # Several concepts: the rarer ones weigh more (淨零 over 政策 in 淨零排放政策, 退休
+        # over 公務人員): from 0.5 for a concept as common as the commonest up to 1.0.
+        # Counted on title matches: a category match (0.5) is not what makes a word common.
+        idf = [
+            math.log(1 + self._n / (sum(1 for s in best.values() if s > META) or len(best)))
+            for best in scored_concepts
+        ]
+        top = max(idf)
+        weights = [
+            (RARITY_FLOOR + (1 - RARITY_FLOOR) * i / top) * (WEAK if w else 1.0)
+            for i, w in zip(idf, scored_weak, strict=True)
+        ]
+        totals: dict[int, float] = {}
+        for best, w in zip(scored_concepts, weights, strict=True):
+            for d, s in best.items():
+                totals[d] = totals.get(d, 0.0) + s * w
+        # A course must match a good part of them, not one word of five. Words that match
+        # no course at all ("how to use chatgpt") do not count against it.
+        need = 0.4 * sum(weights)
+        return {d: s for d, s in totals.items() if s >= need}, shown, len(concepts), reading
 
     def _passes(self, d: int, f: Filters) -> bool:
         doc = self.docs[d]
@@ -441,9 +598,9 @@ class SearchIndex:
         offset, limit = max(offset, 0), max(limit, 1)
         forms: QueryForms = query_forms(query)
         primary, latin_fixed = self._fix_latin(forms.primary)
-        scores, fixed_reading, n_concepts = self._score_form(primary)
+        scores, fixed_reading, n_concepts, reading = self._score_form(primary)
         if forms.secondary is not None:
-            other, _, _ = self._score_form(self._fix_latin(forms.secondary)[0])
+            other, _, _, _ = self._score_form(self._fix_latin(forms.secondary)[0])
             for d, s in other.items():
                 s *= SECONDARY
                 if scores.get(d, 0.0) < s:
@@ -494,6 +651,7 @@ class SearchIndex:
             limit=limit,
             hits=hits,
             corrected=corrected,
+            understood=_understood(reading, query, primary),
             suggestions=suggestions,
             related_categories=related,
             also_total=also_total,
@@ -626,12 +784,14 @@ class SearchIndex:
         categories: Iterable[str] = (),
         tags: Iterable[str] = (),
         course_ids: Iterable[str] = (),
+        title_keywords: Iterable[str] = (),
         filters: Filters | None = None,
         exclude: Iterable[str] = (),
         limit: int = 5,
     ) -> list[Hit]:
-        """Courses in any of these categories, with any of these tags or ids; most popular
-        first, then shorter (a mandatory-hours requirement's courses)."""
+        """Courses in any of these categories, with any of these tags or ids, or whose title
+        holds one of the keywords; most popular first, then shorter (a mandatory-hours
+        requirement's courses)."""
         filters = filters or Filters()
         skip = {self._by_id[i] for i in exclude if i in self._by_id}
         found: set[int] = set()
@@ -639,6 +799,9 @@ class SearchIndex:
             found.update(self._by_category.get(c, ()))
         for t in tags:
             found.update(self._by_tag.get(t, ()))
+        keys = [k for k in (compact(fold(k)) for k in title_keywords) if k]
+        if keys:
+            found.update(d for d, t in enumerate(self._titles) if any(k in t for k in keys))
         found.update(self._by_id[i] for i in course_ids if i in self._by_id)
         candidates = [d for d in found if d not in skip and self._passes(d, filters)]
         top = heapq.nsmallest(

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import opencc
+from pypinyin import Style, pinyin
 
 # Variant characters that Taiwanese titles use interchangeably; folded on both sides.
 _VARIANTS = str.maketrans(
@@ -34,6 +35,18 @@ def fold(text: str) -> str:
     """NFKC (full-width -> half-width), casefold, variant characters, punctuation -> space."""
     text = unicodedata.normalize("NFKC", text).casefold().translate(_VARIANTS)
     return " ".join(_NON_WORD.sub(" ", text).split())
+
+
+@lru_cache(maxsize=65536)
+def readings(ch: str) -> frozenset[str]:
+    """Toneless pinyin readings of one CJK character (every reading of a heteronym: 長 is
+    chang and zhang); empty for anything else. Homophone typos from the input method
+    (資案 for 資安) share them."""
+    if not _CJK_CHAR.match(ch):
+        return frozenset()
+    return frozenset(
+        r for r in pinyin(ch, style=Style.NORMAL, heteronym=True, errors="ignore")[0] if r
+    )
 
 
 def compact(folded: str) -> str:

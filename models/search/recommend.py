@@ -97,6 +97,7 @@ async def recommend(
                 categories=req.categories,
                 tags=req.tags,
                 course_ids=req.course_ids,
+                title_keywords=req.title_keywords,
                 filters=filters,
                 exclude=taken,
                 limit=PER_GAP,

@@ -1,4 +1,5 @@
-"""The editable search dictionary (synonyms.yaml): groups, English, mainland usage, stopwords."""
+"""The editable search dictionary (synonyms.yaml): groups, English, the civil-service
+glossary, mainland usage, stopwords."""
 
 from __future__ import annotations
 
@@ -19,6 +20,10 @@ class Dictionary:
     # folded key -> the preferred (Traditional) form, for "did you mean"
     preferred: dict[str, str] = field(default_factory=dict)
     stopwords: frozenset[str] = frozenset()
+    weak: frozenset[str] = frozenset()  # words that weigh less beside others
+    # folded key -> forms that came with a group an English or glossary value belongs to
+    # (gender mainstreaming -> 性別主流化 directly, 性別平等 through its group): ranked lower
+    indirect: dict[str, frozenset[str]] = field(default_factory=dict)
     related: dict[str, tuple[str, ...]] = field(default_factory=dict)
     english_words: frozenset[str] = frozenset()  # every Latin word of the English keys
     max_key: int = 1
@@ -49,17 +54,20 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
             _add(terms, member, folded)
             preferred.setdefault(member, str(group[0]))
     english_words: set[str] = set()
-    for section in ("english", "mainland"):
+    indirect: dict[str, set[str]] = {}
+    for section in ("english", "glossary", "mainland"):
         for key, values in (doc.get(section) or {}).items():
             if not isinstance(values, list):
                 raise ValueError(f"{path}: {section}.{key} must be a list")
             k = fold(str(key).replace("-", " "))
             expanded: list[str] = []
+            direct = {k, *(fold(str(v)) for v in values)}
             for v in values:
                 fv = fold(str(v))
                 # An expansion that is itself a group member brings its whole group.
                 expanded.extend(terms.get(fv, [fv]))
             _add(terms, k, expanded)
+            indirect.setdefault(k, set()).update(f for f in expanded if f not in direct)
             preferred.setdefault(k, str(values[0]) if values else k)
             if section == "english":
                 english_words.update(k.split())
@@ -68,10 +76,13 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
         for cat, cats in (doc.get("related_categories") or {}).items()
     }
     stop = frozenset(fold(str(w)) for w in doc.get("stopwords") or [])
+    weak = frozenset(fold(str(w)) for w in doc.get("weak") or [])
     return Dictionary(
         terms={k: tuple(v) for k, v in terms.items()},
         preferred=preferred,
         stopwords=stop,
+        weak=weak,
+        indirect={k: frozenset(v) for k, v in indirect.items() if v},
         related=related,
         english_words=frozenset(english_words),
         max_key=max((len(k) for k in [*terms, *stop]), default=1),
