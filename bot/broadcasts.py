@@ -26,6 +26,7 @@ from bot.router import COMMAND_ACTION
 from bot.settings import Settings
 from models import broadcasts as bc
 from models.courses import Course
+from models.db import begin_write
 from models.members import ChannelAccount
 from models.outbox import PRIORITY_REPLY, NewMessage, Target, enqueue_many
 
@@ -242,7 +243,10 @@ async def plan_due(
     time after quiet hours. Returns rows queued by broadcast id (as text).
 
     `stop_after_chunks` stops early, as a crash would (tests and benchmarks)."""
+    # Each transaction here reads, then writes: on SQLite it takes the write lock first
+    # (begin_write), or a second scheduler's commit in between makes its write fail.
     async with sessionmaker() as session:
+        await begin_write(session)
         taken = await bc.claim_due(session, now=now)
         await session.commit()
         ids = [b.id for b in taken]
@@ -250,6 +254,7 @@ async def plan_due(
     chunks = 0
     for broadcast_id in ids:
         async with sessionmaker() as session:
+            await begin_write(session)
             row = await bc.require_broadcast(session, broadcast_id)
             if row.phase == 0 and row.cursor >= row.last_member > 0:
                 # The shares went out earlier: now the winner's turn (or, after a crash just
@@ -267,6 +272,7 @@ async def plan_due(
                 )
             await bc.start_phase(session, row)
             await session.commit()
+            await begin_write(session)
             plan = bc.PlanSettings(
                 channels=channels,
                 not_before=not_before(now),
@@ -278,6 +284,7 @@ async def plan_due(
             while True:
                 more = await bc.plan_chunk(session, row, bodies=body, settings=plan, now=now)
                 await session.commit()
+                await begin_write(session)
                 chunks += 1
                 if not more:
                     break

@@ -321,9 +321,10 @@ async def create_broadcast(
             missing = [c for c in wanted if c not in found]
             if missing:
                 raise BroadcastError(f"{where}.courses", f"unknown course {missing[0]!r}")
-    # The compiler refuses conditions it cannot serve yet (campaign_eligible) before storing.
+    # The compiler refuses what it cannot serve (an unknown campaign) before storing.
     try:
-        segments.compile_tree(spec["segment"], now=now)
+        campaigns = await segments.campaign_selects(session, spec["segment"], now=now)
+        segments.compile_tree(spec["segment"], now=now, campaigns=campaigns)
     except segments.SegmentError as exc:
         raise BroadcastError(exc.field, exc.problem) from None
     row = Broadcast(
@@ -399,7 +400,8 @@ async def count_segment(
 ) -> int:
     """The live count of a segment (marketing on, reachable): one query."""
     try:
-        query = segments.count_query(segment, now=now, channels=channels)
+        campaigns = await segments.campaign_selects(session, segment, now=now)
+        query = segments.count_query(segment, now=now, channels=channels, campaigns=campaigns)
     except segments.SegmentError as exc:
         raise BroadcastError(exc.field, exc.problem) from None
     return int(await session.scalar(query) or 0)
@@ -485,6 +487,7 @@ def plan_statement(
     hi: int,
     settings: PlanSettings,
     now: dt.datetime,
+    campaigns: segments.CampaignSelects | None = None,
 ) -> Any:
     """INSERT INTO outbox ... SELECT over members `lo..hi` of the segment whose bucket is in
     [start, end), each to their chosen account (the one picked in settings, else the most
@@ -571,7 +574,9 @@ def plan_statement(
         .where(
             Member.id.between(lo, hi),
             # Reachability is the join to `ranked` (an account we can send to).
-            segments.segment_filter(spec["segment"], now=now, channels=channels, reachable=False),
+            segments.segment_filter(
+                spec["segment"], now=now, channels=channels, reachable=False, campaigns=campaigns
+            ),
             bucket >= start,
             bucket < end,
             ~capped.exists(),
@@ -623,10 +628,12 @@ async def plan_chunk(
         return False
     hi = min(broadcast.last_member, lo + settings.chunk - 1)
     added = 0
+    campaigns = await segments.campaign_selects(session, broadcast.spec["segment"], now=now)
     for variant, start, end in _ranges(broadcast.spec, broadcast.phase, broadcast.winner):
         stmt = plan_statement(
             session,
             broadcast,
+            campaigns=campaigns,
             variant=variant,
             start=start,
             end=end,
@@ -745,6 +752,10 @@ async def cancel(session: AsyncSession, broadcast_id: int, *, now: dt.datetime) 
     )
 
 
+# A claim this many days after receiving a broadcast is counted as the broadcast's.
+CLAIM_DAYS = 7
+
+
 # -- figures -----------------------------------------------------------------------------------
 async def variant_figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, dict[str, int]]:
     """{variant: {sent, queued, clicks}} for the A/B comparison."""
@@ -834,10 +845,31 @@ UNSUBSCRIBED = "unsubscribed"  # last_error of a marketing row withdrawn at send
 
 
 async def claims_attributed(session: AsyncSession, broadcast: Broadcast) -> dict[str, int] | None:
-    """Claims per variant made within 7 days after the member received this broadcast.
+    """Claims per variant made within 7 days after the member received this broadcast (one
+    query: the broadcast's sent rows joined to prize claims by member)."""
+    from models.campaigns.claims import HOLDS_PRIZE
+    from models.campaigns.tables import CampaignClaim
 
-    HOOK FOR THE LEAD: campaigns and claims are built on another branch; connect this to
-    their claim table (claims joined to this broadcast's sent outbox rows by member, with
-    claimed_at between sent_at and sent_at + 7 days). None means "not available yet".
-    """
-    return None
+    units = {
+        aggregation_unit(broadcast.id, v["name"], phase=p): v["name"]
+        for v in broadcast.spec["variants"]
+        for p in (0, 1)
+    }
+    claimed = (
+        select(OutboxMessage.aggregation_unit, func.count(func.distinct(CampaignClaim.id)))
+        .join(CampaignClaim, CampaignClaim.member_id == OutboxMessage.member_id)
+        .where(
+            OutboxMessage.broadcast_id == broadcast.id,
+            OutboxMessage.status == SENT,
+            CampaignClaim.status.in_(HOLDS_PRIZE),
+            CampaignClaim.claimed_at >= OutboxMessage.sent_at,
+            CampaignClaim.claimed_at <= OutboxMessage.sent_at + dt.timedelta(days=CLAIM_DAYS),
+        )
+        .group_by(OutboxMessage.aggregation_unit)
+    )
+    out = {v["name"]: 0 for v in broadcast.spec["variants"]}
+    for unit, count in await session.execute(claimed):
+        name = units.get(str(unit))
+        if name is not None:
+            out[name] += int(count)
+    return out

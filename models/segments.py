@@ -27,6 +27,7 @@ from sqlalchemy import (
     select,
     true,
 )
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.courses import Course, MemberSearchInterest, SavedCourse
 from models.identity import CivilServant, VerifiedPhone
@@ -107,14 +108,53 @@ def _condition(item: Any, field: str) -> dict[str, Any]:
     return {name: [v.strip() for v in values]}
 
 
-def campaign_eligible_clause(slug: str, *, field: str, now: dt.datetime) -> ColumnElement[bool]:
-    """Members eligible for campaign `slug`.
+# Campaign eligibility is one rule (models.campaigns.eligibility), as SQL: loading a campaign
+# and its requirement is async, so the selects are made first and the compiler takes them.
+CampaignSelects = Mapping[str, Any]
 
-    HOOK FOR THE LEAD: campaigns (models + eligibility) are built on another branch; connect
-    this to their eligibility rule as a correlated boolean over `Member.id`. Until then the
-    condition is refused when a segment is compiled, with the field named.
-    """
-    raise SegmentError(field, "campaigns are not available yet on this server")
+
+def _campaign_slugs(tree: Mapping[str, Any], field: str = "segment") -> list[tuple[str, str]]:
+    """(field, slug) of every campaign_eligible condition, with fields named as compile_tree
+    names them."""
+    out: list[tuple[str, str]] = []
+    for part in GROUP_KEYS:
+        for i, cond in enumerate(tree.get(part) or []):
+            ((name, value),) = cond.items()
+            where = f"{field}.{part}[{i}]"
+            if name in GROUP_KEYS:
+                out += _campaign_slugs({name: value}, where)
+            elif name == "campaign_eligible":
+                out.append((f"{where}.{name}", value))
+    return out
+
+
+async def campaign_selects(
+    session: AsyncSession, tree: Mapping[str, Any], *, now: dt.datetime
+) -> dict[str, Any]:
+    """{slug: SELECT of eligible member ids} for every campaign the tree names (SegmentError
+    naming the field for a campaign that does not exist)."""
+    from models.campaigns.claims import get_campaign
+    from models.campaigns.eligibility import eligible_member_ids
+
+    out: dict[str, Any] = {}
+    for where, slug in _campaign_slugs(tree):
+        if slug in out:
+            continue
+        campaign = await get_campaign(session, slug=slug)
+        if campaign is None:
+            raise SegmentError(where, f"no campaign {slug!r}")
+        out[slug] = await eligible_member_ids(session, campaign=campaign, now=now)
+    return out
+
+
+def campaign_eligible_clause(
+    slug: str, *, field: str, campaigns: CampaignSelects
+) -> ColumnElement[bool]:
+    """Members eligible for campaign `slug`, by the campaigns' own rule (the same SQL the
+    export and the chat's card use)."""
+    if slug not in campaigns:
+        raise SegmentError(field, f"no campaign {slug!r}")
+    return Member.id.in_(campaigns[slug])
 
 
 def _reachable(channels: Sequence[str] | None = None) -> ColumnElement[bool]:
@@ -155,10 +195,12 @@ def _interest(categories: list[str]) -> ColumnElement[bool]:
     return or_(saved, completed, searched)
 
 
-def _compile_condition(cond: Mapping[str, Any], *, field: str, now: dt.datetime) -> Any:
+def _compile_condition(
+    cond: Mapping[str, Any], *, field: str, now: dt.datetime, campaigns: CampaignSelects
+) -> Any:
     ((name, value),) = cond.items()
     if name in GROUP_KEYS:
-        return compile_tree({name: value}, field=field, now=now)
+        return compile_tree({name: value}, field=field, now=now, campaigns=campaigns)
     if name == "channel":
         return _reachable(value)
     if name == "civil_servant":
@@ -181,7 +223,7 @@ def _compile_condition(cond: Mapping[str, Any], *, field: str, now: dt.datetime)
             )
         )
     if name == "campaign_eligible":
-        return campaign_eligible_clause(value, field=f"{field}.{name}", now=now)
+        return campaign_eligible_clause(value, field=f"{field}.{name}", campaigns=campaigns)
     if name == "podcast_subscribers":
         return exists().where(
             PodcastSubscription.member_id == Member.id,
@@ -195,15 +237,22 @@ def _compile_condition(cond: Mapping[str, Any], *, field: str, now: dt.datetime)
     raise SegmentError(f"{field}.{name}", "unknown condition")  # validate() refuses it first
 
 
-def compile_tree(tree: Mapping[str, Any], *, field: str = "segment", now: dt.datetime) -> Any:
-    """The boolean of one (validated) group over `Member`."""
+def compile_tree(
+    tree: Mapping[str, Any],
+    *,
+    field: str = "segment",
+    now: dt.datetime,
+    campaigns: CampaignSelects | None = None,
+) -> Any:
+    """The boolean of one (validated) group over `Member` (`campaigns` from campaign_selects
+    when the tree names any)."""
     parts: list[Any] = []
     for part in GROUP_KEYS:
         items = tree.get(part)
         if not items:
             continue
         compiled = [
-            _compile_condition(c, field=f"{field}.{part}[{i}]", now=now)
+            _compile_condition(c, field=f"{field}.{part}[{i}]", now=now, campaigns=campaigns or {})
             for i, c in enumerate(items)
         ]
         if part == "all":
@@ -232,6 +281,7 @@ def segment_filter(
     now: dt.datetime,
     channels: Sequence[str],
     reachable: bool = True,
+    campaigns: CampaignSelects | None = None,
 ) -> ColumnElement[bool]:
     """Members in the segment: the tree, marketing on, and an account we can reach on one of
     `channels` (the process's enabled channels). `reachable=False` leaves the last test to
@@ -240,18 +290,24 @@ def segment_filter(
     limit = required_channels(tree)
     if limit is not None:
         allowed = [c for c in allowed if c in limit]
-    parts = [Member.marketing_opt_in.is_(True), compile_tree(tree, now=now)]
+    parts = [Member.marketing_opt_in.is_(True), compile_tree(tree, now=now, campaigns=campaigns)]
     if reachable:
         parts.append(_reachable(allowed) if allowed else false())
     return and_(*parts)
 
 
-def count_query(tree: Mapping[str, Any], *, now: dt.datetime, channels: Sequence[str]) -> Any:
+def count_query(
+    tree: Mapping[str, Any],
+    *,
+    now: dt.datetime,
+    channels: Sequence[str],
+    campaigns: CampaignSelects | None = None,
+) -> Any:
     """`SELECT count(*) FROM member WHERE <segment>`: the live count, one query."""
     return (
         select(func.count())
         .select_from(Member)
-        .where(segment_filter(tree, now=now, channels=channels))
+        .where(segment_filter(tree, now=now, channels=channels, campaigns=campaigns))
     )
 
 

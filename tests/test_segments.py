@@ -231,12 +231,57 @@ def test_bad_segments_are_refused_with_the_field_named(tree: Any, field: str) ->
     assert refused.value.field == field
 
 
-async def test_campaign_eligible_is_refused_until_campaigns_exist(engine: AsyncEngine) -> None:
-    tree = segments.validate({"all": [{"campaign_eligible": "spring-prize"}]})
+async def test_campaign_eligible_uses_the_campaigns_own_rule(engine: AsyncEngine) -> None:
+    """The condition is the campaigns' eligibility as SQL: a verified phone is always needed,
+    and this campaign is for civil servants only, so of the reachable members with marketing
+    on only ann qualifies; `not` gives the other civil servants. An unknown campaign is
+    refused with the field named."""
+    from models.campaigns.claims import create_campaign
+    from models.campaigns.spec import parse_campaign
+
+    doc = {
+        "slug": "servants-2026",
+        "title": "公務人員好禮",
+        "title_en": "A gift for civil servants",
+        "starts_at": (NOON - dt.timedelta(days=1)).isoformat(),
+        "ends_at": (NOON + dt.timedelta(days=30)).isoformat(),
+        "rule": {"civil_servants_only": True},
+        "prize": {
+            "name": "禮券",
+            "name_en": "Voucher",
+            "redeem": "服務台",
+            "redeem_en": "Service desk",
+            "redeem_until": (NOON + dt.timedelta(days=90)).isoformat(),
+            "generate": 3,
+        },
+    }
     async with create_sessionmaker(engine)() as s:
+        ids = await _people(s)
+        await create_campaign(s, spec=parse_campaign(doc), actor="test", now=NOON)
+        await s.commit()
+        tree = segments.validate({"all": [{"campaign_eligible": "servants-2026"}]})
+        campaigns = await segments.campaign_selects(s, tree, now=NOON)
+        eligible = set(
+            (
+                await s.scalars(
+                    select(Member.id).where(
+                        segments.segment_filter(
+                            tree, now=NOON, channels=CHANNELS, campaigns=campaigns
+                        )
+                    )
+                )
+            ).all()
+        )
+        assert eligible == {ids["ann"]}
+        others = segments.validate(
+            {"all": [{"civil_servant": True}], "not": [{"campaign_eligible": "servants-2026"}]}
+        )
+        assert await count_segment(s, others, now=NOON, channels=CHANNELS) == 1  # eve
+        assert await count_segment(s, tree, now=NOON, channels=CHANNELS) == 1  # ann
+        unknown = segments.validate({"any": [{"campaign_eligible": "no-such"}]})
         with pytest.raises(BroadcastError) as refused:
-            await count_segment(s, tree, now=NOON, channels=CHANNELS)
-    assert refused.value.field == "segment.all[0].campaign_eligible"
+            await count_segment(s, unknown, now=NOON, channels=CHANNELS)
+    assert refused.value.field == "segment.any[0].campaign_eligible"
 
 
 async def test_the_bucket_in_sql_is_the_bucket_in_python(engine: AsyncEngine) -> None:
