@@ -33,7 +33,7 @@ from admin.learning import learning_admin_routes
 from admin.members import member_admin_routes
 from admin.openapi import openapi_routes
 from admin.podcasts import podcast_admin_routes
-from bot.broadcasts import plain, redirect_routes
+from bot.broadcasts import redirect_routes
 from bot.channels import Channel
 from bot.context import Services
 from bot.http_limits import BodyLimit, RouteLimit, StrictJsonBodies, validation_problem
@@ -456,7 +456,7 @@ def channel_preview(replies: list[Reply]) -> dict[str, Any]:
     send them: the composition root lends the adapters' renderers to previews."""
     return {
         "line": [m.to_dict() for m in line_render(replies)],
-        "telegram": [{"method": c.method, "params": plain(c.params)} for c in tg_render(replies)],
+        "telegram": [{"method": c.method, "params": c.json_params()} for c in tg_render(replies)],
     }
 
 

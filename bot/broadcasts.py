@@ -153,17 +153,6 @@ async def preview(
     return out
 
 
-def plain(value: Any) -> Any:
-    """SDK objects (LINE's models, PTB's) as plain JSON values."""
-    if hasattr(value, "to_dict"):
-        return value.to_dict()
-    if isinstance(value, dict):
-        return {k: plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [plain(v) for v in value]
-    return value
-
-
 # -- a test send -------------------------------------------------------------------------------
 async def test_send(
     session: AsyncSession,

@@ -22,7 +22,7 @@ def line_view(replies: list[Reply]) -> list[dict[str, Any]]:
 def telegram_view(replies: list[Reply]) -> list[dict[str, Any]]:
     """The Bot API calls: {'method': 'sendMessage', 'params': {...}} without chat_id."""
     return [
-        {"method": call.api_method, "params": call.api_params()}
+        {"method": call.api_method, "params": call.json_params()}
         for call in telegram_render(replies)
     ]
 

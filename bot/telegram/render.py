@@ -77,11 +77,27 @@ class TgCall:
         return head + "".join(part.title() for part in rest)
 
     def api_params(self) -> dict[str, Any]:
-        """The parameters as JSON, the way the Bot API receives them."""
+        """The parameters the way the Bot API receives them (an upload stays an InputFile:
+        it goes as a multipart part)."""
         return {
             key: value.to_dict() if isinstance(value, TelegramObject) else value
             for key, value in self.params.items()
         }
+
+    def json_params(self) -> dict[str, Any]:
+        """The parameters as JSON (an uploaded file, such as a prize's QR image, as its name
+        and size), for the simulator's view and previews."""
+        return {key: _as_json(value) for key, value in self.params.items()}
+
+
+def _as_json(value: Any) -> Any:
+    if isinstance(value, TelegramObject):
+        return value.to_dict()
+    if isinstance(value, InputFile):
+        content = value.input_file_content
+        size = len(content) if isinstance(content, bytes) else None
+        return {"upload": value.filename or "file", "bytes": size}
+    return value
 
 
 def utf16_len(text: str) -> int:
