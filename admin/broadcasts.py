@@ -6,9 +6,9 @@ refused file is a 422 naming the field."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException
+from fastapi import APIRouter, Body, Depends, HTTPException, Path
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -32,6 +32,10 @@ class Pick(BaseModel):
 
 def _refused(exc: bc.BroadcastError) -> HTTPException:
     return HTTPException(422, {"field": exc.field, "problem": exc.problem, "message": str(exc)})
+
+
+# Database ids: anything beyond a 64-bit integer is a client's mistake (422), not a 500.
+BroadcastId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 
 
 def broadcast_admin_routes(
@@ -118,7 +122,7 @@ def broadcast_admin_routes(
         return {"count": n}
 
     @routes.get("/{broadcast_id}")
-    async def show(broadcast_id: int, caller: Caller = marketer) -> dict[str, Any]:
+    async def show(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
         """Status and figures, with LINE's per-unit statistics where LINE gives them."""
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)
@@ -127,7 +131,7 @@ def broadcast_admin_routes(
         return out
 
     @routes.get("/{broadcast_id}/count")
-    async def count_of(broadcast_id: int, caller: Caller = marketer) -> dict[str, Any]:
+    async def count_of(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)
             try:
@@ -139,7 +143,7 @@ def broadcast_admin_routes(
         return {"count": n}
 
     @routes.get("/{broadcast_id}/preview")
-    async def preview(broadcast_id: int, caller: Caller = marketer) -> dict[str, Any]:
+    async def preview(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
         """Each variant and language as the LINE and Telegram renderers send it."""
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)
@@ -148,7 +152,9 @@ def broadcast_admin_routes(
             )
 
     @routes.post("/{broadcast_id}/test")
-    async def test(broadcast_id: int, body: TestSend, caller: Caller = marketer) -> dict[str, Any]:
+    async def test(
+        broadcast_id: BroadcastId, body: TestSend, caller: Caller = marketer
+    ) -> dict[str, Any]:
         """Send every variant, marked as a test, to one member's own chats."""
         now = utcnow()
         async with sessionmaker() as session:
@@ -172,7 +178,7 @@ def broadcast_admin_routes(
         return {"queued": queued}
 
     def change(action: str, fn: Any) -> Any:
-        async def endpoint(broadcast_id: int, caller: Caller = marketer) -> dict[str, Any]:
+        async def endpoint(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
             now = utcnow()
             async with sessionmaker() as session:
                 await load(session, broadcast_id)
@@ -197,7 +203,9 @@ def broadcast_admin_routes(
     routes.post("/{broadcast_id}/cancel")(change("cancel", bc.cancel))
 
     @routes.post("/{broadcast_id}/pick")
-    async def pick(broadcast_id: int, body: Pick, caller: Caller = marketer) -> dict[str, Any]:
+    async def pick(
+        broadcast_id: BroadcastId, body: Pick, caller: Caller = marketer
+    ) -> dict[str, Any]:
         """The marketer picks the variant that the rest of the segment gets."""
         now = utcnow()
         async with sessionmaker() as session:

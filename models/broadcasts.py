@@ -855,21 +855,22 @@ async def claims_attributed(session: AsyncSession, broadcast: Broadcast) -> dict
         for v in broadcast.spec["variants"]
         for p in (0, 1)
     }
+    # The 7-day window is applied here: interval arithmetic differs between the databases
+    # (and the rows are only the claims of this broadcast's recipients).
     claimed = (
-        select(OutboxMessage.aggregation_unit, func.count(func.distinct(CampaignClaim.id)))
+        select(OutboxMessage.aggregation_unit, OutboxMessage.sent_at, CampaignClaim.claimed_at)
         .join(CampaignClaim, CampaignClaim.member_id == OutboxMessage.member_id)
         .where(
             OutboxMessage.broadcast_id == broadcast.id,
             OutboxMessage.status == SENT,
             CampaignClaim.status.in_(HOLDS_PRIZE),
             CampaignClaim.claimed_at >= OutboxMessage.sent_at,
-            CampaignClaim.claimed_at <= OutboxMessage.sent_at + dt.timedelta(days=CLAIM_DAYS),
         )
-        .group_by(OutboxMessage.aggregation_unit)
     )
+    window = dt.timedelta(days=CLAIM_DAYS)
     out = {v["name"]: 0 for v in broadcast.spec["variants"]}
-    for unit, count in await session.execute(claimed):
+    for unit, sent_at, claimed_at in await session.execute(claimed):
         name = units.get(str(unit))
-        if name is not None:
-            out[name] += int(count)
+        if name is not None and sent_at is not None and claimed_at <= sent_at + window:
+            out[name] += 1
     return out

@@ -45,6 +45,13 @@ async def test_a_broadcast_from_the_api_to_the_phones_with_figures(
             line_channel_secret=LINE_SECRET,
             line_channel_access_token=LINE_TOKEN,
             line_api_base_url=line_url,
+            # The simulator beside a real channel needs a real SMS provider (never used here).
+            simulator_enabled=True,
+            sms_provider="twilio",
+            twilio_account_sid="AC00112233445566778899aabbccddeeff",
+            twilio_auth_token="twilio-auth-token-for-tests",
+            twilio_from="+15005550006",
+            twilio_api_base_url="http://127.0.0.1:9",
         ) as (url, api),
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
@@ -104,7 +111,7 @@ async def test_a_broadcast_from_the_api_to_the_phones_with_figures(
         assert shown["sent"] == 24
         assert shown["clicks"] == 1
         assert shown["withdrawn"] + shown["unsubscribed"] == 1
-        assert shown["claims"] is None  # campaigns are not connected yet
+        assert shown["claims"] == {"a": 0}  # nobody claimed a prize within 7 days
         unit = f"edoor_bc{broadcast_id}_a"
         assert shown["line_insight"][unit]["uniqueImpression"] == 24
         assert shown["line_insight"][unit]["uniqueClick"] == "< 20"
