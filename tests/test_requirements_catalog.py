@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from bot.i18n import TAIPEI, Catalog
-from bot.line import render as line_render
+from bot.line.render import render as line_render
 from bot.messages import load_replies
 from bot.telegram.render import render as telegram_render
 from models.catalog_import import read_catalog
