@@ -278,13 +278,13 @@ async def test_a_sentence_with_a_homophone_typo_is_echoed_as_understood_on_both(
     sentence = "我想找一門關於資案的課程"
     found = await _line_says(channels, text_event(sentence, user=LINE_USER), shared_dir)
     said = "\n".join(m.get("text") or m.get("altText") or "" for m in found)
-    assert "你是不是要找「資訊安全」" in said
+    assert "您是不是要找「資訊安全」" in said
     assert "「資訊安全」有關的課程" in _carousel(found)["altText"]
     assert sentence not in said  # (the buttons' data keep the query as typed, for paging)
     assert _opened(_postbacks(_carousel(found)))
     calls = await _tg_says(channels, _tg_text(sentence))
     sent = "\n".join(c.params["text"] for c in calls)
-    assert "你是不是要找「資訊安全」" in sent
+    assert "您是不是要找「資訊安全」" in sent
     assert "「資訊安全」有關的課程" in sent
     assert sentence not in sent
     assert any(d.startswith("course.open:") for c in calls for d in _callbacks(c))
