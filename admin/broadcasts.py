@@ -34,8 +34,8 @@ def _refused(exc: bc.BroadcastError) -> HTTPException:
     return HTTPException(422, {"field": exc.field, "problem": exc.problem, "message": str(exc)})
 
 
-# Database ids: anything beyond a 64-bit integer is a client's mistake (422), not a 500.
-BroadcastId = Annotated[int, Path(ge=1, le=2**63 - 1)]
+# Database ids (32-bit on PostgreSQL): anything larger is a client's mistake (422), not a 500.
+BroadcastId = Annotated[int, Path(ge=1, le=2**31 - 1)]
 
 
 def broadcast_admin_routes(
