@@ -1,7 +1,8 @@
 """JSON from outside (webhooks, admin imports) read strictly, so that what we store and
 compute with is always storable: Python's json accepts NaN and Infinity, nests until the
 interpreter's recursion limit, reads integers of thousands of digits and keeps lone UTF-16
-surrogates, each of which later fails deep inside a database driver as a 500."""
+surrogates and U+0000 (which PostgreSQL text and jsonb cannot hold), each of which later
+fails deep inside a database driver as a 500."""
 
 from __future__ import annotations
 
@@ -37,8 +38,8 @@ def _constant(name: str) -> Any:
 def loads(data: bytes | str, *, max_depth: int = MAX_DEPTH) -> Any:
     """Parse JSON; raise JsonRefused (a ValueError) for anything we would fail to store.
 
-    Lone surrogates (\\ud800 without its pair) become U+FFFD, as a lenient decoder would show
-    them: a message with one broken emoji is still a message.
+    Lone surrogates (\\ud800 without its pair) and U+0000 become U+FFFD, as a lenient decoder
+    would show them: a message with one broken emoji is still a message.
     """
     try:
         value = json.loads(data, parse_int=_int, parse_float=_float, parse_constant=_constant)
@@ -64,6 +65,8 @@ def _clean(value: Any, depth: int) -> Any:
 
 
 def _text(value: str) -> str:
+    if "\x00" in value:
+        value = value.replace("\x00", "\ufffd")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:  # only lone surrogates fail to encode

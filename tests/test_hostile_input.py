@@ -82,6 +82,31 @@ async def test_a_lone_surrogate_is_a_replacement_character_not_a_500(served) -> 
     assert "資安" in response.text
 
 
+async def test_a_nul_character_is_stored_as_a_replacement_character_not_a_500(served) -> None:  # type: ignore[no-untyped-def]
+    """PostgreSQL text and jsonb cannot hold U+0000 (the admin fuzzer's token label was a 500
+    there): every JSON body reads it as U+FFFD, on both databases."""
+    async with served() as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as http:
+        response = await http.post(
+            "/simulator/api/send",
+            content=b'{"user":"a","text":"\\u0000\xe8\xb3\x87\xe5\xae\x89"}',
+            headers={"content-type": "application/json"},
+        )
+        assert response.status_code == 200, response.text[:200]
+        assert "資安" in response.text
+        token = await http.post(
+            "/admin/api/accounts",
+            json={"email": "nul@example.org", "role": "analyst"},
+            headers=ADMIN,
+        )
+        assert token.status_code == 201, token.text[:200]
+        label = await http.post(
+            f"/admin/api/accounts/{token.json()['id']}/tokens",
+            content=b'{"label":"ci\\u0000bot"}',
+            headers={**ADMIN, "content-type": "application/json"},
+        )
+        assert label.status_code == 201, label.text[:200]
+
+
 @pytest.fixture
 async def platforms(served, fake_line):  # type: ignore[no-untyped-def]
     _, line_url = fake_line
