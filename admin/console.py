@@ -52,6 +52,7 @@ from models.accounts import (
 from models.audit import AuditLog, record_audit, verify_chain
 from models.base import utcnow
 from models.courses import Course
+from models.db import begin_write
 from models.members import Member
 from models.pii import PiiVault
 from models.podcasts import PodcastSubscription, episodes_of, list_podcasts
@@ -339,6 +340,7 @@ def console_routes(
         """The member card (an htmx fragment); a phone number is hashed for the lookup."""
         summary, problem = None, None
         async with sessionmaker() as session:
+            await begin_write(session)  # the lookup is audited: a write follows the reads
             try:
                 found = await find_member_id(
                     session,

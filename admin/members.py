@@ -16,6 +16,7 @@ from bot.i18n import taipei_time
 from bot.settings import Settings
 from models.audit import list_audit, record_audit
 from models.base import utcnow
+from models.db import begin_write
 from models.identity import find_phone_owner, get_civil_servant, get_verified_phone
 from models.learning import Completion
 from models.members import CHANNELS, ChannelAccount, Member, get_account
@@ -160,6 +161,7 @@ def member_admin_routes(
     async def by_id(member_id: RowId, caller: Caller = readers) -> dict[str, Any]:
         """One member by id."""
         async with sessionmaker() as session:
+            await begin_write(session)  # the lookup is audited: a write follows the reads
             return await audited_lookup(
                 session, vault=vault, member_id=member_id, caller=caller, by="id"
             )
@@ -168,6 +170,7 @@ def member_admin_routes(
     async def by_channel(body: ChannelLookup, caller: Caller = readers) -> dict[str, Any]:
         """One member by a LINE user id, Telegram chat id or simulator user."""
         async with sessionmaker() as session:
+            await begin_write(session)  # the lookup is audited: a write follows the reads
             found = await find_member_id(
                 session,
                 settings=settings,
@@ -184,6 +187,7 @@ def member_admin_routes(
         """One member by a verified phone number (in the body, so that it is in no URL or
         log; hashed with the PII key for the lookup)."""
         async with sessionmaker() as session:
+            await begin_write(session)  # the lookup is audited: a write follows the reads
             found = await find_member_id(session, settings=settings, vault=vault, phone=body.phone)
             return await audited_lookup(
                 session, vault=vault, member_id=found, caller=caller, by="phone"

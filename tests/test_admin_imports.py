@@ -4,6 +4,8 @@ look-ups by channel id and by a hashed phone number, masked, and audited."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlalchemy import func, select
 
@@ -159,3 +161,32 @@ async def test_member_look_up_by_channel_and_by_hashed_phone(served, engine) -> 
         ("admin:audrey@example.org", "channel"),
         ("admin:audrey@example.org", "phone"),
     ]
+
+
+async def test_concurrent_member_look_ups_are_each_answered_and_audited(served, engine) -> None:  # type: ignore[no-untyped-def]
+    """Each look-up reads, then writes its audit entry: on SQLite a read snapshot cannot be
+    upgraded once another look-up has committed (the whole-API fuzzer met a 500 there), so
+    the look-up takes the write lock up front."""
+    auditor = await make_account(engine, "ann@example.org", "auditor")
+    async with create_sessionmaker(engine)() as session:
+        account, _ = await ensure_account(
+            session, channel="line", external_id="U" + "b" * 32, now=utcnow()
+        )
+        await session.commit()
+        member_id = account.member_id
+    async with (
+        served() as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=60) as http,
+    ):
+        answers = await asyncio.gather(
+            *(
+                http.get(f"/admin/api/members/{member_id}", headers=bearer(auditor))
+                for _ in range(20)
+            )
+        )
+    assert [a.status_code for a in answers] == [200] * 20
+    async with engine.connect() as conn:
+        count = await conn.scalar(
+            select(func.count()).select_from(AuditLog).where(AuditLog.action == "members.lookup")
+        )
+    assert count == 20
