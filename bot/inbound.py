@@ -180,10 +180,18 @@ class InboundProcessor:
 
     # -- recording (inside the webhook request) ---------------------------------------------
     def new_event(
-        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+        self,
+        *,
+        event_id: str,
+        kind: str,
+        raw: dict[str, Any],
+        sender: str | None = None,
+        actor: str | None = None,
     ) -> events_db.NewEvent:
         """A row to record: redacted payload for people, the original encrypted; `sender`
-        (the platform's id of the person or chat) keeps their events in order."""
+        (the platform's id of the person or chat) keeps their events in order, `actor` (the
+        person, when the sender is a group; else the sender) is how delete-my-data finds
+        them."""
         original = json.dumps(raw, ensure_ascii=False).encode()
         sealed = self.services.vault.encrypt_bytes(original)
         payload = redact(raw)
@@ -196,7 +204,12 @@ class InboundProcessor:
                 **{k: payload[k] for k in ("type", "mode", "timestamp") if k in payload},
             }
         return events_db.NewEvent(
-            event_id=event_id, kind=kind, payload=payload, sealed=sealed, sender=sender
+            event_id=event_id,
+            kind=kind,
+            payload=payload,
+            sealed=sealed,
+            sender=sender,
+            actor=actor or sender,
         )
 
     async def reject(self, channel: str, *, event_id: str, reason: str, size: int) -> None:

@@ -68,6 +68,8 @@ class InboundEvent(Base):
             postgresql_where=text("status IN ('pending', 'processing')"),
             sqlite_where=text("status IN ('pending', 'processing')"),
         ),
+        # Everything one person sent, whatever its status: delete-my-data finds it here.
+        Index("ix_inbound_event_actor", "channel", "actor"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -76,6 +78,9 @@ class InboundEvent(Base):
     kind: Mapped[str] = mapped_column(String(32))
     # Who (LINE user or group, Telegram chat, simulator user): their events go in order.
     sender: Mapped[str | None] = mapped_column(String(80), default=None)
+    # The person who acted (a LINE group's member, a Telegram user); the sender when the
+    # platform names nobody else. Erasing a person deletes their rows by this column.
+    actor: Mapped[str | None] = mapped_column(String(80), default=None)
     status: Mapped[str] = mapped_column(String(16), default=PENDING, index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     received_at: Mapped[dt.datetime]
@@ -162,6 +167,7 @@ class NewEvent:
     payload: dict[str, Any]
     sealed: bytes
     sender: str | None = None
+    actor: str | None = None
 
 
 async def record_events_multi(
@@ -188,6 +194,7 @@ async def record_events_multi(
             ("event_id", [event_id for _, event_id in unique], String),
             ("kind", [e.kind for e in fresh], String),
             ("sender", [e.sender for e in fresh], String),
+            ("actor", [e.actor for e in fresh], String),
             ("payload", [json.dumps(e.payload, ensure_ascii=False) for e in fresh], String),
             ("sealed", [e.sealed for e in fresh], LargeBinary),
         ]
@@ -205,6 +212,7 @@ async def record_events_multi(
                     source.c.event_id,
                     source.c.kind,
                     source.c.sender,
+                    source.c.actor,
                     func.cast(source.c.payload, JSONB),
                     source.c.sealed,
                     bindparam(None, now, type_=table.c.received_at.type),
@@ -230,6 +238,7 @@ async def record_events_multi(
                 "event_id": e.event_id,
                 "kind": e.kind,
                 "sender": e.sender,
+                "actor": e.actor,
                 "payload": e.payload,
                 "sealed": e.sealed,
                 "received_at": now,

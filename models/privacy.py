@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import String, cast, delete, inspect, or_, select, text, update
+from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.audit import new_pseudonym, pseudonymise
@@ -124,19 +124,17 @@ async def erase_member(
                 .where(SimulatorMessage.user_key == account.external_id)
                 .values(reply={"kind": "text", "text": "-"})
             )
-        payload_text = cast(InboundEvent.payload, String)
+        # By the indexed person column (the sender when no one else is named), not by
+        # scanning payloads: every event someone sent, also in groups, carries them there.
         rows = await session.scalars(
             select(InboundEvent).where(
                 InboundEvent.channel == account.channel,
-                or_(
-                    payload_text.contains(account.external_id),
-                    InboundEvent.sender == account.external_id,
-                ),
+                InboundEvent.actor == account.external_id,
             )
         )
         for event in rows.all():
             if keep_event == (event.channel, event.event_id):
-                event.payload, event.sender = {"erased": True}, None
+                event.payload, event.sender, event.actor = {"erased": True}, None, None
             else:
                 await session.delete(event)
     for phone in phones:

@@ -10,7 +10,9 @@ from sqlalchemy import select, update
 
 from app import build_runtime
 from models.inbound import InboundEvent
+from models.members import ensure_account
 from models.outbox import OutboxMessage
+from models.privacy import erase_member
 from tests.conftest import LINE_SECRET, LINE_TOKEN
 from tests.dialog import eventually
 from tests.line_helpers import body_of, sign, text_event
@@ -172,8 +174,60 @@ async def test_the_webhook_records_who_sent_each_event(served, fake_line, engine
         )
         assert response.status_code == 200
     async with engine.connect() as conn:
-        senders = (await conn.execute(select(InboundEvent.sender).order_by(InboundEvent.id))).all()
-    assert [s for (s,) in senders] == ["U" + "3" * 32, "C" + "5" * 32]
+        rows = (
+            await conn.execute(
+                select(InboundEvent.sender, InboundEvent.actor).order_by(InboundEvent.id)
+            )
+        ).all()
+    assert [tuple(r) for r in rows] == [
+        ("U" + "3" * 32, "U" + "3" * 32),
+        ("C" + "5" * 32, "U" + "4" * 32),  # in the group, the person is still known
+    ]
+
+
+async def test_erasing_a_person_deletes_their_events_by_the_indexed_actor(
+    make_settings, engine
+) -> None:  # type: ignore[no-untyped-def]
+    """Delete-my-data finds a person's events, group ones too, by `actor` (indexed), not by
+    scanning payloads; other people's events in the same group stay."""
+    mei, wei, group = "U" + "6" * 32, "U" + "7" * 32, "C" + "8" * 32
+    own = text_event("說明", user=mei)
+    in_group = text_event("說明", user=mei)
+    in_group["source"] = {"type": "group", "groupId": group, "userId": mei}
+    other = text_event("說明", user=wei)
+    other["source"] = {"type": "group", "groupId": group, "userId": wei}
+    runtime = build_runtime(make_settings())
+    try:
+        for ev in (own, in_group, other):
+            source = ev["source"]
+            row = runtime.processor.new_event(
+                event_id=ev["webhookEventId"],
+                kind="message",
+                raw=ev,
+                sender=source.get("groupId") or source["userId"],
+                actor=source["userId"],
+            )
+            await runtime.processor.record("line", [row])
+        async with runtime.sessionmaker() as session:
+            account, _ = await ensure_account(
+                session,
+                channel="line",
+                external_id=mei,
+                now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+            )
+            await session.flush()
+            await erase_member(
+                session,
+                vault=runtime.services.vault,
+                member_id=account.member_id,
+                now=dt.datetime(2026, 12, 2, tzinfo=dt.UTC),
+            )
+            await session.commit()
+        async with engine.connect() as conn:
+            left = (await conn.execute(select(InboundEvent.event_id, InboundEvent.actor))).all()
+        assert [tuple(r) for r in left] == [(other["webhookEventId"], wei)]
+    finally:
+        await runtime.close()
 
 
 async def test_replies_computed_before_a_crash_are_delivered_without_rerunning(

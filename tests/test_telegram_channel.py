@@ -295,9 +295,17 @@ class MemoryRecorder:
         self.down = 0  # fail this many record() calls
 
     def new_event(
-        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+        self,
+        *,
+        event_id: str,
+        kind: str,
+        raw: dict[str, Any],
+        sender: str | None = None,
+        actor: str | None = None,
     ) -> NewEvent:
-        return NewEvent(event_id=event_id, kind=kind, payload=raw, sealed=b"", sender=sender)
+        return NewEvent(
+            event_id=event_id, kind=kind, payload=raw, sealed=b"", sender=sender, actor=actor
+        )
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]:
         if self.down:

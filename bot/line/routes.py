@@ -43,6 +43,13 @@ def _sender(event: dict[str, Any]) -> str | None:
     return str(who)[:80] if who else None
 
 
+def _actor(event: dict[str, Any]) -> str | None:
+    """The person behind the event (a group's member), when LINE names one."""
+    source = event.get("source")
+    who = source.get("userId") if isinstance(source, dict) else None
+    return str(who)[:80] if who else None
+
+
 def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter:
     """POST /webhooks/line: verify, record once, acknowledge, then process."""
     assert settings.line_channel_secret is not None
@@ -61,7 +68,11 @@ def line_routes(*, processor: InboundProcessor, settings: Settings) -> APIRouter
                 raise TypeError
             rows = [
                 processor.new_event(
-                    event_id=_event_id(e), kind=str(e["type"])[:32], raw=e, sender=_sender(e)
+                    event_id=_event_id(e),
+                    kind=str(e["type"])[:32],
+                    raw=e,
+                    sender=_sender(e),
+                    actor=_actor(e),
                 )
                 for e in events
             ]

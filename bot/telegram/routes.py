@@ -44,7 +44,13 @@ class Recorder(Protocol):
     """What the intake needs of bot.inbound.InboundProcessor."""
 
     def new_event(
-        self, *, event_id: str, kind: str, raw: dict[str, Any], sender: str | None = None
+        self,
+        *,
+        event_id: str,
+        kind: str,
+        raw: dict[str, Any],
+        sender: str | None = None,
+        actor: str | None = None,
     ) -> NewEvent: ...
 
     async def record(self, channel: str, rows: list[NewEvent]) -> list[int]: ...
@@ -66,6 +72,7 @@ def event_for(recorder: Recorder, update: dict[str, Any]) -> NewEvent:
         kind=update_kind(update),
         raw=minimise(update),
         sender=_sender(update),
+        actor=_actor(update),
     )
 
 
@@ -86,6 +93,14 @@ def _sender(update: dict[str, Any]) -> str | None:
     who = chat.get("id") if isinstance(chat, dict) else None
     if who is None and isinstance(body.get("from"), dict):
         who = body["from"].get("id")
+    return str(who)[:80] if who is not None else None
+
+
+def _actor(update: dict[str, Any]) -> str | None:
+    """The user who sent the update (in a group chat, not the chat)."""
+    body = update.get(update_kind(update))
+    author = body.get("from") if isinstance(body, dict) else None
+    who = author.get("id") if isinstance(author, dict) else None
     return str(who)[:80] if who is not None else None
 
 
