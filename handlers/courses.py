@@ -56,6 +56,8 @@ MAX_QUICK = 13  # LINE's quick-reply limit; Telegram shows them all anyway
 # A query too long for an action id rests in the conversation state under this name, and
 # buttons refer to it as "~<nonce>" (the nonce tells an older search's buttons apart).
 RESULTS_STATE = "courses.results"
+# RESULTS_STATE key: the civil-servant-courses notice was shown this conversation session.
+TOLD_ALSO = "told_also"
 _REF = re.compile(r"~[0-9a-f]{4}")
 
 
@@ -197,7 +199,10 @@ class _Query:
                 nonce = str(data.get("n"))  # the same search again: older buttons stay good
             else:
                 nonce = secrets.token_hex(2)
-            await self.ctx.enter(RESULTS_STATE, {"q": self.query, "n": nonce})
+            told = _told_also(self.ctx)
+            await self.ctx.enter(
+                RESULTS_STATE, {"q": self.query, "n": nonce, **({TOLD_ALSO: True} if told else {})}
+            )
             self.ref = f"~{nonce}"
         return head + self.ref
 
@@ -282,8 +287,9 @@ async def _answer(
     filters = _effective(ctx, chosen)
     # Matches the person may not see yet are counted in the same pass, so they can be told
     # these exist and how to verify (once per search, not on every page).
+    # Once per session: later searches omit it (the TTL of the conversation step).
     also = None
-    if not told and offset == 0 and not ctx.member.is_civil_servant:
+    if not told and offset == 0 and not ctx.member.is_civil_servant and not _told_also(ctx):
         also = replace(filters, audience="civil_servant")
     if typed is not None:
         found = await service.search_and_log(
@@ -364,7 +370,18 @@ async def _answer(
         replies.append(
             Text(text=ctx.t("courses.hidden_also", n=hidden), buttons=[_verify_button(ctx)])
         )
+        await _remember_told_also(ctx)
     return replies
+
+
+def _told_also(ctx: Context) -> bool:
+    return ctx.state_name == RESULTS_STATE and bool(ctx.state_data.get(TOLD_ALSO))
+
+
+async def _remember_told_also(ctx: Context) -> None:
+    """Kept in the results step, which no text handler claims; another step ends the session."""
+    if ctx.state_name in (None, RESULTS_STATE):
+        await ctx.enter(RESULTS_STATE, {**ctx.state_data, TOLD_ALSO: True})
 
 
 async def _nothing(

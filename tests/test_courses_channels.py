@@ -288,3 +288,19 @@ async def test_a_sentence_with_a_homophone_typo_is_echoed_as_understood_on_both(
     assert "「資訊安全」有關的課程" in sent
     assert sentence not in sent
     assert any(d.startswith("course.open:") for c in calls for d in _callbacks(c))
+
+
+async def test_the_civil_servant_notice_is_shown_once_per_session_on_both(
+    channels: Channels, shared_dir: Path | None
+) -> None:
+    first = await _line_says(channels, text_event("資安", user=LINE_USER), shared_dir)
+    assert "另有" in json.dumps(first, ensure_ascii=False)
+    again = await _line_says(channels, text_event("資安社交工程", user=LINE_USER), shared_dir)
+    assert _carousel(again)  # the cards still come, without the notice
+    assert "限公務人員的課程" not in json.dumps(again, ensure_ascii=False)
+
+    _found, notice = await _tg_says(channels, _tg_text("資安"))
+    assert "另有" in notice.params["text"]
+    later = await _tg_says(channels, _tg_text("資安社交工程"))
+    assert later[0].params["text"].startswith("找到")
+    assert not any("限公務人員的課程" in c.params["text"] for c in later)

@@ -470,9 +470,10 @@ async def test_citizens_are_told_civil_servant_courses_exist_and_how_to_verify(
     )
     assert [b["action"] for b in notice[0]["buttons"]] == ["cmd:verify"]
     assert found[-1] is notice[0]  # after the cards, which keep their quick replies
-    # The next page is the same search: no second notice.
+    # Once per session: a later search omits it, and so does the next page.
     wide = await citizen.say("資安")
-    assert any("限公務人員的課程" in r.get("text", "") for r in wide)
+    assert wide[0]["kind"] == "cards"
+    assert not any("限公務人員的課程" in r.get("text", "") for r in wide)
     page2 = await citizen.tap(buttons(wide)["更多結果"])
     assert not any("限公務人員的課程" in r.get("text", "") for r in page2)
     # Every way into the course explains instead of "not available".
