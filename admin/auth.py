@@ -108,6 +108,7 @@ class AdminAuth:
             storage = MemoryStorage()
         self.limiter = MovingWindowRateLimiter(storage)
         self.ip_failures = parse(LOGIN_FAILURES_PER_IP)
+        self.bad_tokens = parse(f"{settings.admin_bad_tokens_per_ip_minute}/minute")
 
     @property
     def secure_cookies(self) -> bool:
@@ -123,7 +124,19 @@ class AdminAuth:
         """The caller, from the bearer token or the session cookie (401 otherwise); a
         cookie-authenticated change without the CSRF token is refused with 403."""
         if "authorization" in request.headers:
-            return await self._bearer(_token(request))
+            ip = request.client.host if request.client else "unknown"
+            if not await self.limiter.test(self.bad_tokens, "edoor-bearer", ip):
+                raise HTTPException(
+                    status.HTTP_429_TOO_MANY_REQUESTS,
+                    "too many wrong tokens from this address: wait a minute",
+                    headers={"Retry-After": "60"},
+                )
+            try:
+                return await self._bearer(_token(request))
+            except HTTPException as refused:
+                if refused.status_code == status.HTTP_401_UNAUTHORIZED:
+                    await self.limiter.hit(self.bad_tokens, "edoor-bearer", ip)
+                raise
         cookie = request.cookies.get(SESSION_COOKIE)
         if not cookie:
             raise _unauthorised("sign in at /admin/login or send a bearer token")

@@ -125,6 +125,11 @@ class Settings(BaseSettings):
     otp_prefix_digits: int = Field(default=7, ge=1, le=15)
     otp_newcomer_share: float = Field(default=0.3, ge=0, le=1)
 
+    # Wrong bearer tokens one address may send to the admin API and console per minute; past
+    # it every bearer request from there is a 429 for the rest of the minute, right tokens
+    # too (answering those would tell a guesser when a guess is right).
+    admin_bad_tokens_per_ip_minute: int = Field(default=60, ge=1)
+
     # Proactive messages wait between these Asia/Taipei times (a member may choose another).
     quiet_hours: str = Field(default="21:30-08:00", pattern=r"^\d{2}:\d{2}-\d{2}:\d{2}$")
     # When the reminder sweep runs (cron fields, Asia/Taipei); it is idempotent.

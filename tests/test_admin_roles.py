@@ -107,7 +107,11 @@ async def call(http: httpx.AsyncClient, method: str, path: str, headers: dict[st
 async def test_every_admin_route_declares_roles_and_enforces_them(served, engine) -> None:  # type: ignore[no-untyped-def]
     tokens = {role: await make_account(engine, f"{role}@example.org", role) for role in ROLES}
     async with (
-        served(admin_token="bootstrap-token-0123456789") as (url, api),
+        # One wrong token per route, faster than the per-address limit allows (tested below).
+        served(admin_token="bootstrap-token-0123456789", admin_bad_tokens_per_ip_minute=10_000) as (
+            url,
+            api,
+        ),
         httpx.AsyncClient(base_url=url, timeout=30, follow_redirects=False) as http,
     ):
         routes = admin_routes(api)
@@ -181,3 +185,25 @@ async def test_the_openapi_document_needs_a_token(served, engine, auth) -> None:
         whole = await http.get("/openapi.json")
         assert whole.status_code == 200
         assert "/simulator/api/send" in whole.json()["paths"]
+
+
+async def test_wrong_bearer_tokens_from_one_address_are_limited(served, engine) -> None:  # type: ignore[no-untyped-def]
+    """Past the limit every bearer request from that address is a 429 (a right token too:
+    answering it would tell a guesser which guess was right); anonymous requests and the
+    counting of right tokens are untouched."""
+    good = await make_account(engine, "lim@example.org", "analyst")
+    async with (
+        served(admin_bad_tokens_per_ip_minute=3) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        assert (await http.get("/admin/api/me", headers=bearer(good))).status_code == 200
+        wrong = [
+            (await http.get("/admin/api/me", headers=bearer(f"edr_guess-{i}"))).status_code
+            for i in range(4)
+        ]
+        assert wrong == [401, 401, 401, 429]
+        limited = await http.get("/admin/api/me", headers=bearer(good))
+        assert limited.status_code == 429
+        assert limited.headers["retry-after"] == "60"
+        assert "wait" in limited.json()["detail"]
+        assert (await http.get("/admin/api/me")).status_code == 401  # no token: not counted
