@@ -83,6 +83,14 @@ def course_url(course_id: str, url: str | None) -> str:
     return PORTAL
 
 
+def go_button(ctx: Context, course: Course) -> Button:
+    """The course's own page; where the catalog gives none, the portal, and the label says
+    so (前往臺北e大) instead of promising the course."""
+    url = course_url(course.id, course.url)
+    label = "courses.go_portal" if url == PORTAL else "courses.go"
+    return Button(label=ctx.t(label), url=url)
+
+
 def _hours(ctx: Context, hours: float) -> str:
     return ctx.t("courses.hours", hours=f"{hours:g}")
 
@@ -691,7 +699,7 @@ async def open_course(ctx: Context, msg: Incoming) -> Reply:
         lines.append(ctx.t("courses.needs_password"))
         go = Button(label=ctx.t("courses.enter_password"), action=f"course.pw:{course.id}")
     else:
-        go = Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))
+        go = go_button(ctx, course)
     if await is_saved(ctx.session, member_id=ctx.member.id, course_id=course.id):
         keep = Button(label=ctx.t("courses.unsave"), action=f"course.unsave:{course.id}")
     else:
@@ -956,7 +964,7 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
         await ctx.leave()
         return Text(
             text=ctx.t("courses.password_ok", title=course.title),
-            buttons=[Button(label=ctx.t("courses.go"), url=course_url(course.id, course.url))],
+            buttons=[go_button(ctx, course)],
         )
     paused = await note_wrong_course_password(ctx.session, course=course, now=ctx.now)
     if paused is not None:

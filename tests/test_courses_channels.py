@@ -152,8 +152,9 @@ async def test_line_search_pages_and_opens_a_course_card(
     assert "小時" in shown  # category and hours
     actions = list(_actions(bubble_message))
     links = [a for a in actions if a.get("type") == "uri"]
-    assert [a["label"] for a in links] == ["前往上課"]
-    assert links[0]["uri"].startswith("https://")
+    # The demo courses have no page of their own: the button says it opens the portal.
+    assert [a["label"] for a in links] == ["前往臺北e大"]
+    assert links[0]["uri"] == "https://elearning.taipei/"
     assert f"course.save:{first_page[0]}" in _postbacks(bubble_message)
     assert f"course.sim:{first_page[0]}" in _postbacks(bubble_message)
 
@@ -254,7 +255,7 @@ async def test_telegram_search_is_a_paged_list_with_an_inline_keyboard(
 
     (card,) = await _tg_says(channels, _tg_tap(f"course.open:{first_page[0]}"))
     buttons = {b["text"]: b for b in _keyboard(card)}
-    assert buttons["前往上課"]["url"].startswith("https://")
+    assert buttons["前往臺北e大"]["url"] == "https://elearning.taipei/"
     assert buttons["收藏"]["callback_data"] == f"course.save:{first_page[0]}"
     assert buttons["類似課程"]["callback_data"] == f"course.sim:{first_page[0]}"
     assert "小時" in card.params["text"]

@@ -20,9 +20,9 @@ from tests.dialog import Chat, buttons, texts
 
 NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
 EXTRA = (
-    "id,title,category,hours,audience,password\n"
-    "pw-1,加密測試課程,資訊安全,1,public,open-sesame\n"
-    "cs-1,公務機密維護講習,資訊安全,1,civil_servant,\n"
+    "id,title,category,hours,audience,password,url\n"
+    "pw-1,加密測試課程,資訊安全,1,public,open-sesame,https://elearning.taipei/course/pw-1\n"
+    "cs-1,公務機密維護講習,資訊安全,1,civil_servant,,\n"
 )
 
 
@@ -107,7 +107,8 @@ async def test_card_password_flow_and_civil_servant_courses_hidden(chat: Chat) -
     assert "還可以再試 4 次" in texts(await chat.say("wrong"))
     ok = await chat.say("open-sesame")
     assert "密碼正確" in texts(ok)
-    assert buttons(ok)["前往上課"].startswith("https://")
+    # Its own page, from the catalog's url: the button promises the course.
+    assert buttons(ok)["前往上課"] == "https://elearning.taipei/course/pw-1"
     # A citizen neither finds nor opens a civil-servant course, but is told that one
     # matches and how to see it, instead of "nothing found" / "not available".
     found = await chat.say("公務機密")
