@@ -219,18 +219,23 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 class StrictJsonBodies:
     """ASGI middleware for JSON APIs: a JSON body that Python would accept but we could not
     store (NaN, Infinity, integers of thousands of digits, nesting past MAX_DEPTH) is a 400
-    here, and lone surrogates become U+FFFD, before any route sees it. Routes that read their
-    raw body themselves (webhooks, imports) parse with `models.safejson` directly."""
+    here, and lone surrogates and U+0000 become U+FFFD, before any route sees it. A U+0000 in
+    a query string or a URL-encoded form, which PostgreSQL text cannot hold either, is a 400
+    too. Routes that read their raw body themselves (webhooks, imports) parse with
+    `models.safejson` directly."""
 
     def __init__(self, app: ASGIApp, *, skip: Sequence[re.Pattern[str]] = ()) -> None:
         self.app = app
         self.skip = tuple(skip)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and _has_nul(scope.get("query_string", b"")):
+            await _problem(send, 400, "the query string holds a NUL character")
+            return
+        kind = _body_kind(scope) if scope["type"] == "http" else None
         if (
-            scope["type"] != "http"
+            kind is None
             or scope["method"] in ("GET", "HEAD", "OPTIONS")
-            or not _is_json(scope)
             or any(p.match(scope["path"]) for p in self.skip)
         ):
             await self.app(scope, receive, send)
@@ -244,7 +249,11 @@ class StrictJsonBodies:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body:
+        if kind == "form":
+            if _has_nul(body):
+                await _problem(send, 400, "the form holds a NUL character")
+                return
+        elif body:
             try:
                 body = json.dumps(safejson.loads(body), ensure_ascii=False).encode()
             except safejson.JsonRefused as refused:
@@ -262,12 +271,20 @@ class StrictJsonBodies:
         await self.app(scope, replay, send)
 
 
-def _is_json(scope: Scope) -> bool:
+def _body_kind(scope: Scope) -> str | None:
+    """ "json" or "form" (URL-encoded) for the bodies checked here; None for the rest
+    (multipart uploads carry files, whose bytes may be anything)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
             kind = value.split(b";")[0].strip().lower()
-            return kind == b"application/json" or kind.endswith(b"+json")
-    return False
+            if kind == b"application/json" or kind.endswith(b"+json"):
+                return "json"
+            return "form" if kind == b"application/x-www-form-urlencoded" else None
+    return None
+
+
+def _has_nul(encoded: bytes) -> bool:
+    return b"\x00" in encoded or b"%00" in encoded
 
 
 async def _problem(send: Send, status: int, detail: str) -> None:

@@ -16,6 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from models.inbound import InboundEvent
+from tests.admin_support import bearer, make_account
 from tests.conftest import LINE_SECRET, LINE_TOKEN, TG_SECRET
 from tests.fakes.telegram import TOKEN, FakeTelegram
 from tests.line_helpers import sign
@@ -105,6 +106,25 @@ async def test_a_nul_character_is_stored_as_a_replacement_character_not_a_500(se
             headers={**ADMIN, "content-type": "application/json"},
         )
         assert label.status_code == 201, label.text[:200]
+
+
+async def test_a_nul_in_a_query_or_form_is_a_400_not_a_500(served, engine) -> None:  # type: ignore[no-untyped-def]
+    """Query strings and console forms reach PostgreSQL as text too (the audit filter was a
+    500 there with a %00): refused before any route sees them, on both databases."""
+    token = await make_account(engine, "nul-q@example.org", "admin")
+    async with served() as (url, _), httpx.AsyncClient(base_url=url, timeout=30) as http:
+        for path in ("/admin/api/audit?action=a%00b", "/admin/audit?action=a%00b"):
+            answer = await http.get(path, headers=bearer(token))
+            assert answer.status_code == 400, (path, answer.status_code)
+            assert "NUL" in answer.json()["detail"]
+        form = await http.post("/admin/login", data={"email": "a\x00b@x.org", "password": "x" * 12})
+        assert form.status_code == 400
+        # The same requests without the NUL are answered as usual.
+        assert (
+            await http.get("/admin/api/audit?action=ab", headers=bearer(token))
+        ).status_code == 200
+        plain = await http.post("/admin/login", data={"email": "ab@x.org", "password": "x" * 12})
+        assert plain.status_code == 401
 
 
 @pytest.fixture
