@@ -30,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from bot.settings import Settings
 from models.accounts import Signed, active_admin_exists, resolve_session, resolve_token
 from models.base import utcnow
+from models.db import begin_write
 
 Role = Literal["admin", "marketer", "analyst", "auditor"]
 MAX_ID = 2_147_483_647  # the largest row id on every backend (bigger ones are 422, not 500)
@@ -141,6 +142,7 @@ class AdminAuth:
         if not cookie:
             raise _unauthorised("sign in at /admin/login or send a bearer token")
         async with self.sessionmaker() as session:
+            await begin_write(session)  # resolving notes the use: a write follows the read
             signed = await resolve_session(session, cookie=cookie, now=self.clock())
             await session.commit()
         if signed is None:
@@ -163,6 +165,7 @@ class AdminAuth:
                     )
             return Caller(name=BOOTSTRAP_ACTOR, roles=frozenset({"admin"}))
         async with self.sessionmaker() as session:
+            await begin_write(session)  # resolving notes the use: a write follows the read
             signed = await resolve_token(session, token=token, now=self.clock())
             await session.commit()
         if signed is None:
