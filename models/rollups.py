@@ -67,6 +67,7 @@ from models.learning import (
     MandatoryRequirement,
     Requirement,
     load_requirements,
+    taipei_day,
 )
 
 UNCATEGORISED = "(未分類)"
@@ -847,21 +848,74 @@ async def absorb_reminders(session: AsyncSession, *, now: dt.datetime) -> Absorb
 
 # -- campaigns ---------------------------------------------------------------------------------
 async def absorb_campaigns(session: AsyncSession, *, now: dt.datetime) -> AbsorbReport:
-    """CONNECT (lead): the campaign funnel over the campaigns feature's tables.
+    """The campaign funnel, one row per campaign, in distinct members: `eligible` meet the
+    campaign's rule now, a verified phone aside (who has earned the prize); `opened` tapped
+    it in chat (any claim attempt, refusals included); `verified` of those, tapped with a
+    verified phone; `claimed` hold a prize or a draw entry (revoked and lapsed ones left out).
 
-    The campaign tables are built in parallel (issue 12, branch `campaigns`: `campaign`,
-    `campaign_attempt`, `campaign_claim`). When they are merged, this fills
-    rollup_campaign_funnel, one row per campaign (slug, title, Taipei start date), with
-    distinct members: `opened` = members with a campaign_attempt (or a recorded view of the
-    campaign card, if one is added), `verified` = of those, with a phone_hash, `eligible` =
-    attempts whose outcome is not a refusal for eligibility, `claimed` = campaign_claim rows
-    not revoked. Watermark: the highest campaign_attempt.id and campaign_claim.id absorbed
-    (`last_id`, or one source row each); recompute the counts of each campaign touched since
-    (distinct counts do not add up) and upsert them. Until then the table stays empty and
-    the `campaigns` dashboard answers with no rows.
+    Campaigns are few (tens a year), so each run counts every campaign again: opened,
+    verified and claimed from the campaign's own indexed rows (a revocation changes a claim
+    without a new id, which a watermark would miss). Eligibility scans the members, so it is
+    kept once a run has happened after the campaign ended (`last_day`: the day of the
+    previous run), when its hours can no longer change.
     """
-    await lock_watermark(session, "campaign_event", now=now)
-    return AbsorbReport()
+    from models.campaigns.eligibility import eligible_member_ids
+    from models.campaigns.tables import DRAWN, ENTERED, REVIEW, WON, Campaign, CampaignAttempt
+    from models.campaigns.tables import CampaignClaim as Claim
+
+    mark = await lock_watermark(session, "campaign_event", now=now)
+    previous_run = day_start(dt.date.fromisoformat(mark.last_day)) if mark.last_day else None
+    kept = {
+        str(slug): int(n)
+        for slug, n in await session.execute(
+            select(CampaignFunnel.campaign, CampaignFunnel.eligible)
+        )
+    }
+    campaigns = (await session.scalars(select(Campaign).order_by(Campaign.id))).all()
+    values = []
+    for c in campaigns:
+        if c.slug in kept and previous_run is not None and c.ends_at < previous_run:
+            eligible = int(kept[c.slug])
+        else:
+            ids = await eligible_member_ids(session, campaign=c, now=now, phone=False)
+            eligible = int(
+                await session.scalar(select(func.count()).select_from(ids.subquery())) or 0
+            )
+        a = CampaignAttempt
+        opened, verified = (
+            await session.execute(
+                select(
+                    func.count(a.member_id.distinct()),
+                    func.count(
+                        case((a.phone_hash.is_not(None), a.member_id), else_=None).distinct()
+                    ),
+                ).where(a.campaign_id == c.id)
+            )
+        ).one()
+        claimed = await session.scalar(
+            select(func.count(Claim.claimant_id.distinct())).where(
+                Claim.campaign_id == c.id,
+                Claim.status.in_([WON, DRAWN, REVIEW, ENTERED]),
+                Claim.revoked_at.is_(None),
+            )
+        )
+        values.append(
+            {
+                "campaign": c.slug,
+                "title": c.title,
+                "starts_on": taipei_day(c.starts_at).isoformat(),
+                "eligible": eligible,
+                "opened": int(opened),
+                "verified": int(verified),
+                "claimed": int(claimed or 0),
+            }
+        )
+    await session.execute(delete(CampaignFunnel))
+    if values:
+        await session.execute(_insert(session)(CampaignFunnel), values)
+    mark.last_day = taipei_day(now).isoformat()
+    await session.flush()
+    return AbsorbReport(rows=len(values))
 
 
 SOURCES = {

@@ -279,3 +279,66 @@ async def test_refusals_each_have_their_answer_and_are_counted(
     # Ten taps in ten minutes (over every campaign) is the limit: the 11th and 12th are refused.
     assert refusals["out_of_stock"] == 9
     assert refusals["rate_limited"] == 2
+
+
+# -- the campaigns dashboard ------------------------------------------------------------------
+async def test_the_funnel_dashboard_counts_eligible_opened_verified_and_claimed(
+    served,  # type: ignore[no-untyped-def]
+    engine: AsyncEngine,
+) -> None:
+    """Five people, worked out by hand: A earned it, has a phone and claims; B earned it and
+    taps without a phone; C has a phone but not the hours; D earned it, has a phone and never
+    opens it; E does nothing. Revoking A's prize takes A out of `claimed` on the next run."""
+    from models.members import ChannelAccount
+
+    async with (
+        served(admin_token=ADMIN_TOKEN) as (url, api),
+        httpx.AsyncClient(base_url=url, timeout=60, headers=AUTH) as http,
+    ):
+        await create(http, campaign_file(rule={"min_hours": 1, "categories": ["性別平等"]}))
+        cid = await campaign_id(engine, "gender-2026")
+        await add_course(engine, "gender-101", "性別平等入門", "性別平等")
+        a = await verified_member(engine, "sim-a", "0912-000-001")
+        c = await verified_member(engine, "sim-c", "0912-000-003")
+        d = await verified_member(engine, "sim-d", "0912-000-004")
+        await verified_member(engine, "sim-e", "0912-000-005")
+        for member in (a, d):
+            await complete(engine, member, "gender-101", 1.5)
+        assert "恭喜" in texts(await Chat(http, "sim-a").tap(f"prize.claim:{cid}"))
+        assert "驗證手機" in texts(await Chat(http, "sim-b").tap(f"prize.claim:{cid}"))
+        async with create_sessionmaker(engine)() as session:
+            b = await session.scalar(
+                select(ChannelAccount.member_id).where(ChannelAccount.external_id == "sim-b")
+            )
+        assert b is not None
+        await complete(engine, b, "gender-101", 1.0)
+        assert "還差" in texts(await Chat(http, "sim-c").tap(f"prize.claim:{cid}"))
+        assert c != d
+
+        jobs = api.state.runtime.jobs
+        start = dt.datetime.fromisoformat(campaign_file()["starts_at"])
+        year = start.astimezone(dt.timezone(dt.timedelta(hours=8))).year
+
+        async def funnel() -> list[tuple[str, int, int, int, int]]:
+            await jobs.require("rollups").run(dt.datetime.now(dt.UTC))
+            response = await http.get("/admin/api/dashboards/campaigns", params={"year": year})
+            assert response.status_code == 200, response.text
+            return [
+                (r["campaign"], r["eligible"], r["opened"], r["verified"], r["claimed"])
+                for r in response.json()["rows"]
+            ]
+
+        assert await funnel() == [("gender-2026", 3, 3, 2, 1)]
+        assert await funnel() == [("gender-2026", 3, 3, 2, 1)]  # a re-run changes nothing
+
+        claim = (
+            (await http.get("/admin/api/campaigns/gender-2026/export", headers=AUTH))
+            .text.splitlines()[1]
+            .split(",")[0]
+        )
+        revoked = await http.post(
+            f"/admin/api/campaigns/gender-2026/claims/{claim.lstrip(chr(0xFEFF))}/revoke",
+            json={"reason": "a test of the funnel"},
+        )
+        assert revoked.status_code == 200, revoked.text
+        assert await funnel() == [("gender-2026", 3, 3, 2, 0)]

@@ -186,14 +186,15 @@ def _conditions(
 
 
 async def eligible_member_ids(
-    session: AsyncSession, *, campaign: Campaign, now: dt.datetime
+    session: AsyncSession, *, campaign: Campaign, now: dt.datetime, phone: bool = True
 ) -> Select[Any]:
     """SQL selecting the ids of every member who qualifies for `campaign` now (the broadcast
-    segment `campaign_eligible`, the export's counts). Not executed here."""
+    segment `campaign_eligible`, the export's counts). Not executed here. `phone=False`
+    leaves out the verified phone: who has earned the prize (the dashboard's funnel top)."""
     rule = rule_of(campaign)
     requirement = await find_requirement(session, code=rule.requirement, now=now)
     conditions = _conditions(campaign, rule, requirement, Member.id, now)
-    return select(Member.id).where(and_(*(c for _, c in conditions)))
+    return select(Member.id).where(and_(*(c for kind, c in conditions if phone or kind != PHONE)))
 
 
 async def evaluate(
