@@ -185,7 +185,12 @@ class SearchIndex:
         self._sorted_titles = [self._titles[d] for d in self._by_title]
         self._latin_sorted = sorted(latin)
         self._latin = latin
-        self._latin_fix = sorted(latin | self.dictionary.english_words)
+        # Typo candidates by first letter: a misspelling keeps the first letter far more often
+        # than it changes it, and a closest word that starts otherwise is mostly another word
+        # ('expression' is within ratio 80 of 'depression', 'death' of 'earth').
+        self._latin_fix: dict[str, list[str]] = {}
+        for word in sorted(latin | self.dictionary.english_words):
+            self._latin_fix.setdefault(word[0], []).append(word)
         # "Did you mean" candidates: dictionary words, categories and tags that find something.
         vocab: dict[str, str] = {}
         for key in self.dictionary.terms:
@@ -334,7 +339,9 @@ class SearchIndex:
                 or word in d.stopwords
             ):
                 return word
-            best = process.extractOne(word, self._latin_fix, scorer=fuzz.ratio, score_cutoff=80)
+            best = process.extractOne(
+                word, self._latin_fix.get(word[0], ()), scorer=fuzz.ratio, score_cutoff=80
+            )
             if best is None:
                 return word
             changed = True
