@@ -26,11 +26,12 @@ from admin.audit import audit_admin_routes
 from admin.auth import AdminAuth
 from admin.broadcasts import broadcast_admin_routes
 from admin.campaigns import campaign_admin_routes
-from admin.console import STATIC, console_routes
+from admin.console import STATIC, ConsolePages, console_routes
 from admin.courses import course_admin_routes
 from admin.dashboards import dashboard_routes
 from admin.learning import learning_admin_routes
 from admin.members import member_admin_routes
+from admin.office_pages import office_pages
 from admin.openapi import openapi_routes
 from admin.podcasts import podcast_admin_routes
 from bot.broadcasts import redirect_routes
@@ -425,13 +426,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     api.include_router(
         learning_admin_routes(settings=settings, sessionmaker=runtime.sessionmaker, vault=vault)
     )
+    pages = ConsolePages(runtime.services.catalog)
     api.include_router(
         console_routes(
             settings=settings,
             sessionmaker=runtime.sessionmaker,
             search=runtime.search,
             vault=vault,
+            pages=pages,
+        )
+    )
+    api.include_router(
+        office_pages(
+            settings=settings,
+            sessionmaker=runtime.sessionmaker,
+            pages=pages,
             catalog=runtime.services.catalog,
+            channels=list(runtime.channels),
+            render=channel_preview,
         )
     )
     api.mount("/admin/static", StaticFiles(directory=STATIC), name="admin-static")

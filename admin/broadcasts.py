@@ -49,6 +49,8 @@ def broadcast_admin_routes(
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/broadcasts")
     marketer = Depends(require_role(settings, "marketer"))
+    # Auditors read everything but send nothing (DESIGN.md, "Who may do what").
+    readers = Depends(require_role(settings, "marketer", "auditor"))
 
     async def audit(
         session: AsyncSession, caller: Caller, action: str, broadcast_id: int, details: Any
@@ -69,7 +71,7 @@ def broadcast_admin_routes(
         return row
 
     @routes.get("")
-    async def index(caller: Caller = marketer) -> dict[str, Any]:
+    async def index(caller: Caller = readers) -> dict[str, Any]:
         """The latest broadcasts, newest first."""
         async with sessionmaker() as session:
             rows = await bc.list_broadcasts(session)
@@ -122,7 +124,7 @@ def broadcast_admin_routes(
         return {"count": n}
 
     @routes.get("/{broadcast_id}")
-    async def show(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
+    async def show(broadcast_id: BroadcastId, caller: Caller = readers) -> dict[str, Any]:
         """Status and figures, with LINE's per-unit statistics where LINE gives them."""
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)
@@ -131,7 +133,7 @@ def broadcast_admin_routes(
         return out
 
     @routes.get("/{broadcast_id}/count")
-    async def count_of(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
+    async def count_of(broadcast_id: BroadcastId, caller: Caller = readers) -> dict[str, Any]:
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)
             try:
@@ -143,7 +145,7 @@ def broadcast_admin_routes(
         return {"count": n}
 
     @routes.get("/{broadcast_id}/preview")
-    async def preview(broadcast_id: BroadcastId, caller: Caller = marketer) -> dict[str, Any]:
+    async def preview(broadcast_id: BroadcastId, caller: Caller = readers) -> dict[str, Any]:
         """Each variant and language as the LINE and Telegram renderers send it."""
         async with sessionmaker() as session:
             row = await load(session, broadcast_id)

@@ -63,7 +63,7 @@ def campaign_admin_routes(
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/campaigns")
     editors = Depends(require_role(settings, "admin", "marketer"))
-    readers = Depends(require_role(settings, "admin", "marketer", "auditor", "analyst"))
+    readers = Depends(require_role(settings, "admin", "marketer", "auditor"))
     auditors = Depends(require_role(settings, "admin", "auditor"))
     revokers = Depends(require_role(settings, "admin", "marketer", "auditor"))
 

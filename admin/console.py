@@ -5,15 +5,16 @@ Pages read through the same functions as the JSON API (admin/*.py); changes go t
 session cookie and the CSRF token, so every rule lives once. Every JavaScript and CSS file
 is served from admin/static (vendored; see scripts/vendor-assets.py): no CDN, no web font.
 
-Adding a page (campaigns, broadcasts and dashboards are placeholders for their issues):
-put a template in admin/templates/ that extends "base.html" (blocks `title` and `main`),
-add its route in your own router with `Depends(require_role(settings, ..., page=True))` and
-render it with `ConsolePages.render(request, caller, "x.html", nav="x", ...)`, add its
-texts to bot/locales/*/console.toml, and point its entry in `NAV` at it.
+Adding a page: put a template in admin/templates/ that extends "base.html" (blocks `title`
+and `main`), add its route in your own router (as admin/office_pages.py does for campaigns,
+broadcasts and dashboards) with `Depends(require_role(settings, ..., page=True))` and render
+it with `ConsolePages.render(request, caller, "x.html", nav="x", ...)`, add its texts to
+bot/locales/*/console.toml, and point its entry in `NAV` at it.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -103,10 +104,13 @@ NAV: tuple[NavItem, ...] = (
     NavItem("audit", "/admin/audit", frozenset({"admin", "auditor"})),
     NavItem("accounts", "/admin/accounts", frozenset({"admin"})),
 )
-# Pages another issue fills in (campaigns, broadcasts, dashboards): until then a placeholder.
-PLACEHOLDERS = {
-    item.key: item for item in NAV if item.key in {"campaigns", "broadcasts", "dashboards"}
-}
+
+
+def _taipei(moment: dt.datetime | str | None) -> str:
+    """A time (or an API's ISO 8601 text of one) as Taipei time, for the templates."""
+    if not moment:
+        return ""
+    return taipei_time(dt.datetime.fromisoformat(moment) if isinstance(moment, str) else moment)
 
 
 def page_language(request: Request) -> str:
@@ -126,7 +130,7 @@ class ConsolePages:
             autoescape=jinja2.select_autoescape(default=True),
             undefined=jinja2.StrictUndefined,
         )
-        self.env.filters["taipei"] = lambda moment: taipei_time(moment) if moment else ""
+        self.env.filters["taipei"] = _taipei
 
     def render(
         self,
@@ -168,10 +172,9 @@ def console_routes(
     sessionmaker: async_sessionmaker[AsyncSession],
     search: SearchService,
     vault: PiiVault,
-    catalog: Catalog,
+    pages: ConsolePages,
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin", include_in_schema=False)
-    pages = ConsolePages(catalog)
     anyone = Depends(any_role(settings, page=True))
     admin_only = Depends(require_role(settings, "admin", page=True))
     readers_of_people = Depends(require_role(settings, "admin", "auditor", page=True))
@@ -435,26 +438,7 @@ def console_routes(
                 people.append({**account_view(account), "tokens": tokens})
         return pages.render(request, caller, "accounts.html", nav="accounts", people=people)
 
-    for item in PLACEHOLDERS.values():
-        _add_placeholder(routes, pages, settings, item)
     return routes
-
-
-def _add_placeholder(
-    routes: APIRouter, pages: ConsolePages, settings: Settings, item: NavItem
-) -> None:
-    allowed = Depends(require_role(settings, *sorted(item.roles), page=True))  # type: ignore[arg-type]
-
-    async def placeholder(request: Request, caller: Caller = allowed) -> HTMLResponse:
-        return pages.render(request, caller, "placeholder.html", nav=item.key, page=item.key)
-
-    routes.add_api_route(
-        item.path.removeprefix("/admin"),
-        placeholder,
-        methods=["GET"],
-        response_class=HTMLResponse,
-        name=f"console_{item.key}",
-    )
 
 
 def _set_session_cookie(response: Response, auth: AdminAuth, cookie: str) -> None:

@@ -368,16 +368,17 @@ async def describe(session: AsyncSession, broadcast: bc.Broadcast) -> dict[str, 
         "name": broadcast.name,
         "status": "paused" if broadcast.paused else broadcast.status,
         "send_at": taipei(broadcast.send_at),
-        "variants": [
-            {"name": v["name"], "share": v["share"] / 10} for v in broadcast.spec["variants"]
-        ],
         "holdout": (broadcast.spec["holdout"]["end"] - broadcast.spec["holdout"]["start"]) / 10,
         "winner": broadcast.winner,
         "winner_at": taipei(broadcast.winner_at),
         "planned": broadcast.queued,
         **figures,
-        # Claims attributed (a claim within 7 days after receiving it): the campaigns feature
-        # fills this in (see models.broadcasts.claims_attributed); None until it exists.
+        # Per variant: its share of the segment (%) beside its sent, queued and clicks.
+        "variants": {
+            v["name"]: {"share": v["share"] / 10, **figures["variants"].get(v["name"], {})}
+            for v in broadcast.spec["variants"]
+        },
+        # Prize claims per variant within 7 days after receiving it (claims_attributed).
         "claims": await bc.claims_attributed(session, broadcast),
         "created_by": broadcast.created_by,
         "created_at": taipei(broadcast.created_at),

@@ -19,6 +19,8 @@ ALL = frozenset(ROLES)
 ADMIN = frozenset({"admin"})
 PEOPLE = frozenset({"admin", "auditor"})
 OFFICE = frozenset({"admin", "marketer", "auditor"})
+EDITORS = frozenset({"admin", "marketer"})
+ANALYSTS = frozenset({"admin", "analyst", "auditor"})  # the learning dashboards
 # The contract ("Who may do what") for the console and API built here. A route missing from
 # this table must still declare roles (require_role): it is checked against its declaration.
 EXPECTED: dict[tuple[str, str], frozenset[str]] = {
@@ -36,7 +38,43 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin/accounts"): ADMIN,
     ("GET", "/admin/campaigns"): OFFICE,
     ("GET", "/admin/broadcasts"): OFFICE,
+    ("GET", "/admin/campaigns/{slug}"): OFFICE,
+    ("GET", "/admin/broadcasts/{broadcast_id}"): OFFICE,
+    ("GET", "/admin/broadcasts/{broadcast_id}/figures"): OFFICE,
     ("GET", "/admin/dashboards"): ALL,
+    ("GET", "/admin/dashboards/topics"): ANALYSTS,
+    ("GET", "/admin/dashboards/compliance"): ANALYSTS,
+    ("GET", "/admin/dashboards/reminders"): ANALYSTS,
+    ("GET", "/admin/dashboards/search"): ANALYSTS,
+    ("GET", "/admin/dashboards/campaigns"): ALL,
+    ("GET", "/admin/dashboards/channels"): ALL,
+    ("GET", "/admin/api/dashboards/topics"): ANALYSTS,
+    ("GET", "/admin/api/dashboards/compliance"): ANALYSTS,
+    ("GET", "/admin/api/dashboards/reminders"): ANALYSTS,
+    ("GET", "/admin/api/dashboards/search"): ANALYSTS,
+    ("GET", "/admin/api/dashboards/campaigns"): ALL,
+    ("GET", "/admin/api/dashboards/channels"): ALL,
+    ("GET", "/admin/api/campaigns"): OFFICE,
+    ("POST", "/admin/api/campaigns"): EDITORS,
+    ("GET", "/admin/api/campaigns/{slug}"): OFFICE,
+    ("PUT", "/admin/api/campaigns/{slug}"): EDITORS,
+    ("POST", "/admin/api/campaigns/{slug}/codes"): EDITORS,
+    ("GET", "/admin/api/campaigns/{slug}/export"): PEOPLE,
+    ("POST", "/admin/api/campaigns/{slug}/claims/{claim_id}/revoke"): OFFICE,
+    ("POST", "/admin/api/campaigns/{slug}/claims/{claim_id}/review"): EDITORS,
+    ("POST", "/admin/api/campaigns/{slug}/redemptions"): EDITORS,
+    ("POST", "/admin/api/campaigns/{slug}/draw"): EDITORS,
+    ("GET", "/admin/api/broadcasts"): OFFICE,
+    ("POST", "/admin/api/broadcasts"): EDITORS,
+    ("POST", "/admin/api/broadcasts/count"): EDITORS,
+    ("GET", "/admin/api/broadcasts/{broadcast_id}"): OFFICE,
+    ("GET", "/admin/api/broadcasts/{broadcast_id}/count"): OFFICE,
+    ("GET", "/admin/api/broadcasts/{broadcast_id}/preview"): OFFICE,
+    ("POST", "/admin/api/broadcasts/{broadcast_id}/test"): EDITORS,
+    ("POST", "/admin/api/broadcasts/{broadcast_id}/pause"): EDITORS,
+    ("POST", "/admin/api/broadcasts/{broadcast_id}/resume"): EDITORS,
+    ("POST", "/admin/api/broadcasts/{broadcast_id}/cancel"): EDITORS,
+    ("POST", "/admin/api/broadcasts/{broadcast_id}/pick"): EDITORS,
     ("GET", "/admin/api/openapi.json"): ALL,
     ("GET", "/admin/api/me"): ALL,
     ("GET", "/admin/api/accounts"): ADMIN,

@@ -54,6 +54,7 @@
       var value = el.type === "checkbox" ? el.checked : el.value;
       if (el.hasAttribute("data-path")) { path[el.name] = value; return; }
       if (el.hasAttribute("data-null-if-empty") && value === "") value = null;
+      if (el.hasAttribute("data-bool")) value = value === true || value === "true";
       if (el.type === "number" && value !== "" && value !== null) value = Number(value);
       body[el.name] = value;
     });
@@ -71,6 +72,38 @@
     } else {
       say(form, detailText(data), false);
     }
+  }
+
+  // A text typed into the page (a campaign file) sent as the body, as a file upload would be;
+  // a refused one lists its problems. data-go: the page to open after, filled from the answer.
+  async function rawForm(form) {
+    var refused = form.querySelector(".refused");
+    if (refused) refused.innerHTML = "";
+    form.dataset.state = "sending";
+    var response = await fetch(form.dataset.raw, {
+      method: form.dataset.method || "POST",
+      headers: { "content-type": form.dataset.type || "text/plain", "x-csrf-token": csrf() },
+      body: form.elements.body.value,
+      credentials: "same-origin",
+    });
+    var data = await response.json().catch(function () { return {}; });
+    if (response.ok) {
+      form.dataset.state = "done";
+      say(form, form.dataset.msgDone || "OK", true);
+      if (form.dataset.go) location.assign(form.dataset.go.replace(/\{(\w+)\}/g, function (_, k) {
+        return encodeURIComponent(data[k] || "");
+      }));
+      else if (form.hasAttribute("data-reload")) setTimeout(function () { location.reload(); }, 800);
+      return;
+    }
+    form.dataset.state = "refused";
+    var errors = data.detail && data.detail.errors;
+    say(form, errors ? (form.dataset.msgRefused || detailText(data)) : detailText(data), false);
+    (errors || []).forEach(function (row) {
+      var li = document.createElement("li");
+      li.textContent = row;
+      refused.appendChild(li);
+    });
   }
 
   var TYPES = { csv: "text/csv", json: "application/json", yaml: "application/yaml",
@@ -141,5 +174,6 @@
     var form = ev.target;
     if (form.matches("form[data-api]")) { ev.preventDefault(); apiForm(form); }
     else if (form.matches("form[data-upload]")) { ev.preventDefault(); upload(form); }
+    else if (form.matches("form[data-raw]")) { ev.preventDefault(); rawForm(form); }
   });
 })();

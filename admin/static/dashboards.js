@@ -31,6 +31,12 @@
     });
   }
 
+  // Times are shown in Taipei, whatever the browser's own zone is.
+  function taipei(iso) {
+    var lang = document.documentElement.lang || "zh-TW";
+    return new Date(iso).toLocaleString(lang, { timeZone: "Asia/Taipei", hour12: false });
+  }
+
   function sum(key) { return function (row) { return [Number(row[key]) || 0]; }; }
   function rate(part, whole) {
     return function (row) { return [Number(row[part]) || 0, Number(row[whole]) || 0]; };
@@ -50,7 +56,7 @@
       var a = pivot(rows, "month", null, rate("reminded_completed", "reminded"));
       var b = pivot(rows, "month", null, rate("not_reminded_completed", "not_reminded"));
       var series = seriesOf(a, "bar", true).concat(seriesOf(b, "bar", true));
-      series[0].name = t["column.reminded_rate"];
+      if (series[0]) series[0].name = t["column.reminded_rate"];
       if (series[1]) series[1].name = t["column.not_reminded_rate"];
       return { xs: a.xs, series: series, percent: true };
     },
@@ -144,7 +150,7 @@
             notes.appendChild(li);
           });
           status.textContent = body.rows.length
-            ? (body.as_of ? t.as_of + " " + new Date(body.as_of).toLocaleString() : "")
+            ? (body.as_of ? t.as_of + " " + taipei(body.as_of) + " " + t.taipei_time : "")
             : t.empty;
           root.dataset.drawn = "true"; // for the browser test: the chart is drawn
         })
