@@ -350,6 +350,55 @@ async def test_new_rows_after_the_watermark_are_absorbed_once(admin, engine) -> 
     assert table(topics, "category", "hours", "completions") == [("人工智慧", 3.0, 3)]
 
 
+async def test_compliance_counted_run_by_run_equals_a_rebuild_from_the_raw_rows(
+    admin,  # type: ignore[no-untyped-def]
+    engine: AsyncEngine,
+) -> None:
+    """Compliance is updated by who newly crosses a requirement's hours; after several runs
+    (someone crossing, someone already over, someone inactive, a month with no hours) it is
+    exactly what a rebuild from every raw row gives."""
+    http, api = admin
+    await rollups(api)
+    batches = [
+        [completion(20, "employee:E2", "c-sec", "2026-02-05", 1.0)],  # E2: 1 of 3 (sec)
+        [
+            completion(21, "employee:E2", "c-sec", "2026-04-02", 2.5),  # crosses in April
+            completion(22, "employee:E1", "c-sec", "2026-05-01", 1.0),  # already over
+            completion(23, "employee:E3", "c-care", "2026-03-05", 4.0),  # B: total only
+        ],
+        [completion(24, "member:2", "c-ai", "2026-06-30", 0.5)],
+    ]
+    for batch in batches:
+        async with engine.begin() as conn:
+            await conn.execute(insert(Completion), batch)
+        await rollups(api)
+
+    async def every_month() -> list[list[dict[str, Any]]]:
+        return [(await board(http, "compliance", month_to=m))["rows"] for m in range(1, 13)]
+
+    counted = await every_month()
+    async with engine.begin() as conn:  # forget the rules: the next run rebuilds
+        await conn.execute(
+            RollupWatermark.__table__.update()
+            .where(RollupWatermark.source == "completion")
+            .values(fingerprint="")
+        )
+    await rollups(api)
+    rebuilt = await every_month()
+    assert counted == rebuilt
+    # sec in agency A: E1 reached 3 h in March (2 + 1.5), E2 in April (1 + 2.5); by the
+    # 03-10 deadline E1 had 2 h and E2 1 h, so nobody met it in time.
+    sec_a = [
+        next(
+            (r["met"], r["met_by_deadline"])
+            for r in month
+            if r["requirement"] == "sec" and r["agency"] == "A"
+        )
+        for month in rebuilt[:6]
+    ]
+    assert sec_a == [(0, 0), (0, 0), (1, 0), (2, 0), (2, 0), (2, 0)]
+
+
 async def test_a_changed_requirement_rebuilds_compliance(admin, engine) -> None:  # type: ignore[no-untyped-def]
     http, api = admin
     await rollups(api)
