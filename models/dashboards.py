@@ -384,7 +384,11 @@ async def campaigns(session: AsyncSession, filters: Filters) -> Dashboard:
         ],
         filters,
         await _as_of(session, "campaign_event"),
-        ["Campaigns that start in the period."],
+        [
+            "Campaigns that start in the period, in distinct members: eligible meet the rule "
+            "now, a verified phone aside; opened tapped claim; verified tapped with a verified "
+            "phone; claimed won, entered or in review (revoked left out)."
+        ],
     )
 
 

@@ -22,6 +22,8 @@ from tests.test_console_page import console_page, output_dir
 from tests.test_simulator_page import WAIT_MS, assert_clean, browser  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.browser
+# Every wait in these pages is a round trip to the app; a loaded CI machine gets time.
+expect.set_options(timeout=WAIT_MS)
 
 BAD_CAMPAIGN = "slug: Not A Slug\ntitle: 壞檔\n"
 
@@ -172,6 +174,7 @@ async def test_an_analyst_opens_every_dashboard_and_sees_its_chart(
         # The channels board has this week's simulator chat, and says when, in Taipei time.
         await expect(page.locator("#dashboard-table")).to_contain_text("simulator")
         await expect(page.locator("#dashboard-status")).to_contain_text("（臺北時間）")
+        await expect(page.locator("#dashboard-note")).to_contain_text("每週自週一")
         await page.screenshot(path=str(shots / "console-dashboard-channels.png"), full_page=True)
         assert_clean(page)
     assert (shots / "console-dashboard-channels.png").stat().st_size > 10_000

@@ -580,6 +580,7 @@ async def test_the_page_has_a_label_for_every_dashboard_and_column(admin) -> Non
         labels = page_labels(catalog, lang)
         for name in NAMES:
             assert labels[f"name.{name}"]
+            assert labels[f"note.{name}"]  # what the numbers mean, in this language
             for column in (await board(http, name))["columns"]:
                 assert labels[f"column.{column}"], (lang, name, column)
     assert boards_for(frozenset({"marketer"})) == ["campaigns", "channels"]

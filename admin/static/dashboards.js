@@ -142,13 +142,6 @@
         .then(function (body) {
           draw(chart, name, body, t);
           fill(document.getElementById("dashboard-table"), body, t);
-          var notes = document.getElementById("dashboard-notes");
-          notes.innerHTML = "";
-          body.notes.forEach(function (n) {
-            var li = document.createElement("li");
-            li.textContent = n;
-            notes.appendChild(li);
-          });
           status.textContent = body.rows.length
             ? (body.as_of ? t.as_of + " " + taipei(body.as_of) + " " + t.taipei_time : "")
             : t.empty;
