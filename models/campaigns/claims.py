@@ -456,44 +456,57 @@ async def claim_prize(
         return ClaimResult(Outcome.WON, drawn, prize)
     if now >= campaign.ends_at:
         return await refuse(Outcome.ENDED)
-    if len(mine) >= campaign.per_person:
-        if campaign.mode == DRAW:
-            return await refuse(Outcome.ALREADY_ENTERED, claim=mine[0])
-        return await refuse(Outcome.ALREADY_CLAIMED, claim=mine[-1])
-    verdict = await evaluate(session, campaign=campaign, member_id=member_id, now=now)
-    if not verdict.eligible:
-        return await refuse(Outcome.NOT_ELIGIBLE, verdict=verdict)
-    plain = vault.decrypt(phone.phone_sealed)
-    block = block_hash(vault, plain)
-    flag = await _flag(session, campaign, phone_hash, block, now)
-    claim = CampaignClaim(
-        campaign_id=campaign.id,
-        member_id=member_id,
-        claimant_id=member_id,
-        seq=len(mine) + 1,
-        phone_hash=phone_hash,
-        block_hash=block,
-        phone_masked=mask(plain),
-        channel=channel,
-        status=REVIEW if flag else (ENTERED if campaign.mode == DRAW else WON),
-        flag=flag,
-        claimed_at=now,
-    )
-    code: str | None = None
-    try:
-        async with session.begin_nested():
-            session.add(claim)
-            await session.flush()
-            if claim.status == WON:
-                code = await _win(session, campaign, claim, now)
-                if code is None:
-                    raise _OutOfStock
-    except IntegrityError:
+    verdict: Verdict | None = None
+    flag: str | None = None
+    plain = block = ""
+    # Up to per_person + 1 rounds: a round that loses a race for this person's next claim
+    # number (a concurrent tap, or another account with the number, committed it first)
+    # reads the person's claims again and tries the next one while some are left.
+    for _ in range(campaign.per_person + 1):
+        seq = _next_seq(mine, member_id, phone_hash, campaign.per_person)
+        if len(mine) >= campaign.per_person or seq is None:
+            if campaign.mode == DRAW:
+                return await refuse(Outcome.ALREADY_ENTERED, claim=mine[0])
+            return await refuse(Outcome.ALREADY_CLAIMED, claim=mine[-1])
+        if verdict is None:
+            verdict = await evaluate(session, campaign=campaign, member_id=member_id, now=now)
+            if not verdict.eligible:
+                return await refuse(Outcome.NOT_ELIGIBLE, verdict=verdict)
+            plain = vault.decrypt(phone.phone_sealed)
+            block = block_hash(vault, plain)
+            flag = await _flag(session, campaign, phone_hash, block, now)
+        claim = CampaignClaim(
+            campaign_id=campaign.id,
+            member_id=member_id,
+            claimant_id=member_id,
+            seq=seq,
+            phone_hash=phone_hash,
+            block_hash=block,
+            phone_masked=mask(plain),
+            channel=channel,
+            status=REVIEW if flag else (ENTERED if campaign.mode == DRAW else WON),
+            flag=flag,
+            claimed_at=now,
+        )
+        code: str | None = None
+        try:
+            async with session.begin_nested():
+                session.add(claim)
+                await session.flush()
+                if claim.status == WON:
+                    code = await _win(session, campaign, claim, now)
+                    if code is None:
+                        raise _OutOfStock
+        except IntegrityError:
+            mine = await _mine(session, campaign, member_id, phone_hash)
+            continue
+        except _OutOfStock:
+            return await refuse(Outcome.OUT_OF_STOCK)
+        break
+    else:  # every round lost its race: the person's claims are being made elsewhere
         return await refuse(
             Outcome.ALREADY_ENTERED if campaign.mode == DRAW else Outcome.ALREADY_CLAIMED
         )
-    except _OutOfStock:
-        return await refuse(Outcome.OUT_OF_STOCK)
     outcome = (
         Outcome.REVIEW if flag else (Outcome.ENTERED if campaign.mode == DRAW else Outcome.WON)
     )
@@ -507,6 +520,16 @@ async def claim_prize(
         {"claim_id": claim.id, "code_id": claim.code_id, **({"flag": flag} if flag else {})},
     )
     return ClaimResult(outcome, claim, code)
+
+
+def _next_seq(
+    mine: Sequence[CampaignClaim], member_id: int, phone_hash: str, per_person: int
+) -> int | None:
+    """The lowest claim number in 1..per_person free under both unique keys, (claimant, seq)
+    and (phone, seq); None when there is none. Numbers never go past per_person, so the
+    database itself holds each claimant and each number to per_person claims."""
+    used = {c.seq for c in mine if c.claimant_id == member_id or c.phone_hash == phone_hash}
+    return next((n for n in range(1, per_person + 1) if n not in used), None)
 
 
 class _OutOfStock(Exception):
