@@ -11,6 +11,7 @@ from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import Button, Image, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router
+from handlers.start import back_buttons
 from media.qr import prize_qr_url, qr_base64
 from models import identity
 from models.campaigns import claims as campaigns
@@ -157,8 +158,17 @@ async def prizes(ctx: Context, msg: Incoming) -> Reply:
     ]
     shown = running + [p.campaign for p in drawn]
     if not shown:
+        # Nothing running: what may come next (the prizes already won, courses), the menu;
+        # without a verified phone, verifying it (so that a later claim is one tap).
         if phone is not None:
-            return Text(text=ctx.t("campaigns.none_running"), buttons=[])
+            search = Button(
+                label=ctx.t("start.menu_item.search"), action=f"{COMMAND_ACTION}:search"
+            )
+            return Text(
+                text=ctx.t("campaigns.none_running"),
+                buttons=[_my_prizes_button(ctx), search],
+                quick_replies=back_buttons(ctx),
+            )
         return Text(
             text=ctx.t("campaigns.none_running_verify_first"),
             buttons=[
@@ -287,7 +297,11 @@ async def my_prizes(ctx: Context, msg: Incoming) -> Reply:
     """The prizes this member won (codes again), drawn prizes to claim, claims in review."""
     found = await campaigns.member_prizes(ctx.session, member_id=ctx.member.id)
     if not found:
-        return Text(text=ctx.t("campaigns.my_prizes_none"), buttons=[_prizes_button(ctx)])
+        return Text(
+            text=ctx.t("campaigns.my_prizes_none"),
+            buttons=[_prizes_button(ctx)],
+            quick_replies=back_buttons(ctx),
+        )
     lines = [ctx.t("campaigns.my_prizes_title")]
     buttons: list[Button] = []
     for prize in found:

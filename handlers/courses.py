@@ -14,7 +14,7 @@ from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import MAX_ACTION_BYTES, Button, Card, Cards, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router, normalise_words
-from handlers.start import cancel_button
+from handlers.start import back_buttons, cancel_button
 from models.courses import (
     MAX_SAVED,
     PASSWORD_TRIES_PER_HOUR,
@@ -81,6 +81,12 @@ def course_url(course_id: str, url: str | None) -> str:
     if course_id.startswith("tpe-") and course_id[4:].isdigit():
         return TAIPEI_COURSE.format(course_id[4:])
     return PORTAL
+
+
+def civil_servant_courses_button(ctx: Context) -> Button:
+    """The courses only civil servants may take, most popular first (no words typed)."""
+    action = f"course.f:0{_flags(Filters(audience='civil_servant'))}:"
+    return Button(label=ctx.t("courses.civil_servant_courses"), action=action)
 
 
 def go_button(ctx: Context, course: Course) -> Button:
@@ -335,7 +341,8 @@ async def _answer(
                     quick_replies=[
                         _recommend_button(ctx),
                         *_category_buttons(ctx, found.related_categories),
-                    ][:MAX_QUICK],
+                    ][: MAX_QUICK - 2]
+                    + back_buttons(ctx),
                 )
             )
         else:
@@ -414,11 +421,11 @@ async def _nothing(
                     )
                 )
             key = "courses.too_narrow" if q.query else "courses.too_narrow_only"
+            back = back_buttons(ctx)
+            related = _category_buttons(ctx, wide.related_categories)
             return Text(
                 text=ctx.t(key, query=q.query, filters=_describe(ctx, chosen)),
-                quick_replies=[*buttons, *_category_buttons(ctx, wide.related_categories)][
-                    :MAX_QUICK
-                ],
+                quick_replies=[*buttons, *related][: MAX_QUICK - len(back)] + back,
             )
     suggestions = []
     for s in found.suggestions:
@@ -439,10 +446,7 @@ async def _nothing(
     if not chosen.empty():
         text = ctx.t(f"{key}_filtered", query=shown, filters=_describe(ctx, chosen))
     # Beside the suggestions and categories, always a way back: the menu and the help.
-    back = [
-        Button(label=ctx.t("common.button_menu"), action=f"{COMMAND_ACTION}:menu"),
-        Button(label=ctx.t("common.button_help"), action=f"{COMMAND_ACTION}:help"),
-    ]
+    back = back_buttons(ctx)
     return Text(text=text, quick_replies=[*suggestions, *related][: MAX_QUICK - len(back)] + back)
 
 
@@ -595,6 +599,17 @@ async def _categories(ctx: Context) -> Reply:
     )
 
 
+def _empty_list(ctx: Context, quick: list[Button]) -> Reply:
+    """Nothing to list: the answer's own next steps (or a search), then the menu and help."""
+    first = quick or [_search_button(ctx)]
+    back = back_buttons(ctx)
+    return Text(text=ctx.t("courses.empty_list"), quick_replies=first[: MAX_QUICK - 2] + back)
+
+
+def _search_button(ctx: Context) -> Button:
+    return Button(label=ctx.t("courses.search_button"), action=f"{COMMAND_ACTION}:search")
+
+
 def _course_cards(
     ctx: Context,
     courses: list[Course],
@@ -603,7 +618,7 @@ def _course_cards(
     quick: list[Button] | None = None,
 ) -> Reply:
     if not courses:
-        return Text(text=ctx.t("courses.empty_list"), quick_replies=quick or [])
+        return _empty_list(ctx, quick or [])
     return Cards(
         alt_text=title,
         cards=[
@@ -761,16 +776,17 @@ async def saved_page(ctx: Context, msg: Incoming) -> Reply:
     return await _saved_page(ctx, int(ctx.args) if ctx.args.isdigit() else 0)
 
 
+def _saved_empty(ctx: Context) -> Reply:
+    return Text(
+        text=ctx.t("courses.saved_empty"),
+        quick_replies=[_recommend_button(ctx), _search_button(ctx), *back_buttons(ctx)],
+    )
+
+
 async def _saved_page(ctx: Context, offset: int) -> Reply:
     total = await count_saved(ctx.session, member_id=ctx.member.id)
     if not total:
-        return Text(
-            text=ctx.t("courses.saved_empty"),
-            quick_replies=[
-                _recommend_button(ctx),
-                Button(label=ctx.t("courses.search_button"), action=f"{COMMAND_ACTION}:search"),
-            ],
-        )
+        return _saved_empty(ctx)
     courses = await saved_courses(ctx.session, member_id=ctx.member.id, limit=PAGE, offset=offset)
     cards = []
     for c in courses:
@@ -782,7 +798,7 @@ async def _saved_page(ctx: Context, offset: int) -> Reply:
             card = Card(title=c.title, body=ctx.t("courses.gone"), buttons=[remove])
         cards.append(card)
     if not cards:
-        return await _saved_page(ctx, 0) if offset else Text(text=ctx.t("courses.saved_empty"))
+        return await _saved_page(ctx, 0) if offset else _saved_empty(ctx)
     more = None
     if offset + PAGE < total:
         more = Button(label=ctx.t("courses.more"), action=f"course.saved:{offset + PAGE}")
@@ -812,7 +828,11 @@ async def similar(ctx: Context, msg: Incoming) -> Reply:
     if not hits:
         return Text(
             text=ctx.t("courses.similar_none", title=course.title),
-            quick_replies=[*_category_buttons(ctx, [course.category]), _recommend_button(ctx)],
+            quick_replies=[
+                *_category_buttons(ctx, [course.category]),
+                _recommend_button(ctx),
+                *back_buttons(ctx),
+            ],
         )
     return Cards(
         alt_text=ctx.t("courses.similar_title", title=course.title),
@@ -861,7 +881,7 @@ async def _recommended(ctx: Context) -> Reply:
         limit=PAGE,
     )
     if not recs:
-        return Text(text=ctx.t("courses.empty_list"))
+        return _empty_list(ctx, [])
     return Cards(
         alt_text=ctx.t("courses.recommend_title"),
         cards=[
@@ -903,14 +923,17 @@ def _cooling_down(ctx: Context, retry_at: dt.datetime) -> Reply:
             "courses.password_cooldown",
             tries=PASSWORD_TRIES_PER_HOUR,
             time=_until(ctx, retry_at),
-        )
+        ),
+        buttons=[_search_button(ctx)],
+        quick_replies=back_buttons(ctx),
     )
 
 
 def _password_paused(ctx: Context, until: dt.datetime) -> Reply:
     return Text(
         text=ctx.t("courses.password_paused", time=_until(ctx, until)),
-        buttons=[Button(label=ctx.t("courses.search_button"), action=f"{COMMAND_ACTION}:search")],
+        buttons=[_search_button(ctx)],
+        quick_replies=back_buttons(ctx),
     )
 
 
@@ -979,6 +1002,8 @@ async def typed_password(ctx: Context, msg: Incoming) -> Reply:
                 "courses.password_locked",
                 tries=PASSWORD_TRIES_PER_HOUR,
                 time=_until(ctx, retry_at or ctx.now + PASSWORD_WINDOW),
-            )
+            ),
+            buttons=[_search_button(ctx)],
+            quick_replies=back_buttons(ctx),
         )
     return Text(text=ctx.t("courses.password_wrong", left=left), buttons=[cancel_button(ctx)])

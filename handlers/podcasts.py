@@ -7,6 +7,7 @@ from bot.context import Context
 from bot.messages import Button, Card, Cards, Incoming, Reply, Text
 from bot.ports import LinkSigner
 from bot.router import COMMAND_ACTION, Router
+from handlers.start import back_buttons
 from media.episodes import episode_audio, episode_title
 from media.feeds import duration_text, feed_url, private_feed_url
 from models.podcasts import (
@@ -91,7 +92,8 @@ async def podcasts(ctx: Context, msg: Incoming) -> Reply:
     """Every podcast as a card with a Listen button; restricted ones marked for civil servants."""
     found = await list_podcasts(ctx.session)
     if not found:
-        return Text(text=ctx.t("podcasts.none"))
+        search = Button(label=ctx.t("start.menu_item.search"), action=f"{COMMAND_ACTION}:search")
+        return Text(text=ctx.t("podcasts.none"), buttons=[search], quick_replies=back_buttons(ctx))
     cards = []
     for p in found[:12]:
         count = len(await episodes_of(ctx.session, podcast_id=p.id, now=ctx.now))
@@ -312,12 +314,27 @@ async def _finish(ctx: Context, episode: Episode) -> Reply | list[Reply]:
             )
         else:
             note = ctx.t("podcasts.completed", podcast=podcast.title, total=done.total)
-        replies.append(Text(text=note))
+        replies.append(Text(text=note, quick_replies=_after_podcast(ctx, completion.hours)))
     elif done.complete:
         replies.append(
-            Text(text=ctx.t("podcasts.already_complete", podcast=podcast.title, total=done.total))
+            Text(
+                text=ctx.t("podcasts.already_complete", podcast=podcast.title, total=done.total),
+                quick_replies=_after_podcast(ctx, 0),
+            )
         )
     return replies
+
+
+def _after_podcast(ctx: Context, hours: float) -> list[Button]:
+    """After the whole podcast: the hours it earned (My learning), other podcasts, the menu."""
+    out = []
+    if hours > 0:
+        out.append(
+            Button(label=ctx.t("start.menu_item.learning"), action=f"{COMMAND_ACTION}:learning")
+        )
+    out.append(Button(label=ctx.t("podcasts.other_podcasts"), action=f"{COMMAND_ACTION}:podcasts"))
+    out.append(Button(label=ctx.t("common.button_menu"), action=f"{COMMAND_ACTION}:menu"))
+    return out
 
 
 # -- subscriptions ----------------------------------------------------------------------------

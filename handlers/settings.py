@@ -8,6 +8,7 @@ from sqlalchemy import text
 from bot.context import Context
 from bot.messages import Button, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router, normalise_words
+from handlers.start import back_buttons
 from models import identity
 from models.broadcasts import KIND as MARKETING_KIND
 from models.members import ChannelAccount
@@ -239,6 +240,8 @@ async def _delete(ctx: Context, msg: Incoming) -> Reply:
     if ctx.state_name != CONFIRM_DELETE:
         return await _ask_delete(ctx)
     lang = ctx.lang
+    # Built before the erasure, in the language the person used: what they may do next.
+    back = back_buttons(ctx)
     await ctx.leave()
     await erase_member(
         ctx.session,
@@ -247,7 +250,15 @@ async def _delete(ctx: Context, msg: Incoming) -> Reply:
         now=ctx.now,
         keep_event=(msg.channel, msg.event_id) if msg.event_id else None,
     )
-    return Text(text=ctx.services.catalog.t(lang, "settings.deleted"))
+    return Text(text=ctx.services.catalog.t(lang, "settings.deleted"), quick_replies=back)
+
+
+def _kept(ctx: Context) -> Reply:
+    """Nothing deleted: back to the settings, or the menu."""
+    again = Button(label=ctx.t("start.menu_item.settings"), action=f"{COMMAND_ACTION}:settings")
+    return Text(
+        text=ctx.t("settings.delete_kept"), buttons=[again], quick_replies=back_buttons(ctx)
+    )
 
 
 @router.on_action("settings.delete_yes")
@@ -260,7 +271,7 @@ async def delete_yes(ctx: Context, msg: Incoming) -> Reply:
 async def delete_no(ctx: Context, msg: Incoming) -> Reply:
     """Keeps everything."""
     await ctx.leave()
-    return Text(text=ctx.t("settings.delete_kept"))
+    return _kept(ctx)
 
 
 @router.on_state(CONFIRM_DELETE)
@@ -269,4 +280,4 @@ async def confirm_delete(ctx: Context, msg: Incoming) -> Reply:
     if msg.kind == "text" and normalise_words(msg.text) in _CONFIRM_WORDS:
         return await _delete(ctx, msg)
     await ctx.leave()
-    return Text(text=ctx.t("settings.delete_kept"))
+    return _kept(ctx)

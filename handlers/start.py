@@ -82,6 +82,14 @@ def menu_buttons(ctx: Context) -> list[Button]:
     ]
 
 
+def back_buttons(ctx: Context) -> list[Button]:
+    """The way back beside an answer's own next steps: the main menu and the help."""
+    return [
+        Button(label=ctx.t("common.button_menu"), action=f"{COMMAND_ACTION}:menu"),
+        Button(label=ctx.t("common.button_help"), action=f"{COMMAND_ACTION}:help"),
+    ]
+
+
 def cancel_button(ctx: Context) -> Button:
     """Leaves the current step (the same as typing 取消 / cancel)."""
     return Button(label=ctx.t("common.button_cancel"), action=CANCEL_ACTION)
