@@ -18,7 +18,9 @@ from bot.context import Context
 from bot.i18n import taipei_time
 from bot.messages import AskPhone, Button, Incoming, Reply, Text
 from bot.ports import SmsError, SmsMessage, SmsProvider
-from bot.router import Router, normalise_words
+from bot.router import COMMAND_ACTION, Router, normalise_words
+from handlers.courses import civil_servant_courses_button
+from handlers.start import back_buttons
 from models import identity
 from models.identity import Outcome, Refusal, VerificationRefused
 from models.otp_limits import OtpLimits
@@ -287,10 +289,33 @@ async def _verified(ctx: Context, phone: str, *, method: str) -> list[Reply]:
     await ctx.finish()  # back to a claim that asked for the verification, if one did
     if result.outcome is Outcome.ALREADY_VERIFIED:
         return [Text(text=ctx.t("verification.refused.already_verified"))]
-    replies: list[Reply] = [Text(text=ctx.t("verification.verified", phone=masked))]
+    text = ctx.t("verification.verified", phone=masked)
+    if not result.civil_servant:
+        text += "\n" + ctx.t("verification.verified_not_roster")
+    replies: list[Reply] = [Text(text=text)]
     if result.civil_servant:
         replies.append(Text(text=ctx.t("verification.civil_servant")))
-    return replies
+    return _with_unlocked(ctx, replies, civil_servant=result.civil_servant)
+
+
+def _with_unlocked(ctx: Context, replies: list[Reply], *, civil_servant: bool) -> list[Reply]:
+    """What a verified phone unlocks, as buttons on the last reply: prizes for everyone; the
+    civil servants' courses and My learning (their mandatory hours) when the roster matched.
+    Not when a claim waits for this verification: the claim's own answer follows."""
+    last = replies[-1]
+    if ctx.follow_up is not None or not isinstance(last, Text):
+        return replies
+    prizes = Button(label=ctx.t("start.menu_item.prizes"), action=f"{COMMAND_ACTION}:prizes")
+    if civil_servant:
+        learning = Button(
+            label=ctx.t("start.menu_item.learning"), action=f"{COMMAND_ACTION}:learning"
+        )
+        buttons = [civil_servant_courses_button(ctx), learning, prizes]
+    else:
+        search = Button(label=ctx.t("start.menu_item.search"), action=f"{COMMAND_ACTION}:search")
+        buttons = [prizes, search]
+    unlocked = last.model_copy(update={"buttons": buttons, "quick_replies": back_buttons(ctx)})
+    return [*replies[:-1], unlocked]
 
 
 async def _phone_given(ctx: Context, raw: str) -> Reply | list[Reply]:
@@ -443,10 +468,11 @@ async def _link(ctx: Context) -> Reply:
     accounts = await identity.linked_accounts(ctx.session, member_id=owner)
     names = "、".join(CHANNEL_NAMES.get(a.channel, a.channel) for a in accounts)
     ctx.follow_up = then  # the linked person's claim goes on, as that one person
-    replies = ctx.t("verification.linked", channels=names)
+    text = ctx.t("verification.linked", channels=names)
     if ctx.member.is_civil_servant:
-        replies += "\n" + ctx.t("verification.civil_servant")
-    return Text(text=replies)
+        text += "\n" + ctx.t("verification.civil_servant")
+    (reply,) = _with_unlocked(ctx, [Text(text=text)], civil_servant=ctx.member.is_civil_servant)
+    return reply
 
 
 @router.on_action("verify.link")
@@ -455,11 +481,25 @@ async def link(ctx: Context, msg: Incoming) -> Reply:
     return await _link(ctx)
 
 
+def _not_linked(ctx: Context) -> Reply:
+    """This account stays separate and unverified: another number may verify it."""
+    return Text(
+        text=ctx.t("verification.not_linked"),
+        buttons=[
+            Button(
+                label=ctx.t("verification.button_other_number"), action=f"{COMMAND_ACTION}:verify"
+            ),
+        ],
+        quick_replies=back_buttons(ctx),
+    )
+
+
 @router.on_action("verify.nolink")
 async def no_link(ctx: Context, msg: Incoming) -> Reply:
-    """Declines the link: this account stays separate and unverified."""
+    """Declines the link: this account stays separate and unverified; another number, the
+    menu or the help next."""
     await ctx.leave()
-    return Text(text=ctx.t("verification.not_linked"))
+    return _not_linked(ctx)
 
 
 @router.on_state(CONFIRM_LINK)
@@ -470,7 +510,7 @@ async def confirm_link(ctx: Context, msg: Incoming) -> Reply:
         return await _link(ctx)
     if answer in _NO:
         await ctx.leave()
-        return Text(text=ctx.t("verification.not_linked"))
+        return _not_linked(ctx)
     return Text(
         text=ctx.t("verification.link_question"),
         buttons=[
