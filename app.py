@@ -54,7 +54,7 @@ from media.files import MediaSigner
 from media.qr import prize_qr_routes
 from models.conversation import purge_expired_states
 from models.courses import purge_search_log
-from models.db import create_engine, create_sessionmaker
+from models.db import begin_write, create_engine, create_sessionmaker
 from models.identity import purge_otp_history
 from models.inbound import purge_finished_events
 from models.learning import requirements_without_courses
@@ -62,7 +62,7 @@ from models.pii import PiiVault
 from models.search.service import SearchService
 from models.simulator import purge_simulator_messages
 from notifications.broadcasts import broadcasts_job
-from notifications.campaigns import notify_winners
+from notifications.campaigns import notify_winners, winners_job
 from notifications.dispatcher import Dispatcher, build_dispatcher
 from notifications.jobs import Job, JobRegistry
 from notifications.podcast_drops import podcast_drops
@@ -126,6 +126,7 @@ class Runtime:
         """Queue the messages of drawn winners not told yet, and wake the dispatcher."""
         quiet = self.dispatcher.config.quiet if self.dispatcher is not None else None
         async with self.sessionmaker() as session:
+            await begin_write(session)  # read, then write: the SQLite lock up front
             queued = await notify_winners(
                 session,
                 catalog=self.services.catalog,
@@ -223,6 +224,14 @@ def build_runtime(settings: Settings) -> Runtime:
         quiet=dispatcher.config.quiet,
     )
     jobs.add(Job("broadcasts", planner, every_seconds=60))
+    # Draw winners not told yet (the telling after a draw failed, or its process died).
+    winners = winners_job(
+        sessionmaker,
+        catalog=services.catalog,
+        quiet=dispatcher.config.quiet,
+        on_queued=dispatcher.wake.set,
+    )
+    jobs.add(Job("campaign-winners", winners, every_seconds=60))
 
     async def retention(now: dt.datetime) -> dict[str, int]:
         days = dt.timedelta(days=1)

@@ -1100,6 +1100,29 @@ def campaign_redemptions(
     typer.echo(f"{_campaign_do(run)} codes marked redeemed")
 
 
+def _tell_winners(campaign_id: int | None, moment: Any) -> int:
+    """Queue the messages of drawn winners not told yet (one campaign's, or every one's), in
+    a unit of work of its own that may run again at any time: none is told twice."""
+    from models.db import begin_write
+    from notifications.campaigns import notify_winners
+
+    async def run(runtime: Any) -> int:
+        quiet = runtime.dispatcher.config.quiet if runtime.dispatcher is not None else None
+        async with runtime.sessionmaker() as session:
+            await begin_write(session)
+            queued = await notify_winners(
+                session,
+                catalog=runtime.services.catalog,
+                now=moment,
+                campaign_id=campaign_id,
+                **({"quiet": quiet} if quiet is not None else {}),
+            )
+            await session.commit()
+        return queued
+
+    return int(_run(run))
+
+
 @campaign_cli.command("draw")
 def campaign_draw(
     slug: Annotated[str, typer.Argument(help="a draw campaign that has ended")],
@@ -1118,17 +1141,45 @@ def campaign_draw(
         return campaign.id, result
 
     campaign_id, result = _campaign_do(run)
-
-    async def tell(runtime: Any) -> Any:
-        return await runtime.notify_winners(campaign_id, moment)
-
-    notified = _run(tell)
     typer.echo(
         f"draw round {result.round}: seed {result.seed}\n"
         f"{result.entries} entries, {result.prizes} prizes, {len(result.winners)} winners "
-        f"(claims {', '.join(str(w.id) for w in result.winners)}), {result.lapsed} lapsed, "
-        f"{notified} told through the outbox"
+        f"(claims {', '.join(str(w.id) for w in result.winners)}), {result.lapsed} lapsed"
     )
+    # The draw is committed: telling the winners is a step of its own, retried by
+    # `edoor campaign notify` and by the campaign-winners job if it fails here.
+    try:
+        notified = _tell_winners(campaign_id, moment)
+    except Exception as exc:  # the draw stands: say how to finish the telling
+        _fail(
+            [
+                f"the draw is recorded, but telling the winners failed ({type(exc).__name__});",
+                f"run `edoor campaign notify {slug}` (the campaign-winners job also retries)",
+            ]
+        )
+    typer.echo(f"{notified} told through the outbox")
+
+
+@campaign_cli.command("notify")
+def campaign_notify(
+    slug: Annotated[str, typer.Argument(help="a draw campaign with drawn winners")],
+    now: Annotated[str | None, typer.Option(help="ISO 8601 time; no offset = Asia/Taipei")] = None,
+) -> None:
+    """Tell the drawn winners not told yet through the outbox (after a draw whose telling
+    failed); safe to run again: nobody is told twice."""
+    from models.campaigns import claims
+    from models.campaigns.tables import DRAW
+
+    moment = parse_now(now)
+
+    async def run(session: Any, runtime: Any) -> Any:
+        campaign = await claims.require_campaign(session, slug=slug)
+        if campaign.mode != DRAW:
+            raise claims.CampaignError("mode: not a draw campaign")
+        return campaign.id
+
+    campaign_id = _campaign_do(run, write=False)
+    typer.echo(f"{_tell_winners(campaign_id, moment)} winners told through the outbox")
 
 
 admin_cli = typer.Typer(help="Console accounts: create, tokens, list, disable, revoke.")

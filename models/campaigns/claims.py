@@ -61,6 +61,8 @@ BLOCK_CLAIMS = 3
 BLOCK_WINDOW = dt.timedelta(hours=24)
 # A claim that was revoked, rejected or lapsed still counts as that person's claim.
 HOLDS_PRIZE = (WON, DRAWN, REVIEW)
+# The audit action that records a drawn winner's message queued (once per winner).
+WINNER_TOLD = "prize.winner_told"
 
 
 class Outcome(enum.StrEnum):
@@ -700,17 +702,54 @@ def replay_draw(record: CampaignDraw) -> bool:
 
 
 async def winners_to_notify(
-    session: AsyncSession, *, campaign_id: int | None = None
+    session: AsyncSession, *, now: dt.datetime, campaign_id: int | None = None
 ) -> list[tuple[Campaign, CampaignClaim]]:
-    """Drawn winners still to be told (the outbox key makes telling them idempotent)."""
+    """Drawn winners still to be told: drawn, their claim window still open, someone to tell
+    (not erased), and no record yet that they were told (see `record_winner_told`)."""
     query = (
         select(CampaignClaim, Campaign)
         .join(Campaign, Campaign.id == CampaignClaim.campaign_id)
-        .where(CampaignClaim.status == DRAWN, CampaignClaim.member_id.is_not(None))
+        .where(
+            CampaignClaim.status == DRAWN,
+            CampaignClaim.member_id.is_not(None),
+            CampaignClaim.claim_until > now,
+        )
+        .order_by(CampaignClaim.id)
     )
     if campaign_id is not None:
         query = query.where(Campaign.id == campaign_id)
-    return [(c, claim) for claim, c in await session.execute(query)]
+    found = [(c, claim) for claim, c in await session.execute(query)]
+    told = await told_winners(session, campaigns={c.slug for c, _ in found})
+    return [(c, claim) for c, claim in found if claim.id not in told]
+
+
+async def told_winners(session: AsyncSession, *, campaigns: set[str]) -> set[int]:
+    """The claim ids of the winners of these campaigns (slugs) that were told they won."""
+    if not campaigns:
+        return set()
+    rows = await session.scalars(
+        select(AuditLog.details).where(
+            AuditLog.action == WINNER_TOLD,
+            AuditLog.subject.in_([f"campaign:{slug}" for slug in sorted(campaigns)]),
+        )
+    )
+    return {int(d["claim_id"]) for d in rows.all() if isinstance(d, dict) and "claim_id" in d}
+
+
+async def record_winner_told(
+    session: AsyncSession, *, campaign: Campaign, claim: CampaignClaim, now: dt.datetime
+) -> None:
+    """Record that a winner's message was queued, in the same unit of work as the message:
+    the record outlives the outbox row (purged after a month), so a later run of the
+    notification never tells a winner twice, and an auditor sees when each was told."""
+    await record_audit(
+        session,
+        actor="system",
+        action=WINNER_TOLD,
+        subject=f"campaign:{campaign.slug}",
+        details={"claim_id": claim.id, "round": claim.draw_round},
+        now=now,
+    )
 
 
 # -- the auditor's side --------------------------------------------------------------------------
