@@ -301,9 +301,11 @@ async def _answer(
     filters = _effective(ctx, chosen)
     # Matches the person may not see yet are counted in the same pass, so they can be told
     # these exist and how to verify (once per search, not on every page).
-    # Once per session: later searches omit it (the TTL of the conversation step).
+    # Beside results, once per session: later searches omit it (the TTL of the conversation
+    # step). Instead of "nothing found" it is said every time: it is the answer then.
     also = None
-    if not told and offset == 0 and not ctx.member.is_civil_servant and not _told_also(ctx):
+    already_told = _told_also(ctx)
+    if not told and offset == 0 and not ctx.member.is_civil_servant:
         also = replace(filters, audience="civil_servant")
     if typed is not None:
         found = await service.search_and_log(
@@ -380,7 +382,7 @@ async def _answer(
             quick_replies=quick[:MAX_QUICK],
         )
     )
-    if hidden:
+    if hidden and not already_told:
         # After the cards, without quick replies: LINE keeps the cards' ones on the last.
         replies.append(
             Text(text=ctx.t("courses.hidden_also", n=hidden), buttons=[_verify_button(ctx)])
@@ -441,6 +443,8 @@ async def _nothing(
             if _fits(action := f"course.f:0{_flags(replace(chosen, category=name))}:")
         ]
     key = "courses.none_suggest" if found.suggestions else "courses.none"
+    if not suggestions and not related:
+        key = "courses.none_plain"  # no category to point below: other words, or the help
     shown = found.understood or q.query
     text = ctx.t(key, query=shown)
     if not chosen.empty():

@@ -20,7 +20,7 @@ from bot.messages import load_replies
 from bot.simulator.views import line_view, telegram_view, views
 from models.catalog_import import read_catalog
 from models.courses import Course, apply_catalog
-from models.podcasts import Episode
+from models.podcasts import Episode, parse_check
 from models.roster_import import import_roster
 from models.search import demo_catalog_path
 from tests.dialog import Chat, World, buttons, texts
@@ -189,6 +189,38 @@ async def test_a_finished_podcast_offers_more_podcasts_and_the_menu(world: World
     offered(again, "cmd:podcasts", MENU)
 
 
+async def test_a_podcast_that_earned_hours_offers_my_learning(world: World, tone: Path) -> None:
+    runtime = world.runtime
+    law = await seed_podcast(
+        runtime.sessionmaker,
+        runtime.settings,
+        tone,
+        slug="law",
+        title="法規快報",
+        episodes=1,
+        hours=1.0,
+        now=NOW,
+    )
+    (episode,) = law.episodes
+    async with runtime.sessionmaker() as s:
+        row = await s.get(Episode, episode.id)
+        assert row is not None
+        row.check_question = parse_check(
+            {"question": "密碼要多久換一次？", "choices": ["永遠不換", "定期更換"], "answer": 1}
+        )
+        await s.commit()
+    chat = world.chat("ns-hours", language="en")
+    asked = await chat.tap(f"pod.done:{episode.id}")
+    offered(asked, f"pod.ans:{episode.id}:1", f"pod.ep:{episode.id}")
+    done = await chat.tap(f"pod.ans:{episode.id}:1")
+    shown = texts(done)
+    assert "learning hours: 1" in shown, shown
+    assert "1 episodes" not in shown  # one episode is not "episodes"
+    assert "1 learning hours" not in shown
+    offered(done, "cmd:learning", "cmd:podcasts", MENU)
+    assert buttons(done)["My learning"] == "cmd:learning"
+
+
 async def test_a_wrong_course_password_offers_a_cancel_then_a_search(world: World) -> None:
     chat = world.chat("ns-password")
     await chat.tap(f"course.pw:{PASSWORD_COURSE}")
@@ -229,11 +261,20 @@ async def test_tapped_answers_that_find_nothing_offer_the_menu_and_help(world: W
     empty = await chat.tap("course.cat:NoSuchCategory")
     assert "No courses match" in texts(empty)
     offered(empty, "cmd:search", MENU, HELP)
-    # Only courses for civil servants match: the way to see them, then the menu and help.
-    hidden = await world.chat("ns-hidden", language="en").say("公務機密維護講習")
-    assert "for civil servants" in texts(hidden), texts(hidden)
-    assert not any(r["kind"] == "cards" for r in hidden)
-    offered(hidden, "cmd:verify", "course.rec", MENU, HELP)
+    # Only courses for civil servants match: the way to see them, then the menu and help;
+    # said again after the notice beside results was given (else it would read "nothing").
+    citizen = world.chat("ns-hidden", language="en")
+    beside = await citizen.say("貪污治罪條例")
+    assert any(r["kind"] == "cards" for r in beside)
+    assert "for civil servants only that also match" in texts(beside)
+    for _ in range(2):
+        hidden = await citizen.say("公務機密維護講習")
+        assert "No course open to everyone matches" in texts(hidden), texts(hidden)
+        assert not any(r["kind"] == "cards" for r in hidden)
+        offered(hidden, "cmd:verify", "course.rec", MENU, HELP)
+    # The notice beside results stays once per session.
+    again = await citizen.say("貪污治罪條例")
+    assert "also match" not in texts(again)
     # A verified phone and no campaign: the prizes won so far, courses, the menu and help.
     await verify(world, chat, CITIZEN)
     none_running = await chat.say("prizes")
@@ -241,12 +282,22 @@ async def test_tapped_answers_that_find_nothing_offer_the_menu_and_help(world: W
     offered(none_running, "cmd:myprizes", "cmd:search", MENU, HELP)
 
 
-async def test_no_podcast_yet_offers_a_search_the_menu_and_help(served) -> None:  # type: ignore[no-untyped-def]
+async def test_an_empty_deployment_still_offers_ways_on(served) -> None:  # type: ignore[no-untyped-def]
+    """No podcast and no course yet: a search, the menu and help; no "categories below"."""
     async with (
         served() as (url, _api),
         httpx.AsyncClient(base_url=url, timeout=30) as http,
     ):
-        chat = Chat(http, "ns-no-podcasts")
+        chat = Chat(http, "ns-empty")
         replies = await chat.say("聽課")
         assert "還沒有語音課" in texts(replies)
         offered(replies, "cmd:search", MENU, HELP)
+        nothing = await chat.say("量子糾纏")
+        assert "找不到" in texts(nothing)
+        assert "下面" not in texts(nothing)  # there is nothing below to pick from
+        assert "說明" in texts(nothing)
+        offered(nothing, MENU, HELP)
+        english = await Chat(http, "ns-empty-en", language="en").say("quantum entanglement")
+        assert "No course matches" in texts(english)
+        assert "below" not in texts(english)
+        offered(english, MENU, HELP)
