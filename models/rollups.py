@@ -50,7 +50,6 @@ from sqlalchemy import (
     or_,
     select,
     text,
-    true,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -469,14 +468,10 @@ def _month_columns() -> list[str]:
     return [f"m{m}" for m in MONTHS]
 
 
-def _progress_source(ranges: Sequence[tuple[int, int]]) -> Any:
-    """The completions in `ranges` summed per (year, employee, requirement): hours by the
-    deadline and cumulative hours to the end of each month (the shape of progress rows)."""
+async def _absorb_progress(session: AsyncSession, ranges: Sequence[tuple[int, int]]) -> None:
+    """Add the completions in `ranges` to each civil servant's requirement progress."""
     year, month = _year(), _month()
     mmdd = func.substr(Completion.day, 6, 5)
-    parts = []
-    # A requirement counts either every course ('*') or its own courses, never both, so the
-    # two parts never share a key.
     for every_course in (False, True):
         joined, employee, _, roster = _people()
         if every_course:
@@ -484,146 +479,27 @@ def _progress_source(ranges: Sequence[tuple[int, int]]) -> Any:
         else:
             on = CourseRequirement.course_id == Completion.course_id
         joined = joined.join(CourseRequirement, on)
-        columns = [
-            func.sum(case((month <= m, Completion.hours), else_=0.0)).label(f"m{m}") for m in MONTHS
-        ]
-        parts.append(
+        columns = [func.sum(case((month <= m, Completion.hours), else_=0.0)) for m in MONTHS]
+        source = (
             select(
-                year.label("year"),
-                employee.label("employee_id"),
-                CourseRequirement.requirement_id.label("requirement_id"),
-                func.sum(
-                    case((mmdd <= CourseRequirement.deadline, Completion.hours), else_=0.0)
-                ).label("by_deadline"),
+                year,
+                employee,
+                CourseRequirement.requirement_id,
+                func.sum(case((mmdd <= CourseRequirement.deadline, Completion.hours), else_=0.0)),
                 *columns,
             )
             .select_from(joined)
             .where(_in_ranges(Completion.id, ranges), roster.is_not(None))
             .group_by(year, employee, CourseRequirement.requirement_id)
         )
-    return parts[0].union_all(parts[1])
-
-
-def _progress_names() -> list[str]:
-    return ["year", "employee_id", "requirement_id", "by_deadline", *_month_columns()]
-
-
-async def _absorb_progress(session: AsyncSession, ranges: Sequence[tuple[int, int]]) -> None:
-    """Add the completions in `ranges` to each civil servant's requirement progress, in the
-    database (the rebuild: every row at once)."""
-    names = _progress_names()
-    # SQLite reads `ON CONFLICT` after a bare `SELECT ... FROM x` as a join clause: the
-    # select needs a WHERE of its own.
-    source = select(_progress_source(ranges).subquery()).where(true())
-    stmt = _insert(session)(RequirementProgress).from_select(names, source)
-    table = RequirementProgress.__table__.c
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["year", "employee_id", "requirement_id"],
-            set_={n: table[n] + stmt.excluded[n] for n in names[3:]},
-        )
-    )
-
-
-# Who newly met a requirement: {(year, agency, requirement id): 12 monthly counts + by deadline}
-Crossings = dict[tuple[int, str, int], list[int]]
-
-
-async def _add_progress(
-    session: AsyncSession, ranges: Sequence[tuple[int, int]], needed: dict[int, float]
-) -> Crossings:
-    """Add the completions in `ranges` to the progress rows they touch and count, per agency
-    and requirement, the active civil servants whose hours now reach the requirement for
-    the first time (each month column, and by the deadline). Hours only grow between
-    rebuilds, so those counts are exactly what compliance's `met` gains: compliance is
-    updated by them instead of being counted again from every progress row."""
-    delta = _progress_source(ranges).subquery("delta")
-    p = RequirementProgress.__table__.c
-    names = _progress_names()
-    value_names = names[3:]
-    rows = (
-        await session.execute(
-            select(
-                *(delta.c[n] for n in names),
-                *(p[n] for n in value_names),
-                CivilServant.agency,
-                CivilServant.active,
-            ).select_from(
-                delta.outerjoin(
-                    RequirementProgress.__table__,
-                    and_(
-                        p.year == delta.c.year,
-                        p.employee_id == delta.c.employee_id,
-                        p.requirement_id == delta.c.requirement_id,
-                    ),
-                ).outerjoin(CivilServant, CivilServant.employee_id == delta.c.employee_id)
-            )
-        )
-    ).all()
-    width = len(value_names)
-    crossings: Crossings = {}
-    updated: list[dict[str, Any]] = []
-    for row in rows:
-        year, employee, requirement = row[0], row[1], row[2]
-        added = row[3 : 3 + width]
-        before = [float(v or 0.0) for v in row[3 + width : 3 + 2 * width]]
-        after = [b + float(a or 0.0) for b, a in zip(before, added, strict=True)]
-        updated.append(
-            {"year": year, "employee_id": employee, "requirement_id": requirement}
-            | dict(zip(value_names, after, strict=True))
-        )
-        agency, active = row[-2], row[-1]
-        hours = needed.get(int(requirement))
-        if not active or hours is None:
-            continue
-        # value_names is by_deadline, m1..m12; the counts are m1..m12, by_deadline.
-        crossed = [int(b < hours <= a) for b, a in zip(before, after, strict=True)]
-        if any(crossed):
-            counts = crossings.setdefault((int(year), str(agency), int(requirement)), [0] * 13)
-            for i, c in enumerate(crossed[1:] + crossed[:1]):
-                counts[i] += c
-    stmt = _insert(session)(RequirementProgress)
-    for i in range(0, len(updated), 5000):
+        names = ["year", "employee_id", "requirement_id", "by_deadline", *_month_columns()]
+        stmt = _insert(session)(RequirementProgress).from_select(names, source)
+        table = RequirementProgress.__table__.c
         await session.execute(
             stmt.on_conflict_do_update(
                 index_elements=["year", "employee_id", "requirement_id"],
-                set_={n: stmt.excluded[n] for n in value_names},
-            ),
-            updated[i : i + 5000],
-        )
-    return crossings
-
-
-async def _add_compliance(session: AsyncSession, crossings: Crossings) -> None:
-    """Add newly met requirements to rollup_compliance (its rows for the year exist)."""
-    c = ComplianceRollup.__table__.c
-    changes = [
-        {
-            "y": year,
-            "mo": month,
-            "ag": agency,
-            "rq": requirement,
-            "d_met": counts[month - 1],
-            "d_deadline": counts[12],
-        }
-        for (year, agency, requirement), counts in crossings.items()
-        for month in MONTHS
-        if counts[month - 1] or counts[12]
-    ]
-    if changes:
-        await session.execute(
-            update(ComplianceRollup.__table__)  # type: ignore[arg-type]  # a Table
-            .where(
-                c.year == bindparam("y"),
-                c.month == bindparam("mo"),
-                c.agency == bindparam("ag"),
-                c.requirement_id == bindparam("rq"),
+                set_={n: table[n] + stmt.excluded[n] for n in names[3:]},
             )
-            .values(
-                met=c.met + bindparam("d_met"),
-                met_by_deadline=c.met_by_deadline + bindparam("d_deadline"),
-            ),
-            changes,
         )
 
 
@@ -751,31 +627,16 @@ async def absorb_completions(session: AsyncSession, *, now: dt.datetime) -> Abso
         mark.fingerprint, mark.roster_stamp = fingerprint, roster
         report.rebuilt = True
     else:
-        years = set()
+        years = await _years_in(session, plan.ranges)
         if plan.ranges:
-            # A year with no compliance rows yet (its first completions) is counted in full.
-            touched = await _years_in(session, plan.ranges)
-            counted = set(
-                (
-                    await session.scalars(
-                        select(ComplianceRollup.year)
-                        .where(ComplianceRollup.year.in_(sorted(touched)))
-                        .distinct()
-                    )
-                ).all()
-            )
-            years = touched - counted
-            needed = {r.id: r.hours - 1e-9 for r in requirements}
-            crossings = await _add_progress(session, plan.ranges, needed)
+            await _absorb_progress(session, plan.ranges)
             t = report.lap("progress", t)
-            await _add_compliance(session, {k: v for k, v in crossings.items() if k[0] in counted})
-            t = report.lap("compliance", t)
             await _absorb_topics(session, plan.ranges)
             t = report.lap("topics", t)
     report.rows = await _count(session, Completion.id, plan.ranges)
     if years:
         await _rebuild_compliance(session, requirements, sorted(years))
-        report.lap("compliance", t)
+    report.lap("compliance", t)
     mark.last_id, mark.gaps = plan.last_id, plan.gaps
     await session.flush()
     return report

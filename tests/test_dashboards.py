@@ -399,6 +399,38 @@ async def test_compliance_counted_run_by_run_equals_a_rebuild_from_the_raw_rows(
     assert sec_a == [(0, 0), (0, 0), (1, 0), (2, 0), (2, 0), (2, 0)]
 
 
+async def test_a_requirement_matched_by_title_keywords_counts_in_compliance(
+    admin,  # type: ignore[no-untyped-def]
+    engine: AsyncEngine,
+) -> None:
+    """A requirement that finds its courses by title words (the catalog has no category
+    for it) counts them on the dashboard too, as it does in chat."""
+    http, api = admin
+    async with create_sessionmaker(engine)() as session:
+        await import_requirements(
+            session,
+            parse_requirements(
+                {
+                    "requirements": [
+                        {
+                            "code": "care",
+                            "title": "長照政策",
+                            "hours": 2,
+                            "title_keywords": ["長照"],
+                            "deadline": "12-31",
+                        }
+                    ]
+                }
+            ),
+            now=NOW,
+        )
+        await session.commit()
+    await rollups(api)
+    compliance = await board(http, "compliance", month_to=3, agency="A")
+    # E2 completed 長照 (c-care, category 長期照顧) for 2 h in February.
+    assert table(compliance, "requirement", "met", "met_by_deadline") == [("care", 1, 1)]
+
+
 async def test_a_changed_requirement_rebuilds_compliance(admin, engine) -> None:  # type: ignore[no-untyped-def]
     http, api = admin
     await rollups(api)
