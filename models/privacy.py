@@ -15,6 +15,7 @@ from sqlalchemy import delete, inspect, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from models.audit import new_pseudonym, pseudonymise
+from models.campaigns.claims import forget_member
 from models.campaigns.tables import CampaignClaim
 from models.conversation import ConversationState
 from models.identity import (
@@ -166,6 +167,9 @@ async def erase_member(
     report.audit_pseudonymised = await pseudonymise(
         session, names=subjects, pseudonym=new_pseudonym(), keep_actions=KEPT_AUDIT_PREFIXES
     )
+
+    # Prize claims stay for the auditors (masked number and its hash), without the member.
+    await forget_member(session, member_id=member_id)
 
     # Other features' rows: anonymise where the reference may be NULL, else delete.
     conn = await session.connection()

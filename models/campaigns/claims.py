@@ -752,6 +752,37 @@ async def record_winner_told(
     )
 
 
+# -- delete-my-data --------------------------------------------------------------------------------
+async def forget_member(session: AsyncSession, *, member_id: int) -> int:
+    """Cut the claims' link to a member who erased their data; returns the claims changed.
+
+    A claim stays for the auditors (masked number, keyed hash, code, status), and the number's
+    hash still holds "one prize per number" for whoever verifies it again. The member goes
+    (member_id NULL), and so does the claimant: a member id kept there would be taken for a
+    later member who is given the same id (SQLite hands out a deleted row's id again) and
+    refuse them. Each claimant becomes the negative of their first claim's id: no member's
+    id, unique, and the same for all of one claimant's claims (so the unique keys and the
+    count of people who claimed are as before), like the audit log's one pseudonym."""
+    rows = (
+        await session.execute(
+            select(CampaignClaim.id, CampaignClaim.claimant_id).where(
+                or_(CampaignClaim.member_id == member_id, CampaignClaim.claimant_id == member_id)
+            )
+        )
+    ).all()
+    by_claimant: dict[int, list[int]] = {}
+    for claim_id, claimant in rows:
+        by_claimant.setdefault(int(claimant), []).append(int(claim_id))
+    for claimant, ids in by_claimant.items():
+        pseudonym = claimant if claimant < 0 else -min(ids)
+        await session.execute(
+            update(CampaignClaim)
+            .where(CampaignClaim.id.in_(ids))
+            .values(claimant_id=pseudonym, member_id=None)
+        )
+    return len(rows)
+
+
 # -- the auditor's side --------------------------------------------------------------------------
 async def require_claim(
     session: AsyncSession, *, campaign: Campaign, claim_id: int

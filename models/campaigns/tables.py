@@ -84,7 +84,9 @@ class CampaignClaim(Base):
     member_id: Mapped[int | None] = mapped_column(
         ForeignKey("member.id", ondelete="SET NULL"), index=True, default=None
     )
-    # ... and the member who claimed (never changes): the unique key of "one per person".
+    # ... and the member who claimed: the unique key of "one per person". It never changes
+    # but when that member erases their data: then it becomes a negative pseudonym (see
+    # claims.forget_member), never a member's id.
     claimant_id: Mapped[int]
     seq: Mapped[int] = mapped_column(default=1)
     phone_hash: Mapped[str] = mapped_column(String(64), index=True)
