@@ -51,6 +51,7 @@ from bot.telegram import TelegramChannel, run_polling, telegram_routes
 from bot.telegram.render import render as tg_render
 from media.feeds import podcast_routes
 from media.files import MediaSigner
+from media.images import MAX_IMAGE_BYTES
 from media.qr import prize_qr_routes
 from models.conversation import purge_expired_states
 from models.courses import purge_search_log
@@ -469,6 +470,12 @@ def body_limits(settings: Settings) -> list[RouteLimit]:
     return [
         RouteLimit(re.compile(r"^/admin/api/podcasts/[^/]+/episodes$"), settings.max_upload_bytes),
         RouteLimit(re.compile(IMPORT_PATHS), settings.max_import_bytes),
+        # Campaign files, voucher codes and the vendor's redemptions are imports too.
+        RouteLimit(
+            re.compile(r"^/admin/api/campaigns(/[^/]+(/codes|/redemptions)?)?$"),
+            settings.max_import_bytes,
+        ),
+        RouteLimit(re.compile(r"^/admin/api/broadcasts/images$"), MAX_IMAGE_BYTES),
     ]
 
 

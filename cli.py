@@ -426,7 +426,7 @@ def podcast_upload(
     try:
         script = transcript.read_text("utf-8") if transcript else ""
         marks = read_chapters(chapters)
-    except (OSError, UnicodeDecodeError, *_podcast_errors()) as exc:
+    except (OSError, UnicodeDecodeError, *_podcast_errors()) as exc:  # type: ignore[misc]
         _fail([str(exc)], 2)
 
     async def run(runtime: Any) -> Any:
@@ -615,11 +615,16 @@ def broadcast_create(
     file: Annotated[Path, typer.Argument(help="broadcast file (YAML or JSON)")],
 ) -> None:
     """Create a broadcast; prints its id. `run-job broadcasts` plans it when it is due."""
+    from media.images import ImageRefused, resolve_image_paths
     from models.base import utcnow
     from models.broadcasts import create_broadcast
     from models.identity import record_audit
 
     raw = _broadcast_file(file)
+    try:  # an image given as a path (beside the file) is kept under MEDIA_DIR
+        raw = resolve_image_paths(raw, base_dir=file.parent, settings=_settings())
+    except ImageRefused as exc:
+        _fail([f"refused: {exc}"], 2)
 
     async def run(runtime: Any, session: Any) -> Any:
         now = utcnow()
@@ -823,7 +828,9 @@ def requirements_import(
 
     async def run(runtime: Any) -> Any:
         async with runtime.sessionmaker() as session:
-            out = await import_requirements(session, records, now=parse_now(None))
+            out: dict[str, Any] = dict(
+                await import_requirements(session, records, now=parse_now(None))
+            )
             await session.commit()
             out["unmatched"] = await requirements_without_courses(session)
         return out

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Path
+from fastapi import APIRouter, Body, Depends, HTTPException, Path, Request
 from pydantic import BaseModel
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -17,6 +17,7 @@ from bot import broadcasts as bot_bc
 from bot.i18n import Catalog
 from bot.ports import ChannelPreview
 from bot.settings import Settings
+from media.images import MAX_IMAGE_BYTES, ImageRefused, image_url
 from models import broadcasts as bc
 from models.base import utcnow
 from models.identity import record_audit
@@ -103,6 +104,41 @@ def broadcast_admin_routes(
             await audit(session, caller, "broadcast.create", row.id, {"name": row.name})
             await session.commit()
             return {"id": row.id, "status": row.status, "send_at": bot_bc.taipei(row.send_at)}
+
+    @routes.post(
+        "/images",
+        status_code=201,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "image/png": {"schema": {"type": "string", "format": "binary"}},
+                    "image/jpeg": {"schema": {"type": "string", "format": "binary"}},
+                },
+            }
+        },
+    )
+    async def image(request: Request, caller: Caller = marketer) -> dict[str, Any]:
+        """Keep a PNG or JPEG (at most 1 MB, the body itself) for a broadcast's `image`;
+        answers its public URL."""
+        data = await request.body()
+        if len(data) > MAX_IMAGE_BYTES:
+            raise HTTPException(413, f"image larger than {MAX_IMAGE_BYTES // 1024} KB")
+        try:
+            url = image_url(settings, data)
+        except ImageRefused as exc:
+            raise HTTPException(422, str(exc)) from None
+        async with sessionmaker() as session:
+            await record_audit(
+                session,
+                actor=f"admin:{caller.name}",
+                action="broadcast.image",
+                subject=f"media:{url.rsplit('/', 1)[-1]}",
+                details={"bytes": len(data)},
+                now=utcnow(),
+            )
+            await session.commit()
+        return {"url": url}
 
     @routes.post("/count")
     async def count(

@@ -29,7 +29,6 @@ from models.campaigns.spec import (
 )
 from models.db import begin_write
 
-MAX_UPLOAD = 20 * 1024 * 1024
 # Called after a committed draw with the campaign id: queues the winners' messages.
 OnDrawn = Callable[[int, dt.datetime], Awaitable[int]]
 
@@ -71,8 +70,8 @@ def campaign_admin_routes(
         data = await request.body()
         if not data:
             raise HTTPException(400, "empty body: send the file as the request body")
-        if len(data) > MAX_UPLOAD:
-            raise HTTPException(413, "file larger than 20 MB")
+        if len(data) > settings.max_import_bytes:
+            raise HTTPException(413, f"file larger than {settings.max_import_bytes} bytes")
         return data
 
     def shown(summary: campaigns.Summary, caller: Caller) -> dict[str, Any]:

@@ -67,6 +67,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/admin/api/broadcasts"): OFFICE,
     ("POST", "/admin/api/broadcasts"): EDITORS,
     ("POST", "/admin/api/broadcasts/count"): EDITORS,
+    ("POST", "/admin/api/broadcasts/images"): EDITORS,
     ("GET", "/admin/api/broadcasts/{broadcast_id}"): OFFICE,
     ("GET", "/admin/api/broadcasts/{broadcast_id}/count"): OFFICE,
     ("GET", "/admin/api/broadcasts/{broadcast_id}/preview"): OFFICE,

@@ -122,3 +122,39 @@ async def test_the_app_refuses_bodies_over_the_limit_in_process(
         assert chunked.status_code == 413
         ok = await http.post("/simulator/api/send", json={"user": "a", "text": "help"})
         assert ok.status_code == 200
+
+
+async def test_campaign_files_and_codes_may_be_as_large_as_an_import(
+    served,  # type: ignore[no-untyped-def]
+) -> None:
+    """A codes CSV of 70,000 vouchers (over 1 MiB) is an import, not a webhook: the body
+    limit of the route is MAX_IMPORT_BYTES, while a broadcast image stays within 1 MiB."""
+    import yaml
+
+    from tests.campaign_support import campaign_file
+
+    token = "bounded-requests-admin-token-0123456789"
+    auth = {"authorization": f"Bearer {token}"}
+    codes = "code\n" + "".join(f"VOUCHER-{i:08d}\n" for i in range(70_000))
+    assert len(codes) > MiB
+    async with (
+        served(admin_token=token) as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=120) as http,
+    ):
+        doc = campaign_file(prize={"generate": None})
+        made = await http.post(
+            "/admin/api/campaigns", content=yaml.safe_dump(doc, allow_unicode=True), headers=auth
+        )
+        assert made.status_code == 201, made.text
+        loaded = await http.post(
+            f"/admin/api/campaigns/{doc['slug']}/codes", content=codes, headers=auth
+        )
+        assert loaded.status_code == 200, loaded.text[:200]
+        shown = (await http.get(f"/admin/api/campaigns/{doc['slug']}", headers=auth)).json()
+        assert shown["stock"] == 70_000
+        image = await http.post(
+            "/admin/api/broadcasts/images",
+            content=b"\x89PNG\r\n\x1a\n" + b"x" * (2 * MiB),
+            headers={**auth, "content-type": "image/png"},
+        )
+        assert image.status_code == 413

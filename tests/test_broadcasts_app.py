@@ -179,3 +179,121 @@ def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
     planned = runner.invoke(cli, ["run-job", "broadcasts"])
     assert planned.exit_code == 0, planned.output
     assert "broadcasts: done ({})" in planned.output  # paused: not planned
+
+
+def test_the_cli_keeps_an_image_given_as_a_path_and_refuses_a_file_that_is_not_one(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    from typer.testing import CliRunner
+
+    from cli import cli
+    from media.qr import qr_png
+    from tests.conftest import TEST_PII_KEY
+
+    for key, value in {
+        "DATABASE_URL": database_url,
+        "PII_KEY": TEST_PII_KEY,
+        "EDOOR_BACKGROUND": "off",
+        "MEDIA_DIR": str(tmp_path / "media"),
+        "PUBLIC_BASE_URL": "https://edoor.example.org",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
+    picture = qr_png("EDOOR-2026")
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "poster.png").write_bytes(picture)
+    (tmp_path / "files" / "notes.png").write_text("not a picture", encoding="utf-8")
+    good = tmp_path / "files" / "bc.yaml"
+    good.write_text(
+        "name: 海報\nsegment: {}\nmessage: {text: 看海報, image: poster.png}\nsend_at: now\n",
+        encoding="utf-8",
+    )
+    runner = CliRunner()
+    made = runner.invoke(cli, ["broadcast", "create", str(good)])
+    assert made.exit_code == 0, made.output
+    shown = runner.invoke(cli, ["broadcast", "show", made.output.strip().splitlines()[-1]])
+    assert shown.exit_code == 0, shown.output
+    stored = list((tmp_path / "media" / "broadcasts").glob("*.png"))
+    assert [p.read_bytes() for p in stored] == [picture]
+
+    async def image_of_last() -> str:
+        from models.broadcasts import list_broadcasts
+        from models.db import create_engine
+
+        engine = create_engine(database_url)
+        try:
+            async with create_sessionmaker(engine)() as session:
+                (row,) = await list_broadcasts(session)
+                return str(row.spec["variants"][0]["message"]["image"])
+        finally:
+            await engine.dispose()
+
+    import asyncio
+
+    assert asyncio.run(image_of_last()) == (
+        f"https://edoor.example.org/media/broadcasts/{stored[0].name}"
+    )
+    for image, problem in (("notes.png", "not a PNG or JPEG"), ("gone.png", "cannot read")):
+        bad = tmp_path / "files" / "bad.yaml"
+        bad.write_text(
+            f"name: x\nsegment: {{}}\nmessage: {{text: hi, image: {image}}}\nsend_at: now\n",
+            encoding="utf-8",
+        )
+        refused = runner.invoke(cli, ["broadcast", "create", str(bad)])
+        assert refused.exit_code == 2, refused.output
+        assert f"message.image: {problem}" in refused.output
+
+
+async def test_an_image_uploaded_for_a_broadcast_is_served_and_bad_ones_are_refused(
+    served: Any, tmp_path: Path
+) -> None:
+    from media.qr import qr_png
+
+    picture = qr_png("EDOOR-2026")
+    async with (
+        served(admin_token=TOKEN) as (url, api),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        auth = {"authorization": f"Bearer {TOKEN}", "content-type": "image/png"}
+        made = await http.post("/admin/api/broadcasts/images", content=picture, headers=auth)
+        assert made.status_code == 201, made.text
+        image = made.json()["url"]
+        media_dir = api.state.runtime.settings.media_dir
+        stored = list((media_dir / "broadcasts").glob("*.png"))
+        assert [p.read_bytes() for p in stored] == [picture]
+        served_image = await http.get("/media/broadcasts/" + stored[0].name)
+        assert served_image.status_code == 200
+        assert served_image.headers["content-type"] == "image/png"
+        assert served_image.content == picture
+        assert image.endswith("/media/broadcasts/" + stored[0].name)
+        # The same picture twice is one file.
+        again = await http.post("/admin/api/broadcasts/images", content=picture, headers=auth)
+        assert again.json()["url"] == image
+        # Not a picture, too large, or no right to send: refused, nothing kept.
+        fake = await http.post("/admin/api/broadcasts/images", content=b"GIF89a...", headers=auth)
+        assert fake.status_code == 422
+        assert "PNG or JPEG" in fake.text
+        huge = await http.post(
+            "/admin/api/broadcasts/images", content=picture + b"\0" * (1 << 20), headers=auth
+        )
+        assert huge.status_code == 413
+        anonymous = await http.post(
+            "/admin/api/broadcasts/images", content=picture, headers={"content-type": "image/png"}
+        )
+        assert anonymous.status_code == 401
+        assert len(list((media_dir / "broadcasts").iterdir())) == 1
+        # The broadcast file then carries the URL, and the preview shows it on both platforms.
+        created = await http.post(
+            "/admin/api/broadcasts",
+            json={**FILE, "message": {**FILE["message"], "image": image}},
+            headers={"authorization": f"Bearer {TOKEN}"},
+        )
+        assert created.status_code == 201, created.text
+        preview = (
+            await http.get(
+                f"/admin/api/broadcasts/{created.json()['id']}/preview",
+                headers={"authorization": f"Bearer {TOKEN}"},
+            )
+        ).json()
+        assert image in json.dumps(preview["a:zh-TW"]["line"])
+        assert image in json.dumps(preview["a:zh-TW"]["telegram"])

@@ -14,6 +14,7 @@ import pytest
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
+from media.qr import qr_png
 from models.base import utcnow
 from models.db import create_sessionmaker
 from models.members import Member, ensure_account
@@ -98,6 +99,12 @@ async def test_a_marketer_creates_a_campaign_and_schedules_a_broadcast_with_a_li
         await composer.get_by_label("內容（英文）").fill(
             "Finish the course by year end for a gift."
         )
+        poster = tmp_path / "poster.png"
+        poster.write_bytes(qr_png("GENDER-2026"))
+        await composer.get_by_label(re.compile("上傳圖片")).set_input_files(str(poster))
+        await expect(composer.get_by_label("圖片網址（https）")).to_have_value(
+            re.compile(r"/media/broadcasts/[0-9a-f]{32}\.png$")
+        )
         await composer.get_by_label("按鈕文字（中文，最多 20 字）").fill("立即前往臺北e大看課程")
         await composer.get_by_label("按鈕連結（https）").fill("https://elearning.taipei/")
         later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=2)).astimezone(
@@ -120,6 +127,7 @@ async def test_a_marketer_creates_a_campaign_and_schedules_a_broadcast_with_a_li
         await expect(zh.get_by_test_id("look-line")).to_contain_text("就能領 NT$200 禮券")
         await expect(zh.get_by_test_id("look-telegram")).to_contain_text("就能領 NT$200 禮券")
         await expect(zh.get_by_test_id("look-telegram")).to_contain_text("立即前往臺北e大看課程")
+        await expect(zh.get_by_test_id("look-line")).to_contain_text("/media/broadcasts/")
         en = page.get_by_test_id("preview-a-en")
         await expect(en.get_by_test_id("look-line")).to_contain_text("for a gift")
         await page.screenshot(path=str(shots / "console-broadcast.png"), full_page=True)

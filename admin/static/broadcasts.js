@@ -77,7 +77,30 @@
       }).catch(function () { count.textContent = "—"; });
     }
 
+    // An uploaded image is kept by the API, which answers its URL for the image field.
+    function upload(input) {
+      var picked = input.files[0], note = document.getElementById("image-status");
+      if (!picked) return;
+      fetch("/admin/api/broadcasts/images", {
+        method: "POST", credentials: "same-origin",
+        headers: { "content-type": picked.type || "application/octet-stream", "x-csrf-token": csrf },
+        body: picked,
+      }).then(function (r) {
+        return r.json().then(function (data) { return { ok: r.ok, data: data }; });
+      }).then(function (res) {
+        if (!res.ok) { note.textContent = problem(res.data); note.className = "note error"; return; }
+        form.elements.image.value = res.data.url;
+        note.textContent = res.data.url;
+        note.className = "note ok";
+        if (!edited) file.value = JSON.stringify(fromFields(form), null, 2);
+      }).catch(function () { note.textContent = "network error"; });
+    }
+
     function changed(ev) {
+      if (ev.target === form.elements.image_file) {
+        if (ev.type === "change") upload(ev.target);
+        return;
+      }
       if (ev.target === file) edited = true;
       else if (!edited) file.value = JSON.stringify(fromFields(form), null, 2);
       clearTimeout(timer);
