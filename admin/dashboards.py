@@ -10,6 +10,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import OrderedDict
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Query
@@ -20,7 +22,7 @@ from admin.auth import Caller, Role, require_role
 from bot.i18n import Catalog
 from bot.settings import Settings
 from models.base import utcnow
-from models.dashboards import READERS, Dashboard, FilterError, Filters
+from models.dashboards import READERS, Dashboard, FilterError, Filters, version
 from models.learning import taipei_day
 
 ROLES: dict[str, tuple[Role, ...]] = {
@@ -67,10 +69,60 @@ def to_csv(board: Dashboard) -> str:
     return "\ufeff" + out.getvalue()
 
 
+@dataclass(frozen=True)
+class Answer:
+    media_type: str
+    body: str
+    headers: dict[str, str]
+
+
+class AnswerCache:
+    """The latest answers, each kept while the rollup behind it has not run again: the
+    figures change only then, so a repeated view (the whole year for every agency is 8,000
+    rows) costs one small read of the watermark. Per process, the least recent dropped."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[Any, ...], tuple[Any, Answer]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...], as_of: Any) -> Answer | None:
+        found = self._items.get(key)
+        if found is None or found[0] != as_of:
+            return None
+        self._items.move_to_end(key)
+        return found[1]
+
+    def clear(self) -> None:
+        self._items.clear()
+
+    def put(self, key: tuple[Any, ...], as_of: Any, answer: Answer) -> None:
+        self._items[key] = (as_of, answer)
+        self._items.move_to_end(key)
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+def answer(board: Dashboard, fmt: str) -> Answer:
+    filters = board.filters
+    if fmt == "csv":
+        name = f"{board.name}-{filters.year}-{filters.month_from:02d}-{filters.month_to:02d}.csv"
+        return Answer(
+            "text/csv; charset=utf-8",
+            to_csv(board),
+            {"content-disposition": f'attachment; filename="{name}"'},
+        )
+    # Serialised here: FastAPI's own encoder walks each of thousands of rows slowly.
+    return Answer("application/json", json.dumps(to_json(board), ensure_ascii=False), {})
+
+
 def dashboard_routes(
-    *, settings: Settings, sessionmaker: async_sessionmaker[AsyncSession]
+    *,
+    settings: Settings,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    cache: AnswerCache | None = None,
 ) -> APIRouter:
     routes = APIRouter(prefix="/admin/api/dashboards", tags=["dashboards"])
+    cache = cache if cache is not None else AnswerCache()
 
     def add(name: str) -> None:
         allowed = Depends(require_role(settings, *ROLES[name]))
@@ -91,24 +143,15 @@ def dashboard_routes(
                     agency=agency,
                 )
                 async with sessionmaker() as session:
-                    board = await READERS[name](session, filters)
+                    key = (name, filters, fmt)
+                    current = await version(session, name)
+                    found = cache.get(key, current)
+                    if found is None:
+                        found = answer(await READERS[name](session, filters), fmt)
+                        cache.put(key, current, found)
             except FilterError as exc:
                 raise HTTPException(400, str(exc)) from None
-            if fmt == "csv":
-                return Response(
-                    to_csv(board),
-                    media_type="text/csv; charset=utf-8",
-                    headers={
-                        "content-disposition": (
-                            f'attachment; filename="{name}-{filters.year}'
-                            f'-{filters.month_from:02d}-{filters.month_to:02d}.csv"'
-                        )
-                    },
-                )
-            # Serialised here: FastAPI's own encoder walks each of thousands of rows slowly.
-            return Response(
-                json.dumps(to_json(board), ensure_ascii=False), media_type="application/json"
-            )
+            return Response(found.body, media_type=found.media_type, headers=found.headers)
 
         read.__doc__ = f"The `{name}` dashboard (JSON, or CSV with ?format=csv)."
         routes.add_api_route(f"/{name}", read, methods=["GET"], name=f"dashboard_{name}")

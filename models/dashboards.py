@@ -92,6 +92,36 @@ async def _as_of(session: AsyncSession, source: str) -> dt.datetime | None:
     )
 
 
+# The rollup source each dashboard reads: its figures change only when that source's run does.
+SOURCES = {
+    "topics": "completion",
+    "compliance": "completion",
+    "reminders": "reminder_digest",
+    "search": "search_log",
+    "campaigns": "campaign_event",
+    "channels": "inbound_event",
+}
+
+
+async def as_of(session: AsyncSession, name: str) -> dt.datetime | None:
+    """When the rollup behind dashboard `name` last ran (None before its first run)."""
+    return await _as_of(session, SOURCES[name])
+
+
+async def version(session: AsyncSession, name: str) -> tuple[Any, ...] | None:
+    """What changes whenever the rollup behind dashboard `name` changes its figures: the
+    run's time, and how far it has read (a run given the same `now` still moves these)."""
+    w = RollupWatermark
+    row = (
+        await session.execute(
+            select(
+                w.updated_at, w.last_id, w.last_day, w.gaps, w.fingerprint, w.roster_stamp
+            ).where(w.source == SOURCES[name])
+        )
+    ).first()
+    return None if row is None else (row[0], row[1], row[2], repr(row[3]), row[4], row[5])
+
+
 # -- topics ------------------------------------------------------------------------------------
 async def topics(session: AsyncSession, filters: Filters) -> Dashboard:
     """Civil servants' completed hours by month, agency and course category."""
@@ -117,7 +147,7 @@ async def topics(session: AsyncSession, filters: Filters) -> Dashboard:
             for month, agency, category, hours, n in rows
         ],
         filters,
-        await _as_of(session, "completion"),
+        await as_of(session, "topics"),
         ["Taipei calendar months; the category is the course's when the completion was read."],
     )
 
@@ -163,7 +193,7 @@ async def compliance(session: AsyncSession, filters: Filters) -> Dashboard:
             for agency, code, title, deadline, people, met, on_time in rows
         ],
         filters,
-        await _as_of(session, "completion"),
+        await as_of(session, "compliance"),
         [
             "people: active civil servants on the roster the requirement applies to.",
             f"met: hours reached by the end of month {filters.month_to} (cumulative from "
@@ -222,7 +252,7 @@ async def reminders(session: AsyncSession, filters: Filters) -> Dashboard:
         ],
         out,
         filters,
-        await _as_of(session, "reminder_digest"),
+        await as_of(session, "reminders"),
         [
             "For each day with reminders: civil servants reminded that day, and how many "
             "completed a course that day or in the 6 days after; against linked civil "
@@ -323,7 +353,7 @@ async def search(session: AsyncSession, filters: Filters) -> Dashboard:
         ["kind", "query", "searches", "zero_results", "related"],
         rows,
         filters,
-        await _as_of(session, "search_log"),
+        await as_of(session, "search"),
         [
             "Queries in their normalised form; numbers of four digits or more were masked "
             "when searched.",
@@ -350,7 +380,7 @@ async def channels(session: AsyncSession, filters: Filters) -> Dashboard:
         ["week", "channel", "active_members"],
         [{"week": week, "channel": ch, "active_members": int(n)} for week, ch, n in rows],
         filters,
-        await _as_of(session, "inbound_event"),
+        await as_of(session, "channels"),
         ["Weeks start on Monday (Taipei) and belong to the month of their Monday."],
     )
 
@@ -383,7 +413,7 @@ async def campaigns(session: AsyncSession, filters: Filters) -> Dashboard:
             for slug, title, starts, eligible, opened, verified, claimed in rows
         ],
         filters,
-        await _as_of(session, "campaign_event"),
+        await as_of(session, "campaigns"),
         [
             "Campaigns that start in the period, in distinct members: eligible meet the rule "
             "now, a verified phone aside; opened tapped claim; verified tapped with a verified "
