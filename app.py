@@ -201,7 +201,11 @@ def build_runtime(settings: Settings) -> Runtime:
 
     async def drops(now: dt.datetime) -> int:
         return await podcast_drops(
-            sessionmaker, now=now, settings=settings, catalog=services.catalog
+            sessionmaker,
+            now=now,
+            settings=settings,
+            catalog=services.catalog,
+            signer=services.media_signer,
         )
 
     jobs.add(Job("podcast-drops", drops, every_seconds=60))
@@ -390,6 +394,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         prize_qr_routes(
             sessionmaker=runtime.sessionmaker,
             settings=settings,
+            signer=runtime.services.media_signer,
             clock=lambda: runtime.processor.clock(),
         )
     )

@@ -21,7 +21,6 @@ from bot.settings import Settings
 from media.files import (
     AudioError,
     EspeakNg,
-    MediaSigner,
     SpeechEngine,
     StoredAudio,
     discard,
@@ -56,7 +55,7 @@ def episode_url(
     episode: Episode,
     *,
     now: dt.datetime,
-    signer: LinkSigner | None = None,
+    signer: LinkSigner,
     member_id: int | None = None,
 ) -> str:
     """Where a player fetches the episode: signed and expiring when the podcast is restricted;
@@ -66,7 +65,7 @@ def episode_url(
         return media_url(
             settings,
             episode.media_path,
-            signer=signer or MediaSigner.from_settings(settings),
+            signer=signer,
             now=now,
             member_id=personal,
         )
@@ -84,7 +83,7 @@ def episode_audio(
     *,
     episodes: list[Episode],
     now: dt.datetime,
-    signer: LinkSigner | None = None,
+    signer: LinkSigner,
     member_id: int | None = None,
 ) -> Audio:
     """The Audio reply of one episode with previous / next / finished / list buttons."""

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.ports import LinkSigner
 from bot.settings import Settings
-from media.files import MediaSigner, media_url
+from media.files import media_url
 from models.base import utcnow
 from models.campaigns.claims import HOLDS_PRIZE
 from models.campaigns.tables import CampaignClaim, VoucherCode
@@ -52,11 +52,11 @@ def prize_qr_routes(
     *,
     sessionmaker: async_sessionmaker[AsyncSession],
     settings: Settings,
+    signer: LinkSigner,
     clock: Callable[[], dt.datetime] = utcnow,
 ) -> APIRouter:
     """`GET /media/prize/<claim id>.png`: the QR of a won prize, with a valid signature only."""
     router = APIRouter()
-    signer = MediaSigner.from_settings(settings)
 
     @router.get("/media/prize/{claim_id}.png")
     async def prize_qr(

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.i18n import Catalog
 from bot.messages import Reply, Text, dump_replies
+from bot.ports import LinkSigner
 from bot.settings import Settings
 from media.episodes import episode_audio, episode_title
 from media.feeds import duration_text
-from media.files import MediaSigner
 from models import outbox
 from models.members import Member
 from models.outbox import Target
@@ -49,12 +49,12 @@ async def podcast_drops(
     now: dt.datetime,
     settings: Settings,
     catalog: Catalog,
+    signer: LinkSigner,
     enqueue: Enqueue = outbox.enqueue,
 ) -> int:
     """The `podcast-drops` job: an outbox row for every subscription whose Taipei delivery
     time has come, carrying the next episode the member has not finished, not before that
     time (the dispatcher holds it through quiet hours). Idempotent; returns rows written."""
-    signer = MediaSigner.from_settings(settings)
     written = 0
     async with sessionmaker() as session:
         drops = await due_drops(session, now=now)

@@ -71,7 +71,13 @@ async def _member(runtime: Any, user: str) -> Member:
 
 
 async def _drops(runtime: Any, now: dt.datetime) -> int:
-    await podcast_drops(runtime.sessionmaker, now=now, settings=runtime.settings, catalog=Catalog())
+    await podcast_drops(
+        runtime.sessionmaker,
+        now=now,
+        settings=runtime.settings,
+        catalog=Catalog(),
+        signer=runtime.services.media_signer,
+    )
     async with runtime.sessionmaker() as session:
         return int(await session.scalar(select(func.count(OutboxMessage.id))) or 0)
 

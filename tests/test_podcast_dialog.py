@@ -314,7 +314,11 @@ async def test_a_subscription_delivers_through_the_outbox_at_the_chosen_time(
 
     async def tick(now: dt.datetime) -> list[dict[str, Any]]:
         await podcast_drops(
-            runtime.sessionmaker, now=now, settings=runtime.settings, catalog=Catalog()
+            runtime.sessionmaker,
+            now=now,
+            settings=runtime.settings,
+            catalog=Catalog(),
+            signer=runtime.services.media_signer,
         )
         await dispatcher.drain(now)
         return await chat.pending()

@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from bot.i18n import Catalog
 from bot.messages import Audio, Reply, Text, load_replies
 from bot.settings import Settings
+from media.files import MediaSigner
 from models.base import TAIPEI
 from models.db import create_sessionmaker
 from models.members import ensure_account
@@ -114,7 +115,13 @@ async def test_an_episode_goes_out_at_the_chosen_taipei_time_once(sm, setup) -> 
     catalog = Catalog()
 
     async def run(now: dt.datetime) -> list[Row]:
-        await podcast_drops(sm, now=now, settings=settings, catalog=catalog)
+        await podcast_drops(
+            sm,
+            now=now,
+            settings=settings,
+            catalog=catalog,
+            signer=MediaSigner.from_settings(settings),
+        )
         return await outbox.refresh()
 
     # Subscribed on Monday 09:00 for 07:30 on weekdays: this morning's slot has passed.
@@ -174,13 +181,31 @@ async def test_weekdays_only_skips_the_weekend_and_daily_does_not(sm, setup) -> 
     # Subscribed on Friday evening, weekdays at 18:00.
     await _subscribe(sm, member_id, time="18:00", weekdays_only=True, now=taipei(6, 19))
     for day in (7, 8):  # Saturday, Sunday
-        await podcast_drops(sm, now=taipei(day, 18, 5), settings=settings, catalog=catalog)
+        await podcast_drops(
+            sm,
+            now=taipei(day, 18, 5),
+            settings=settings,
+            catalog=catalog,
+            signer=MediaSigner.from_settings(settings),
+        )
     assert await outbox.refresh() == []
-    await podcast_drops(sm, now=taipei(9, 18, 0), settings=settings, catalog=catalog)
+    await podcast_drops(
+        sm,
+        now=taipei(9, 18, 0),
+        settings=settings,
+        catalog=catalog,
+        signer=MediaSigner.from_settings(settings),
+    )
     assert [r.not_before for r in await outbox.refresh()] == [taipei(9, 18)]
     # Changed to daily 08:00: Saturday counts, and delivery resumes after episode 1.
     await _subscribe(sm, member_id, time="08:00", weekdays_only=False, now=taipei(13, 9))
-    await podcast_drops(sm, now=taipei(14, 8, 0), settings=settings, catalog=catalog)
+    await podcast_drops(
+        sm,
+        now=taipei(14, 8, 0),
+        settings=settings,
+        catalog=catalog,
+        signer=MediaSigner.from_settings(settings),
+    )
     await outbox.refresh()
     assert [k.rsplit(":", 1)[1] for k in outbox.rows] == [str(first.id), str(second.id)]
 
