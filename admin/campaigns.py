@@ -8,6 +8,7 @@ to admin and auditor only.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from models.campaigns.spec import (
 )
 from models.db import begin_write
 
+log = logging.getLogger("edoor.admin.campaigns")
 # Called after a committed draw with the campaign id: queues the winners' messages.
 OnDrawn = Callable[[int, dt.datetime], Awaitable[int]]
 
@@ -256,15 +258,33 @@ def campaign_admin_routes(
             except CampaignError as exc:
                 raise HTTPException(409, str(exc)) from None
             await session.commit()
-        notified = await on_drawn(campaign.id, now) if on_drawn is not None else 0
-        return {
+        out: dict[str, Any] = {
             "round": result.round,
             "seed": result.seed,
             "entries": result.entries,
             "prizes": result.prizes,
             "winners": [w.id for w in result.winners],
             "lapsed": result.lapsed,
-            "notified": notified,
         }
+        # The draw is committed and stands whatever happens next: telling the winners is a
+        # step of its own, which the campaign-winners job (or /notify) finishes.
+        try:
+            out["notified"] = await on_drawn(campaign.id, now) if on_drawn is not None else 0
+        except Exception as exc:  # any failure: the answer must still say the draw stands
+            log.warning("telling the winners of %s failed: %s", slug, type(exc).__name__)
+            out["notified"] = None
+            out["problem"] = (
+                "the draw is recorded, but telling the winners failed: the campaign-winners "
+                f"job tells them within a minute, or POST /admin/api/campaigns/{slug}/notify"
+            )
+        return out
+
+    @routes.post("/{slug}/notify")
+    async def notify(slug: str, caller: Caller = editors) -> dict[str, Any]:
+        """Tell every drawn winner not told yet (the twin of `edoor campaign notify`); each
+        winner is told once, however often this runs."""
+        async with sessionmaker() as session:
+            campaign = await load(session, slug)
+        return {"notified": await on_drawn(campaign.id, clock()) if on_drawn is not None else 0}
 
     return routes

@@ -64,6 +64,7 @@ EXPECTED: dict[tuple[str, str], frozenset[str]] = {
     ("POST", "/admin/api/campaigns/{slug}/claims/{claim_id}/review"): EDITORS,
     ("POST", "/admin/api/campaigns/{slug}/redemptions"): EDITORS,
     ("POST", "/admin/api/campaigns/{slug}/draw"): EDITORS,
+    ("POST", "/admin/api/campaigns/{slug}/notify"): EDITORS,
     ("GET", "/admin/api/broadcasts"): OFFICE,
     ("POST", "/admin/api/broadcasts"): EDITORS,
     ("POST", "/admin/api/broadcasts/count"): EDITORS,

@@ -215,3 +215,62 @@ async def test_a_telling_the_database_refused_is_finished_by_notify_exactly_once
     not_a_draw = edoor("campaign", "notify", "nope", database_url=database_url)
     assert not_a_draw.returncode == 1
     assert "no campaign 'nope'" in not_a_draw.stderr
+
+
+async def _refuse_outbox(engine: AsyncEngine, backend: str, *, on: bool) -> None:
+    """A trigger that refuses every outbox row (on), or its removal (off)."""
+    async with engine.begin() as conn:
+        if not on:
+            where = " ON outbox" if backend == "postgresql" else ""
+            await conn.execute(text(f"DROP TRIGGER outbox_down{where}"))
+        elif backend == "postgresql":
+            await conn.execute(
+                text(
+                    "CREATE FUNCTION outbox_down() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION 'outbox down'; END $$"
+                )
+            )
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER outbox_down BEFORE INSERT ON outbox "
+                    "FOR EACH ROW EXECUTE FUNCTION outbox_down()"
+                )
+            )
+        else:
+            await conn.execute(
+                text(
+                    "CREATE TRIGGER outbox_down BEFORE INSERT ON outbox "
+                    "BEGIN SELECT RAISE(ABORT, 'outbox down'); END"
+                )
+            )
+
+
+async def test_the_api_draw_stands_when_telling_fails_and_notify_finishes_it_once(
+    served_app: tuple[httpx.AsyncClient, Any],
+    engine: AsyncEngine,
+    clock: Clock,
+    backend: str,
+) -> None:
+    """The API's twin of the CLI case: a draw whose telling fails answers with the draw and
+    says so (not a 500); POST .../notify then tells each winner exactly once."""
+    http, _ = served_app
+    await _enter(http, engine, 5, prize={"generate": 3})
+    clock.offset = await _draw_time(http) - dt.datetime.now(dt.UTC)
+    await _refuse_outbox(engine, backend, on=True)
+    drawn = await http.post("/admin/api/campaigns/lucky/draw", json={"seed": "api"}, headers=AUTH)
+    assert drawn.status_code == 200, drawn.text
+    body = drawn.json()
+    assert (body["seed"], len(body["winners"]), body["notified"]) == ("api", 3, None)
+    assert "/admin/api/campaigns/lucky/notify" in body["problem"]
+    assert await _winner_rows(engine) == (sorted(body["winners"]), [], 0)
+
+    await _refuse_outbox(engine, backend, on=False)
+    told = await http.post("/admin/api/campaigns/lucky/notify", headers=AUTH)
+    assert told.status_code == 200, told.text
+    assert told.json() == {"notified": 3}
+    again = await http.post("/admin/api/campaigns/lucky/notify", headers=AUTH)
+    assert again.json() == {"notified": 0}
+    _, keys, entries = await _winner_rows(engine)
+    assert (len(keys), entries) == (3, 3)
+    missing = await http.post("/admin/api/campaigns/nope/notify", headers=AUTH)
+    assert missing.status_code == 404
