@@ -174,6 +174,7 @@ async def prizes(ctx: Context, msg: Incoming) -> Reply:
             buttons=[
                 Button(label=ctx.t("start.menu_item.verify"), action=f"{COMMAND_ACTION}:verify")
             ],
+            quick_replies=back_buttons(ctx),
         )
     buttons = [
         Button(label=_title(ctx, c)[:20], action=f"prize.show:{c.id}")
@@ -211,6 +212,21 @@ async def show(ctx: Context, msg: Incoming) -> Reply:
                 claim.model_copy(update={"label": ctx.t("campaigns.button_claim")}),
                 _my_prizes_button(ctx),
             ],
+        )
+    entering = campaign.mode == DRAW and ctx.now < campaign.ends_at
+    if (campaign.mode != DRAW or entering) and not await campaigns.claims_left(
+        ctx.session, campaign=campaign, member_id=ctx.member.id
+    ):
+        # Everything this person may have is taken (per person, or by their number): no Claim.
+        done = (
+            "campaigns.refused_already_entered"
+            if campaign.mode == DRAW
+            else ("campaigns.refused_already_claimed")
+        )
+        return Text(
+            text=f"{text}\n{ctx.t(done, title=_title(ctx, campaign), limit=campaign.per_person)}",
+            buttons=[_my_prizes_button(ctx), _prizes_button(ctx)],
+            quick_replies=back_buttons(ctx),
         )
     verdict = await evaluate(ctx.session, campaign=campaign, member_id=ctx.member.id, now=ctx.now)
     if verdict.eligible:

@@ -67,11 +67,30 @@ async def test_prizes_by_word_command_and_menu_button_say_no_campaign_and_offer_
     assert texts(by_word) == texts(by_command) == texts(by_button)
     assert "目前沒有進行中的領獎活動" in texts(by_word)
     assert "找不到" not in texts(by_word)  # not taken as a course search
-    assert buttons(by_word) == {"驗證手機": "cmd:verify"}
+    assert buttons(by_word) == {"驗證手機": "cmd:verify", "選單": "cmd:menu", "說明": "cmd:help"}
     await chat.tap("lang:en")
     english = await chat.say("prizes")
     assert "No prize campaign is running" in texts(english)
-    assert buttons(english) == {"Verify phone": "cmd:verify"}
+    assert buttons(english)["Verify phone"] == "cmd:verify"
+    assert set(buttons(english).values()) == {"cmd:verify", "cmd:menu", "cmd:help"}
+
+
+async def test_the_card_of_a_campaign_this_person_has_used_up_offers_no_claim(
+    http: httpx.AsyncClient, engine: AsyncEngine
+) -> None:
+    """per_person 2: after two prizes the card says so and offers 我的獎品, not 領取."""
+    await create(http, campaign_file(per_person=2))
+    cid = await campaign_id(engine, "gender-2026")
+    await verified_member(engine, "sim-twice", PHONE)
+    chat = Chat(http, "sim-twice")
+    for _ in range(2):
+        assert "恭喜" in texts(await chat.tap(f"prize.claim:{cid}"))
+    card = await chat.tap(f"prize.show:{cid}")
+    assert "您已經領過「性平課程領好禮」的獎品了（每人限領 2 份" in texts(card)
+    assert "您符合資格" not in texts(card)
+    assert "領取" not in buttons(card)
+    assert buttons(card)["我的獎品"] == "cmd:myprizes"
+    assert "選單" in buttons(card)
 
 
 # -- eligibility ---------------------------------------------------------------------------------

@@ -559,6 +559,18 @@ async def member_prizes(session: AsyncSession, *, member_id: int) -> list[Prize]
     return [Prize(campaign, claim, code) for claim, campaign, code in rows]
 
 
+async def claims_left(session: AsyncSession, *, campaign: Campaign, member_id: int) -> int:
+    """How many more prizes (or draw entries) this person may still claim: per_person less
+    what they hold, by this member or by anyone with their verified number (as a claim
+    counts them); per_person when they have no verified number yet."""
+    phone_hash = await session.scalar(
+        select(VerifiedPhone.phone_hash).where(VerifiedPhone.member_id == member_id)
+    )
+    if phone_hash is None:
+        return campaign.per_person
+    return max(0, campaign.per_person - len(await _mine(session, campaign, member_id, phone_hash)))
+
+
 async def claim_of(
     session: AsyncSession, *, campaign: Campaign, member_id: int
 ) -> CampaignClaim | None:
