@@ -117,7 +117,7 @@ async def real_claims(
     runtime: object, campaign_id: int, people: int, limit: int | None
 ) -> list[float]:
     """Each claimant's tap through the simulator's path; returns seconds per claim."""
-    from bot.simulator import SimulatorInput, simulate
+    from bot.simulator.web import SimulatorInput, simulate
 
     gate = asyncio.Semaphore(limit or people)
     times: list[float] = []
