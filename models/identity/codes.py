@@ -1,9 +1,7 @@
-"""Who is who: verified phone numbers, one-time codes, the civil-servant roster, account links.
+"""One-time codes: sending one (cool-downs, caps, one open verification per member),
+checking it (locks, the hourly cap on wrong codes), and their retention.
 
-Rules over a session (keyword-only, never committing). A phone number is never stored or
-compared in plaintext: rows keep it encrypted (PiiVault) next to its keyed hash, and codes
-are kept only as keyed hashes bound to the member and channel account that asked.
-"""
+Codes are kept only as keyed hashes bound to the member and channel account that asked."""
 
 from __future__ import annotations
 
@@ -12,29 +10,19 @@ import enum
 import hmac
 import secrets
 from dataclasses import dataclass
-from typing import Any
 
-from sqlalchemy import (
-    ForeignKey,
-    Index,
-    String,
-    Text,
-    delete,
-    func,
-    inspect,
-    or_,
-    select,
-    text,
-    update,
-)
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import Mapped, mapped_column
 
 from models import otp_limits
-from models.audit import AuditLog, record_audit
-from models.base import Base
-from models.members import ChannelAccount, Member
+from models.identity.tables import (
+    CLOSED,
+    LOCKED,
+    PENDING,
+    VERIFIED,
+    OtpChallenge,
+    get_verified_phone,
+)
 from models.otp_limits import OtpLimits, OtpSend
 from models.pii import PiiVault
 
@@ -51,73 +39,6 @@ HOUR = dt.timedelta(hours=1)
 # each verification has its own code.)
 MAX_WRONG_CODES_HOUR = OtpLimits.wrong_codes_hour
 DEFAULT_LIMITS = OtpLimits()
-
-# otp_challenge.status
-PENDING, VERIFIED, LOCKED, CLOSED = "pending", "verified", "locked", "closed"
-
-
-# -- tables ------------------------------------------------------------------------------------
-class VerifiedPhone(Base):
-    """A member's verified number: one number per member, one member per number."""
-
-    __tablename__ = "verified_phone"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), unique=True)
-    phone_hash: Mapped[str] = mapped_column(String(64), unique=True)
-    phone_sealed: Mapped[str] = mapped_column(Text)
-    method: Mapped[str] = mapped_column(String(16))  # "sms" or "telegram_contact"
-    channel: Mapped[str] = mapped_column(String(16))
-    verified_at: Mapped[dt.datetime]
-
-
-class OtpChallenge(Base):
-    """One verification: a number, the member and account that asked, and the current code."""
-
-    __tablename__ = "otp_challenge"
-    __table_args__ = (Index("ix_otp_challenge_member_status", "member_id", "status"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"))
-    account_id: Mapped[int] = mapped_column(ForeignKey("channel_account.id", ondelete="CASCADE"))
-    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
-    phone_sealed: Mapped[str] = mapped_column(Text)
-    # Keyed hash of the current code, salted per challenge; cleared once used.
-    code_hash: Mapped[str | None] = mapped_column(String(64), default=None)
-    salt: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default=PENDING)
-    sends: Mapped[int] = mapped_column(default=0)
-    checks: Mapped[int] = mapped_column(default=0)
-    created_at: Mapped[dt.datetime]
-    last_sent_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-    expires_at: Mapped[dt.datetime]
-    locked_until: Mapped[dt.datetime | None] = mapped_column(default=None)
-    verified_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-
-
-class CivilServant(Base):
-    """A roster row from the training office; linked to the member who verified its mobile."""
-
-    __tablename__ = "civil_servant"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    employee_id: Mapped[str] = mapped_column(String(64), unique=True)
-    name_sealed: Mapped[str] = mapped_column(Text)
-    agency: Mapped[str] = mapped_column(String(200), index=True)
-    email_sealed: Mapped[str | None] = mapped_column(Text, default=None)
-    phone_hash: Mapped[str] = mapped_column(String(64), index=True)
-    phone_sealed: Mapped[str] = mapped_column(Text)
-    active: Mapped[bool] = mapped_column(default=True)
-    member_id: Mapped[int | None] = mapped_column(
-        ForeignKey("member.id", ondelete="SET NULL"), unique=True, default=None
-    )
-    linked_at: Mapped[dt.datetime | None] = mapped_column(default=None)
-    imported_at: Mapped[dt.datetime]
-    updated_at: Mapped[dt.datetime]
-
-
-def phone_subject(phone_hash: str) -> str:
-    return f"phone:{phone_hash}"
 
 
 def sms_inbox_prefix(vault: PiiVault, phone: str) -> str:
@@ -183,21 +104,6 @@ class IssuedCode:
         return f"otp-{self.challenge.id}-{self.challenge.sends}"
 
 
-class Outcome(enum.StrEnum):
-    VERIFIED = "verified"
-    ALREADY_VERIFIED = "already_verified"
-    OWNED_BY_OTHER = "owned_by_other"  # offer to link the two accounts
-
-
-@dataclass(frozen=True)
-class VerificationResult:
-    outcome: Outcome
-    phone_hash: str
-    owner_member_id: int | None = None  # for OWNED_BY_OTHER
-    civil_servant: bool = False
-    replaced_previous: bool = False
-
-
 # -- codes ---------------------------------------------------------------------------------------
 def new_code() -> str:
     """Six digits from the operating system's CSPRNG."""
@@ -213,24 +119,6 @@ def _code_hash(vault: PiiVault, challenge: OtpChallenge, code: str) -> str:
 
 def _later(a: dt.datetime | None, b: dt.datetime) -> bool:
     return a is not None and a > b
-
-
-# -- queries -------------------------------------------------------------------------------------
-async def get_verified_phone(session: AsyncSession, *, member_id: int) -> VerifiedPhone | None:
-    return await session.scalar(select(VerifiedPhone).where(VerifiedPhone.member_id == member_id))
-
-
-async def find_phone_owner(
-    session: AsyncSession, *, vault: PiiVault, phone: str
-) -> VerifiedPhone | None:
-    """The verified-phone row for a number (E.164), looked up by keyed hash."""
-    return await session.scalar(
-        select(VerifiedPhone).where(VerifiedPhone.phone_hash == vault.lookup_hash(phone))
-    )
-
-
-async def get_civil_servant(session: AsyncSession, *, member_id: int) -> CivilServant | None:
-    return await session.scalar(select(CivilServant).where(CivilServant.member_id == member_id))
 
 
 async def get_challenge(
@@ -529,222 +417,6 @@ async def check_code(
     )
 
 
-# -- recording a verified number ----------------------------------------------------------------
-async def record_verified_phone(
-    session: AsyncSession,
-    *,
-    vault: PiiVault,
-    member_id: int,
-    phone: str,
-    method: str,
-    channel: str,
-    now: dt.datetime,
-) -> VerificationResult:
-    """Make `phone` the member's verified number, unless another member holds it.
-
-    Safe against two members racing for one number: the unique hash decides, and the loser
-    gets OWNED_BY_OTHER (an offer to link the accounts) instead of an error.
-    """
-    phone_hash = vault.lookup_hash(phone)
-    owner = await session.scalar(
-        select(VerifiedPhone).where(VerifiedPhone.phone_hash == phone_hash)
-    )
-    if owner is not None:
-        if owner.member_id == member_id:
-            return VerificationResult(Outcome.ALREADY_VERIFIED, phone_hash)
-        return VerificationResult(Outcome.OWNED_BY_OTHER, phone_hash, owner.member_id)
-    mine = await get_verified_phone(session, member_id=member_id)
-    try:
-        async with session.begin_nested():
-            if mine is not None:
-                await session.delete(mine)
-                await session.flush()
-            session.add(
-                VerifiedPhone(
-                    member_id=member_id,
-                    phone_hash=phone_hash,
-                    phone_sealed=vault.encrypt(phone),
-                    method=method,
-                    channel=channel,
-                    verified_at=now,
-                )
-            )
-            await session.flush()
-    except IntegrityError:
-        winner = await session.scalar(
-            select(VerifiedPhone.member_id).where(VerifiedPhone.phone_hash == phone_hash)
-        )
-        if winner is None:
-            raise
-        return VerificationResult(Outcome.OWNED_BY_OTHER, phone_hash, winner)
-    await record_audit(
-        session,
-        actor=f"member:{member_id}",
-        action="phone.verified",
-        subject=phone_subject(phone_hash),
-        details={"method": method, "channel": channel},
-        now=now,
-    )
-    status = await sync_civil_servant(session, member_id=member_id, now=now)
-    return VerificationResult(
-        Outcome.VERIFIED, phone_hash, civil_servant=status, replaced_previous=mine is not None
-    )
-
-
-async def sync_civil_servant(session: AsyncSession, *, member_id: int, now: dt.datetime) -> bool:
-    """Recompute a member's civil-servant status from their verified number and the roster.
-
-    The status holds while an active roster row carries the member's verified number; such
-    a row is linked to at most one member.
-    """
-    member = await session.get(Member, member_id)
-    if member is None:
-        return False
-    phone = await get_verified_phone(session, member_id=member_id)
-    linked = await get_civil_servant(session, member_id=member_id)
-    if linked is not None and (phone is None or linked.phone_hash != phone.phone_hash):
-        linked.member_id, linked.linked_at = None, None
-        await session.flush()
-        linked = None
-    if linked is None and phone is not None:
-        linked = await session.scalar(
-            select(CivilServant)
-            .where(
-                CivilServant.phone_hash == phone.phone_hash,
-                CivilServant.active.is_(True),
-                CivilServant.member_id.is_(None),
-            )
-            .order_by(CivilServant.id)
-            .limit(1)
-        )
-        if linked is not None:
-            linked.member_id, linked.linked_at = member_id, now
-            await session.flush()
-    status = linked is not None and linked.active
-    if member.is_civil_servant != status:
-        member.is_civil_servant = status
-        await record_audit(
-            session,
-            actor="system",
-            action="civil_servant.granted" if status else "civil_servant.removed",
-            subject=f"member:{member_id}",
-            details={"employee_id": linked.employee_id} if linked is not None else {},
-            now=now,
-        )
-    return status
-
-
-# -- linking two accounts of one person --------------------------------------------------------
-def _member_references(sync_conn: Any) -> list[tuple[str, str, list[str]]]:
-    """(table, column, primary key) for every column that references member.id."""
-    insp = inspect(sync_conn)
-    out: list[tuple[str, str, list[str]]] = []
-    for table in insp.get_table_names():
-        for fk in insp.get_foreign_keys(table):
-            if fk.get("referred_table") == "member" and len(fk["constrained_columns"]) == 1:
-                pk = insp.get_pk_constraint(table).get("constrained_columns") or []
-                out.append((table, fk["constrained_columns"][0], list(pk)))
-    return out
-
-
-# Tables whose member rows the merge handles itself (the rest are moved generically).
-_OWN_TABLES = {"verified_phone", "otp_challenge", "otp_send", "civil_servant"}
-
-
-async def merge_members(
-    session: AsyncSession, *, keep_id: int, absorb_id: int, now: dt.datetime
-) -> None:
-    """Make two members one: `absorb`'s channel accounts and data move to `keep`.
-
-    Every table that references member.id (including other features' tables) is moved;
-    a row that would duplicate one of `keep`'s (a unique constraint says so) is dropped.
-    The caller must refresh ORM objects that pointed at `absorb` (e.g. the context's account).
-    """
-    if keep_id == absorb_id:
-        return
-    keep = await session.get(Member, keep_id)
-    absorb = await session.get(Member, absorb_id)
-    if keep is None or absorb is None:
-        raise LookupError("member to link no longer exists")
-    # `keep` holds the number; `absorb`'s own number and roster link give way.
-    await session.execute(delete(VerifiedPhone).where(VerifiedPhone.member_id == absorb_id))
-    await session.execute(
-        update(CivilServant)
-        .where(CivilServant.member_id == absorb_id)
-        .values(member_id=None, linked_at=None)
-    )
-    await session.execute(delete(OtpChallenge).where(OtpChallenge.member_id == absorb_id))
-    await session.execute(
-        update(OtpSend).where(OtpSend.member_id == absorb_id).values(member_id=keep_id)
-    )
-    conn = await session.connection()
-    references = await conn.run_sync(_member_references)
-    for table, column, pk in references:
-        if table in _OWN_TABLES:
-            continue
-        await _move_rows(session, table, column, pk, keep_id=keep_id, absorb_id=absorb_id)
-    keep.marketing_opt_in = keep.marketing_opt_in and absorb.marketing_opt_in
-    await session.flush()
-    await session.execute(delete(Member).where(Member.id == absorb_id))
-    session.expunge(absorb)
-    await sync_civil_servant(session, member_id=keep_id, now=now)
-    await record_audit(
-        session,
-        actor=f"member:{keep_id}",
-        action="member.linked",
-        subject=f"member:{keep_id}",
-        details={"absorbed_member_id": absorb_id},
-        now=now,
-    )
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
-
-
-async def _move_rows(
-    session: AsyncSession, table: str, column: str, pk: list[str], *, keep_id: int, absorb_id: int
-) -> None:
-    # Names come from the database's own catalogue, quoted; values are bound.
-    move = text(f"UPDATE {_q(table)} SET {_q(column)} = :keep WHERE {_q(column)} = :absorb")  # noqa: S608
-    try:
-        async with session.begin_nested():
-            await session.execute(move, {"keep": keep_id, "absorb": absorb_id})
-        return
-    except IntegrityError:
-        if not pk:
-            raise
-    # Some rows collide with keep's (same course, same podcast, ...): move one by one.
-    cols = ", ".join(_q(c) for c in pk)
-    rows = (
-        await session.execute(
-            text(f"SELECT {cols} FROM {_q(table)} WHERE {_q(column)} = :absorb"),  # noqa: S608
-            {"absorb": absorb_id},
-        )
-    ).all()
-    where = " AND ".join(f"{_q(c)} = :pk{i}" for i, c in enumerate(pk))
-    for row in rows:
-        keys = {f"pk{i}": value for i, value in enumerate(row)}
-        try:
-            async with session.begin_nested():
-                await session.execute(
-                    text(f"UPDATE {_q(table)} SET {_q(column)} = :keep WHERE {where}"),  # noqa: S608
-                    {"keep": keep_id, **keys},
-                )
-        except IntegrityError:
-            await session.execute(text(f"DELETE FROM {_q(table)} WHERE {where}"), keys)  # noqa: S608
-
-
-async def linked_accounts(session: AsyncSession, *, member_id: int) -> list[ChannelAccount]:
-    """The member's channel accounts, oldest first."""
-    rows = await session.scalars(
-        select(ChannelAccount)
-        .where(ChannelAccount.member_id == member_id)
-        .order_by(ChannelAccount.id)
-    )
-    return list(rows.all())
-
-
 async def purge_otp_history(session: AsyncSession, *, now: dt.datetime) -> int:
     """Drop finished challenges and send records older than a day (retention job)."""
     cutoff = now - dt.timedelta(days=1)
@@ -756,19 +428,3 @@ async def purge_otp_history(session: AsyncSession, *, now: dt.datetime) -> int:
         )
     )
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
-
-
-__all__ = [
-    "AuditLog",  # re-exported: models.audit owns it (other modules import it from here)
-    "CivilServant",
-    "IssuedCode",
-    "OtpChallenge",
-    "OtpLimits",
-    "OtpSend",
-    "Outcome",
-    "Refusal",
-    "VerificationRefused",
-    "VerificationResult",
-    "VerifiedPhone",
-    "record_audit",  # re-exported from models.audit
-]
