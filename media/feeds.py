@@ -279,24 +279,47 @@ def _write_cover(target: Path, *, title: str, slug: str, author: str) -> Path:
     return target
 
 
-def podcast_routes(
-    *,
-    sessionmaker: async_sessionmaker[AsyncSession],
-    settings: Settings,
-    clock: Callable[[], dt.datetime] = utcnow,
-) -> APIRouter:
-    """Every podcast HTTP route: `/media/...` and `/feeds/...`."""
-    router = APIRouter()
-    router.include_router(media_routes(sessionmaker=sessionmaker, settings=settings, clock=clock))
-    signer = MediaSigner.from_settings(settings)
-    base_url = settings.public_base_url.rstrip("/")
+def _xml(body: bytes, cache: str) -> Response:
+    return Response(
+        body, media_type="application/rss+xml; charset=utf-8", headers={"Cache-Control": cache}
+    )
 
-    def xml(body: bytes, cache: str) -> Response:
-        return Response(
-            body, media_type="application/rss+xml; charset=utf-8", headers={"Cache-Control": cache}
-        )
 
-    async def public_podcast(session: AsyncSession, slug: str) -> Podcast:
+def _transcript_response(ep: Episode, cache: str) -> Response:
+    if not ep.transcript:
+        raise HTTPException(404, "this episode has no transcript")
+    return PlainTextResponse(ep.transcript, headers={"Cache-Control": cache})
+
+
+def _chapters_response(ep: Episode, cache: str) -> Response:
+    if not ep.chapters:
+        raise HTTPException(404, "this episode has no chapters")
+    return JSONResponse(
+        chapters_json(ep),
+        media_type="application/json+chapters",
+        headers={"Cache-Control": cache},
+    )
+
+
+def _cover_url(base: str, podcast: Podcast) -> str:
+    return f"{base}/cover.jpg?v={cover_version(podcast)}"
+
+
+@dataclass(frozen=True)
+class _FeedDeps:
+    """What every feed route needs (the database, settings, the token signer, the clock), and
+    the look-ups that answer 403 or 404 instead of a podcast or an episode."""
+
+    sessionmaker: async_sessionmaker[AsyncSession]
+    settings: Settings
+    signer: MediaSigner
+    clock: Callable[[], dt.datetime]
+
+    @property
+    def base_url(self) -> str:
+        return self.settings.public_base_url.rstrip("/")
+
+    async def public_podcast(self, session: AsyncSession, slug: str) -> Podcast:
         podcast = await get_podcast_by_slug(session, slug=slug)
         if podcast is None:
             raise HTTPException(404, "no such podcast")
@@ -304,13 +327,13 @@ def podcast_routes(
             raise HTTPException(403, "this podcast has private feeds only; ask the bot for yours")
         return podcast
 
-    async def private_podcast(session: AsyncSession, token: str) -> tuple[Podcast, FeedToken]:
-        parsed = signer.feed_token_id(token)
+    async def private_podcast(self, session: AsyncSession, token: str) -> tuple[Podcast, FeedToken]:
+        parsed = self.signer.feed_token_id(token)
         row = await session.get(FeedToken, parsed[0]) if parsed else None
         if (
             parsed is None
             or row is None
-            or not signer.feed_token_matches(row.id, row.nonce, parsed[1])
+            or not self.signer.feed_token_matches(row.id, row.nonce, parsed[1])
             or row.revoked_at is not None
         ):
             raise HTTPException(404, "this feed does not exist or was revoked")
@@ -324,80 +347,91 @@ def podcast_routes(
             raise HTTPException(403, "this feed is no longer open to you")
         return podcast, row
 
-    async def episode(session: AsyncSession, podcast: Podcast, number: int) -> Episode:
-        for ep in await episodes_of(session, podcast_id=podcast.id, now=clock()):
+    async def episode(self, session: AsyncSession, podcast: Podcast, number: int) -> Episode:
+        for ep in await episodes_of(session, podcast_id=podcast.id, now=self.clock()):
             if ep.number == number:
                 return ep
         raise HTTPException(404, "no such episode")
 
-    def transcript_response(ep: Episode, cache: str) -> Response:
-        if not ep.transcript:
-            raise HTTPException(404, "this episode has no transcript")
-        return PlainTextResponse(ep.transcript, headers={"Cache-Control": cache})
-
-    def chapters_response(ep: Episode, cache: str) -> Response:
-        if not ep.chapters:
-            raise HTTPException(404, "this episode has no chapters")
-        return JSONResponse(
-            chapters_json(ep),
-            media_type="application/json+chapters",
-            headers={"Cache-Control": cache},
-        )
-
-    @router.get("/feeds/")
-    async def feeds() -> JSONResponse:
-        """The public feeds, for people and directories."""
-        async with sessionmaker() as session:
-            podcasts = [p for p in await list_podcasts(session) if not p.restricted]
-            out = []
-            for p in podcasts:
-                eps = await episodes_of(session, podcast_id=p.id, now=clock())
-                out.append(
-                    {
-                        "id": p.slug,
-                        "title": p.title,
-                        "description": p.description,
-                        "url": feed_url(settings, p.slug),
-                        "episodes": len(eps),
-                        "course_id": p.course_id,
-                    }
-                )
-        return JSONResponse({"feeds": out}, headers={"Cache-Control": FEED_CACHE})
-
-    def cover_url(base: str, podcast: Podcast) -> str:
-        return f"{base}/cover.jpg?v={cover_version(podcast)}"
-
     async def cover_response(
-        podcast: Podcast, v: str | None, cache: str, *, private: bool = False
+        self, podcast: Podcast, v: str | None, cache: str, *, private: bool = False
     ) -> FileResponse:
-        path = await ensure_cover(settings, podcast)
+        path = await ensure_cover(self.settings, podcast)
         if v != cover_version(podcast):
             # An old or missing version: do not let it stick, and a private feed's cover is
             # never for shared caches, whatever was asked.
             cache = "private, max-age=300" if private else FEED_CACHE
         return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": cache})
 
+
+def podcast_routes(
+    *,
+    sessionmaker: async_sessionmaker[AsyncSession],
+    settings: Settings,
+    clock: Callable[[], dt.datetime] = utcnow,
+) -> APIRouter:
+    """Every podcast HTTP route: `/media/...` and `/feeds/...`."""
+    deps = _FeedDeps(sessionmaker, settings, MediaSigner.from_settings(settings), clock)
+    router = APIRouter()
+    router.include_router(media_routes(sessionmaker=sessionmaker, settings=settings, clock=clock))
+    router.include_router(_feed_list_routes(deps))
     # Private routes first: /feeds/private/<token>/... would also fit /feeds/{slug}/...
+    router.include_router(_private_feed_routes(deps))
+    router.include_router(_public_feed_routes(deps))
+    return router
+
+
+def _feed_list_routes(deps: _FeedDeps) -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/feeds/")
+    async def feeds() -> JSONResponse:
+        """The public feeds, for people and directories."""
+        async with deps.sessionmaker() as session:
+            podcasts = [p for p in await list_podcasts(session) if not p.restricted]
+            out = []
+            for p in podcasts:
+                eps = await episodes_of(session, podcast_id=p.id, now=deps.clock())
+                out.append(
+                    {
+                        "id": p.slug,
+                        "title": p.title,
+                        "description": p.description,
+                        "url": feed_url(deps.settings, p.slug),
+                        "episodes": len(eps),
+                        "course_id": p.course_id,
+                    }
+                )
+        return JSONResponse({"feeds": out}, headers={"Cache-Control": FEED_CACHE})
+
+    return router
+
+
+def _private_feed_routes(deps: _FeedDeps) -> APIRouter:
+    """One member's feed of a restricted podcast, by its revocable token, and all it links."""
+    router = APIRouter()
+    cache = "private, max-age=300"
+
     @router.get("/feeds/private/{token}.xml")
     async def private_feed(token: str) -> Response:
         """One member's feed of a restricted podcast; audio goes through the same token."""
-        async with sessionmaker() as session:
-            podcast, _ = await private_podcast(session, token)
-            eps = await episodes_of(session, podcast_id=podcast.id, now=clock())
-        base = f"{base_url}/feeds/private/{token}"
+        async with deps.sessionmaker() as session:
+            podcast, _ = await deps.private_podcast(session, token)
+            eps = await episodes_of(session, podcast_id=podcast.id, now=deps.clock())
+        base = f"{deps.base_url}/feeds/private/{token}"
         links = FeedLinks(
             base=base,
             self_url=f"{base}.xml",
             audio=lambda ep: f"{base}/{ep.number}/audio{_suffix(ep)}",
-            cover=cover_url(base, podcast),
+            cover=_cover_url(base, podcast),
         )
-        return xml(render_feed(podcast, eps, links=links, private=True), "private, max-age=300")
+        return _xml(render_feed(podcast, eps, links=links, private=True), cache)
 
     @router.get("/feeds/private/{token}/cover.jpg")
     async def private_cover(token: str, v: str | None = None) -> FileResponse:
-        async with sessionmaker() as session:
-            podcast, _ = await private_podcast(session, token)
-        return await cover_response(
+        async with deps.sessionmaker() as session:
+            podcast, _ = await deps.private_podcast(session, token)
+        return await deps.cover_response(
             podcast, v, "private, max-age=31536000, immutable", private=True
         )
 
@@ -407,10 +441,10 @@ def podcast_routes(
     )
     @router.get("/feeds/private/{token}/{number}/audio{suffix}")
     async def private_audio(token: str, number: int, suffix: str) -> FileResponse:
-        async with sessionmaker() as session:
-            podcast, _ = await private_podcast(session, token)
-            ep = await episode(session, podcast, number)
-        file = settings.media_dir / safe_relative(ep.media_path)
+        async with deps.sessionmaker() as session:
+            podcast, _ = await deps.private_podcast(session, token)
+            ep = await deps.episode(session, podcast, number)
+        file = deps.settings.media_dir / safe_relative(ep.media_path)
         if suffix != _suffix(ep) or not file.is_file():
             raise HTTPException(404)
         return FileResponse(
@@ -421,50 +455,57 @@ def podcast_routes(
 
     @router.get("/feeds/private/{token}/{number}/transcript.txt")
     async def private_transcript(token: str, number: int) -> Response:
-        async with sessionmaker() as session:
-            podcast, _ = await private_podcast(session, token)
-            ep = await episode(session, podcast, number)
-        return transcript_response(ep, "private, max-age=300")
+        async with deps.sessionmaker() as session:
+            podcast, _ = await deps.private_podcast(session, token)
+            ep = await deps.episode(session, podcast, number)
+        return _transcript_response(ep, cache)
 
     @router.get("/feeds/private/{token}/{number}/chapters.json")
     async def private_chapters(token: str, number: int) -> Response:
-        async with sessionmaker() as session:
-            podcast, _ = await private_podcast(session, token)
-            ep = await episode(session, podcast, number)
-        return chapters_response(ep, "private, max-age=300")
+        async with deps.sessionmaker() as session:
+            podcast, _ = await deps.private_podcast(session, token)
+            ep = await deps.episode(session, podcast, number)
+        return _chapters_response(ep, cache)
+
+    return router
+
+
+def _public_feed_routes(deps: _FeedDeps) -> APIRouter:
+    """A public podcast's feed, cover, transcripts and chapters (its audio is under /media)."""
+    router = APIRouter()
 
     @router.get("/feeds/{slug}.xml")
     async def public_feed(slug: str) -> Response:
         """The RSS feed of a public podcast."""
-        async with sessionmaker() as session:
-            podcast = await public_podcast(session, slug)
-            eps = await episodes_of(session, podcast_id=podcast.id, now=clock())
-        base = f"{base_url}/feeds/{urllib.parse.quote(slug)}"
+        async with deps.sessionmaker() as session:
+            podcast = await deps.public_podcast(session, slug)
+            eps = await episodes_of(session, podcast_id=podcast.id, now=deps.clock())
+        base = f"{deps.base_url}/feeds/{urllib.parse.quote(slug)}"
         links = FeedLinks(
             base=base,
-            self_url=feed_url(settings, slug),
-            audio=lambda ep: media_url(settings, ep.media_path),
-            cover=cover_url(base, podcast),
+            self_url=feed_url(deps.settings, slug),
+            audio=lambda ep: media_url(deps.settings, ep.media_path),
+            cover=_cover_url(base, podcast),
         )
-        return xml(render_feed(podcast, eps, links=links, private=False), FEED_CACHE)
+        return _xml(render_feed(podcast, eps, links=links, private=False), FEED_CACHE)
 
     @router.get("/feeds/{slug}/cover.jpg")
     async def cover(slug: str, v: str | None = None) -> FileResponse:
         """The podcast's cover art (drawn from its title)."""
-        async with sessionmaker() as session:
-            podcast = await public_podcast(session, slug)
-        return await cover_response(podcast, v, COVER_CACHE)
+        async with deps.sessionmaker() as session:
+            podcast = await deps.public_podcast(session, slug)
+        return await deps.cover_response(podcast, v, COVER_CACHE)
 
     @router.get("/feeds/{slug}/{number}/transcript.txt")
     async def transcript(slug: str, number: int) -> Response:
-        async with sessionmaker() as session:
-            ep = await episode(session, await public_podcast(session, slug), number)
-        return transcript_response(ep, FEED_CACHE)
+        async with deps.sessionmaker() as session:
+            ep = await deps.episode(session, await deps.public_podcast(session, slug), number)
+        return _transcript_response(ep, FEED_CACHE)
 
     @router.get("/feeds/{slug}/{number}/chapters.json")
     async def chapters(slug: str, number: int) -> Response:
-        async with sessionmaker() as session:
-            ep = await episode(session, await public_podcast(session, slug), number)
-        return chapters_response(ep, FEED_CACHE)
+        async with deps.sessionmaker() as session:
+            ep = await deps.episode(session, await deps.public_podcast(session, slug), number)
+        return _chapters_response(ep, FEED_CACHE)
 
     return router
