@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from models.catalog_import import parse_csv, read_catalog
 from models.courses import SearchLog, apply_catalog
 from models.search import (
+    Dictionary,
     Filters,
     SearchIndex,
     SearchService,
@@ -76,6 +77,46 @@ def test_simplified_english_and_typos_find_the_same_courses(demo: SearchIndex) -
     assert demo.search("infomation securty").corrected == "information security"
     assert demo.search("資訊安圈").corrected == "資訊安全"
     assert demo.search("資訊安全").corrected is None
+
+
+def _titles_only(*titles: str) -> SearchIndex:
+    """An index whose only English vocabulary is its titles' (no dictionary)."""
+    return SearchIndex.from_records(
+        [{"id": f"c{i}", "title": t, "category": "其他", "hours": 1} for i, t in enumerate(titles)],
+        Dictionary(),
+    )
+
+
+def test_an_english_word_is_never_corrected_into_another_word() -> None:
+    index = _titles_only("Tech 新知", "Pain 疼痛照護", "Brain 腦科學", "Banking 金融")
+    # Each is within rapidfuzz ratio 80 of a title word, but is a word of its own.
+    for query in ["teach", "paint", "brand", "baking"]:
+        found = index.search(query)
+        assert found.corrected is None, query
+        assert found.hits == [], (query, [h.title for h in found.hits])
+    assert index.search("tech").hits[0].title == "Tech 新知"
+
+
+def test_an_unknown_english_word_is_corrected_to_the_closest_known_one() -> None:
+    index = _titles_only("Technology 導論", "Depression 憂鬱", "Crime 犯罪")
+    found = index.search("tecnology")
+    assert found.corrected == "technology"
+    assert [h.title for h in found.hits] == ["Technology 導論"]
+    assert index.search("depresion").corrected == "depression"
+    # A plural of a known word is that word, not a typo.
+    plural = index.search("crimes")
+    assert plural.corrected is None
+    assert [h.title for h in plural.hits] == ["Crime 犯罪"]
+
+
+def test_an_english_typo_keeps_its_first_letter() -> None:
+    # "eepression" is within ratio 80 of "depression", but a misspelling rarely changes its
+    # first letter: no word starting with e is that close, so nothing is corrected.
+    index = _titles_only("Depression 憂鬱", "Earth 地球")
+    found = index.search("eepression")
+    assert found.corrected is None
+    assert found.hits == []
+    assert index.search("dpression").corrected == "depression"
 
 
 def test_english_words_inside_titles() -> None:

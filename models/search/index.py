@@ -32,7 +32,7 @@ from models.search.normalise import (
     readings,
     runs,
 )
-from models.search.synonyms import Dictionary, load_dictionary
+from models.search.synonyms import Dictionary, english_words, load_dictionary
 
 # Score of a whole alternative form found inside the title / only in category or tags.
 PHRASE = 1.0
@@ -189,6 +189,7 @@ class SearchIndex:
         # than it changes it, and a closest word that starts otherwise is mostly another word
         # ('expression' is within ratio 80 of 'depression', 'death' of 'earth').
         self._latin_fix: dict[str, list[str]] = {}
+        self._english = english_words()  # a known English word is never a typo
         for word in sorted(latin | self.dictionary.english_words):
             self._latin_fix.setdefault(word[0], []).append(word)
         # "Did you mean" candidates: dictionary words, categories and tags that find something.
@@ -323,21 +324,27 @@ class SearchIndex:
         return pieces if pieces is not None and 1 < len(pieces) <= 3 else []
 
     def _fix_latin(self, folded: str) -> tuple[str, bool]:
-        """Replace unknown English words by the closest known one ('infomation')."""
+        """Replace unknown English words by the closest known one ('infomation'). A word
+        that is English already is kept, even when no title or dictionary entry has it: the
+        closest known word is then another word, not its spelling ('teach' is not 'tech',
+        'paint' not 'pain'). A plural whose singular (four letters or more) the index knows
+        becomes the singular ('crimes' -> 'crime'), which is no correction."""
         changed = False
+        d = self.dictionary
+
+        def known(word: str) -> bool:
+            return word in self._latin or word in d.english_words or word in d.terms
 
         def repl(m: re.Match[str]) -> str:
             nonlocal changed
             word = m.group(0)
-            d = self.dictionary
-            if (
-                len(word) < 4
-                or word.isdigit()
-                or word in self._latin
-                or word in d.english_words
-                or word in d.terms
-                or word in d.stopwords
-            ):
+            if len(word) < 4 or word.isdigit() or known(word) or word in d.stopwords:
+                return word
+            for suffix, base in (("ies", "y"), ("es", ""), ("s", "")):
+                single = word[: -len(suffix)] + base
+                if word.endswith(suffix) and len(single) >= 4 and known(single):
+                    return single
+            if word in self._english:
                 return word
             best = process.extractOne(
                 word, self._latin_fix.get(word[0], ()), scorer=fuzz.ratio, score_cutoff=80

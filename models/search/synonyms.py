@@ -4,6 +4,7 @@ glossary, mainland usage, stopwords."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
 from pathlib import Path
 
 import yaml
@@ -11,6 +12,15 @@ import yaml
 from models.search.normalise import fold
 
 DEFAULT_PATH = Path(__file__).with_name("synonyms.yaml")
+ENGLISH_WORDS = Path(__file__).with_name("english_words.txt")
+
+
+@cache
+def english_words(path: Path = ENGLISH_WORDS) -> frozenset[str]:
+    """Known English words (SCOWL size 35, four letters or more): a typed word among them is
+    a word, not a typo, whether or not the dictionary or a title has it."""
+    lines = path.read_text("utf-8").splitlines()
+    return frozenset(w for w in lines if w and not w.startswith("#"))
 
 
 @dataclass(frozen=True)
