@@ -345,6 +345,10 @@ async def main(args: argparse.Namespace) -> int:
                     log_level="WARNING",
                 )
                 api = create_app(settings)
+                # As `edoor serve` starts it: the search index loaded and the long-lived heap
+                # frozen out of the collector's sight (without it, full collections walk the
+                # whole heap and their pauses land on whichever request is running).
+                await api.state.runtime.start()
                 job = api.state.runtime.jobs.require("rollups")
                 started = time.perf_counter()
                 report = await job.run(NOW.astimezone(dt.UTC))
