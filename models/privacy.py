@@ -90,15 +90,47 @@ async def erase_member(
     caller can still finish it.
     """
     report = ErasureReport()
-    accounts = list(
+    accounts = await _accounts_of(session, member_id=member_id)
+    report.accounts = len(accounts)
+    account_ids = [a.id for a in accounts]
+    # Every number this member verified or tried, for the dev SMS inbox and audit hashes.
+    phones = await _numbers_of(session, vault=vault, member_id=member_id)
+    hashes = {vault.lookup_hash(p) for p in phones}
+
+    await _erase_conversations(session, accounts, vault=vault, phones=phones, keep_event=keep_event)
+    report.rows_anonymised["otp_send"] = await _erase_identity(session, member_id=member_id)
+    # The audit log is append-only: its rows about the member are pseudonymised (one
+    # pseudonym for all of them, so an auditor still sees they concern one person), never
+    # deleted. Prize entries keep their subject (a keyed hash) for the auditors.
+    subjects = [f"member:{member_id}", *(phone_subject(h) for h in hashes)]
+    report.audit_pseudonymised = await pseudonymise(
+        session, names=subjects, pseudonym=new_pseudonym(), keep_actions=KEPT_AUDIT_PREFIXES
+    )
+    # Prize claims stay for the auditors (masked number and its hash), without the member.
+    await forget_member(session, member_id=member_id)
+    await _erase_references(session, report, account_ids=account_ids, member_id=member_id)
+    await _delete_member(session, member_id=member_id, accounts=accounts)
+    await record_audit(
+        session,
+        actor="system",
+        action="member.erased",
+        subject=f"member:{member_id}",
+        details={"accounts": report.accounts},
+        now=now,
+    )
+    return report
+
+
+async def _accounts_of(session: AsyncSession, *, member_id: int) -> list[ChannelAccount]:
+    return list(
         (await session.scalars(select(ChannelAccount).where(ChannelAccount.member_id == member_id)))
         .unique()
         .all()
     )
-    report.accounts = len(accounts)
-    account_ids = [a.id for a in accounts]
 
-    # Every number this member verified or tried, for the dev SMS inbox and audit hashes.
+
+async def _numbers_of(session: AsyncSession, *, vault: PiiVault, member_id: int) -> set[str]:
+    """Every number the member verified or asked a code for, in plaintext (E.164)."""
     sealed = list(
         (
             await session.scalars(
@@ -112,10 +144,19 @@ async def erase_member(
             )
         ).all()
     )
-    phones = {vault.decrypt(s) for s in sealed}
-    hashes = {vault.lookup_hash(p) for p in phones}
+    return {vault.decrypt(s) for s in sealed}
 
-    # Conversations and raw events that carry the person's platform ids.
+
+async def _erase_conversations(
+    session: AsyncSession,
+    accounts: list[ChannelAccount],
+    *,
+    vault: PiiVault,
+    phones: set[str],
+    keep_event: tuple[str, str] | None,
+) -> None:
+    """Conversations and raw events that carry the person's platform ids, and the dev SMS
+    inboxes of their numbers."""
     for account in accounts:
         if account.channel == "simulator":
             # Scrubbed rather than deleted: the web chat reads "messages after id N", and
@@ -146,7 +187,10 @@ async def erase_member(
             )
         )
 
-    # Identity tables.
+
+async def _erase_identity(session: AsyncSession, *, member_id: int) -> int:
+    """The identity tables: numbers and codes deleted, the roster row unlinked, the SMS send
+    records kept for the caps without anything that names the person; returns those."""
     await session.execute(delete(VerifiedPhone).where(VerifiedPhone.member_id == member_id))
     await session.execute(delete(OtpChallenge).where(OtpChallenge.member_id == member_id))
     result = await session.execute(
@@ -154,24 +198,18 @@ async def erase_member(
         .where(OtpSend.member_id == member_id)
         .values(member_id=None, phone_hash=None, prefix_hash=None, challenge_id=None)
     )
-    report.rows_anonymised["otp_send"] = int(result.rowcount or 0)  # type: ignore[attr-defined]
     await session.execute(
         update(CivilServant)
         .where(CivilServant.member_id == member_id)
         .values(member_id=None, linked_at=None)
     )
-    # The audit log is append-only: its rows about the member are pseudonymised (one
-    # pseudonym for all of them, so an auditor still sees they concern one person), never
-    # deleted. Prize entries keep their subject (a keyed hash) for the auditors.
-    subjects = [f"member:{member_id}", *(phone_subject(h) for h in hashes)]
-    report.audit_pseudonymised = await pseudonymise(
-        session, names=subjects, pseudonym=new_pseudonym(), keep_actions=KEPT_AUDIT_PREFIXES
-    )
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
 
-    # Prize claims stay for the auditors (masked number and its hash), without the member.
-    await forget_member(session, member_id=member_id)
 
-    # Other features' rows: anonymise where the reference may be NULL, else delete.
+async def _erase_references(
+    session: AsyncSession, report: ErasureReport, *, account_ids: list[int], member_id: int
+) -> None:
+    """Other features' rows: anonymise where the reference may be NULL, else delete."""
     conn = await session.connection()
     for target, ids in (("channel_account", account_ids), ("member", [member_id])):
         if not ids:
@@ -191,6 +229,12 @@ async def erase_member(
                 res = await session.execute(text(sql), params)
                 report.rows_deleted[table] = int(res.rowcount or 0)  # type: ignore[attr-defined]
 
+
+async def _delete_member(
+    session: AsyncSession, *, member_id: int, accounts: list[ChannelAccount]
+) -> None:
+    """The member, their accounts and conversation steps; the session forgets them too."""
+    account_ids = [a.id for a in accounts]
     if account_ids:
         await session.execute(
             delete(ConversationState).where(ConversationState.account_id.in_(account_ids))
@@ -202,15 +246,6 @@ async def erase_member(
     member = await session.get(Member, member_id)
     if member is not None:
         session.expunge(member)
-    await record_audit(
-        session,
-        actor="system",
-        action="member.erased",
-        subject=f"member:{member_id}",
-        details={"accounts": report.accounts},
-        now=now,
-    )
-    return report
 
 
 # -- key rotation ------------------------------------------------------------------------------
