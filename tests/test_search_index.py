@@ -109,6 +109,29 @@ def test_an_unknown_english_word_is_corrected_to_the_closest_known_one() -> None
     assert [h.title for h in plural.hits] == ["Crime 犯罪"]
 
 
+def test_a_plural_or_adjective_means_its_base_word(tmp_path: Path) -> None:
+    path = tmp_path / "synonyms.yaml"
+    path.write_text(
+        "english:\n  environment: [環境]\n  environmental education: [環境教育]\n"
+        "  biology: [生物]\n",
+        encoding="utf-8",
+    )
+    index = SearchIndex.from_records(
+        [
+            {"id": f"c{i}", "title": t, "category": "其他", "hours": 1}
+            for i, t in enumerate(["環境倫理", "環境教育概論", "生物多樣性", "不相關"])
+        ],
+        load_dictionary(path),
+    )
+    # A word of a phrase entry ('environmental' of 'environmental education') alone.
+    assert {h.title for h in index.search("environmental").hits} == {"環境倫理", "環境教育概論"}
+    assert index.search("environmental education").hits[0].title == "環境教育概論"
+    # A word no entry has at all: its base, with no "did you mean".
+    found = index.search("biological")
+    assert [h.title for h in found.hits] == ["生物多樣性"]
+    assert found.corrected is None
+
+
 def test_an_english_typo_keeps_its_first_letter() -> None:
     # "eepression" is within ratio 80 of "depression", but a misspelling rarely changes its
     # first letter: no word starting with e is that close, so nothing is corrected.

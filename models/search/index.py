@@ -32,7 +32,7 @@ from models.search.normalise import (
     readings,
     runs,
 )
-from models.search.synonyms import Dictionary, english_words, load_dictionary
+from models.search.synonyms import Dictionary, base_forms, english_words, load_dictionary
 
 # Score of a whole alternative form found inside the title / only in category or tags.
 PHRASE = 1.0
@@ -327,8 +327,9 @@ class SearchIndex:
         """Replace unknown English words by the closest known one ('infomation'). A word
         that is English already is kept, even when no title or dictionary entry has it: the
         closest known word is then another word, not its spelling ('teach' is not 'tech',
-        'paint' not 'pain'). A plural whose singular (four letters or more) the index knows
-        becomes the singular ('crimes' -> 'crime'), which is no correction."""
+        'paint' not 'pain'). A plural or adjective whose base (four letters or more) the index
+        knows becomes the base ('crimes' -> 'crime', 'environmental' -> 'environment'), which
+        is no correction."""
         changed = False
         d = self.dictionary
 
@@ -340,10 +341,11 @@ class SearchIndex:
             word = m.group(0)
             if len(word) < 4 or word.isdigit() or known(word) or word in d.stopwords:
                 return word
-            for suffix, base in (("ies", "y"), ("es", ""), ("s", "")):
-                single = word[: -len(suffix)] + base
-                if word.endswith(suffix) and len(single) >= 4 and known(single):
-                    return single
+            # The same word in another form: a plural, or the adjective of a noun the index
+            # knows (environmental -> environment, cultural -> culture, biological -> biology).
+            for base in base_forms(word):
+                if known(base):
+                    return base
             if word in self._english:
                 return word
             best = process.extractOne(

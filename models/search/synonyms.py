@@ -15,6 +15,29 @@ DEFAULT_PATH = Path(__file__).with_name("synonyms.yaml")
 ENGLISH_WORDS = Path(__file__).with_name("english_words.txt")
 
 
+# English endings that leave the word the same (suffix, what replaces it), tried in order:
+# plurals, and the adjective of a noun (environmental -> environment, cultural -> culture,
+# political -> politics, biological -> biology).
+ENGLISH_FORMS = (
+    ("ies", "y"),
+    ("es", ""),
+    ("s", ""),
+    ("ical", "ics"),
+    ("ical", "y"),
+    ("al", ""),
+    ("al", "e"),
+)
+
+
+def base_forms(word: str) -> list[str]:
+    """What an English word may be a plural or adjective of, four letters or more each."""
+    return [
+        base
+        for suffix, repl in ENGLISH_FORMS
+        if word.endswith(suffix) and len(base := word[: -len(suffix)] + repl) >= 4
+    ]
+
+
 @cache
 def english_words(path: Path = ENGLISH_WORDS) -> frozenset[str]:
     """Known English words (SCOWL size 35, four letters or more): a typed word among them is
@@ -81,6 +104,15 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
             preferred.setdefault(k, str(values[0]) if values else k)
             if section == "english":
                 english_words.update(k.split())
+    # A word of an English phrase that is no entry alone ('environmental' of 'environmental
+    # education') means what its base means when it stands alone ('environmental ethics').
+    for word in sorted(english_words):
+        if word not in terms:
+            base = next((b for b in base_forms(word) if b in terms and b in english_words), None)
+            if base is not None:
+                terms[word] = [word, *terms[base][1:]]
+                preferred.setdefault(word, preferred.get(base, base))
+                indirect[word] = indirect.get(base, set())
     related = {
         str(cat): tuple(str(c) for c in cats)
         for cat, cats in (doc.get("related_categories") or {}).items()
