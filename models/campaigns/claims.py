@@ -310,19 +310,20 @@ async def _rate_limited(
     session: AsyncSession, member_id: int, phone_hash: str, now: dt.datetime
 ) -> bool:
     since = now - RATE_WINDOW
-    by_member = await session.scalar(
-        select(func.count()).where(
-            CampaignAttempt.member_id == member_id, CampaignAttempt.created_at > since
+    # Both counts in one round trip (each over its own index).
+    by_member, by_phone = (
+        await session.execute(
+            select(
+                select(func.count())
+                .where(CampaignAttempt.member_id == member_id, CampaignAttempt.created_at > since)
+                .scalar_subquery(),
+                select(func.count())
+                .where(CampaignAttempt.phone_hash == phone_hash, CampaignAttempt.created_at > since)
+                .scalar_subquery(),
+            )
         )
-    )
-    if int(by_member or 0) >= RATE_PER_MEMBER:
-        return True
-    by_phone = await session.scalar(
-        select(func.count()).where(
-            CampaignAttempt.phone_hash == phone_hash, CampaignAttempt.created_at > since
-        )
-    )
-    return int(by_phone or 0) >= RATE_PER_PHONE
+    ).one()
+    return int(by_member or 0) >= RATE_PER_MEMBER or int(by_phone or 0) >= RATE_PER_PHONE
 
 
 def block_hash(vault: PiiVault, phone: str) -> str:
@@ -333,24 +334,30 @@ def block_hash(vault: PiiVault, phone: str) -> str:
 async def _flag(
     session: AsyncSession, campaign: Campaign, phone_hash: str, block: str, now: dt.datetime
 ) -> str | None:
-    """Why this claim should wait for an auditor, if it should."""
-    accounts = await session.scalar(
-        select(func.count(func.distinct(AuditLog.actor))).where(
-            AuditLog.subject == phone_subject(phone_hash),
-            AuditLog.action == "phone.verified",
-            AuditLog.created_at > now - dt.timedelta(days=1),
+    """Why this claim should wait for an auditor, if it should (both counts in one trip)."""
+    accounts, neighbours = (
+        await session.execute(
+            select(
+                select(func.count(func.distinct(AuditLog.actor)))
+                .where(
+                    AuditLog.subject == phone_subject(phone_hash),
+                    AuditLog.action == "phone.verified",
+                    AuditLog.created_at > now - dt.timedelta(days=1),
+                )
+                .scalar_subquery(),
+                select(func.count(func.distinct(CampaignClaim.phone_hash)))
+                .where(
+                    CampaignClaim.campaign_id == campaign.id,
+                    CampaignClaim.block_hash == block,
+                    CampaignClaim.phone_hash != phone_hash,
+                    CampaignClaim.claimed_at > now - BLOCK_WINDOW,
+                )
+                .scalar_subquery(),
+            )
         )
-    )
+    ).one()
     if int(accounts or 0) >= ACCOUNTS_PER_PHONE_DAY:
         return "phone_many_accounts"
-    neighbours = await session.scalar(
-        select(func.count(func.distinct(CampaignClaim.phone_hash))).where(
-            CampaignClaim.campaign_id == campaign.id,
-            CampaignClaim.block_hash == block,
-            CampaignClaim.phone_hash != phone_hash,
-            CampaignClaim.claimed_at > now - BLOCK_WINDOW,
-        )
-    )
     if int(neighbours or 0) + 1 >= BLOCK_CLAIMS:
         return "number_block"
     return None
