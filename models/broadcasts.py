@@ -493,14 +493,42 @@ def plan_statement(
     [start, end), each to their chosen account (the one picked in settings, else the most
     recent), skipping members at the frequency cap; ON CONFLICT (key) DO NOTHING."""
     spec = broadcast.spec
-    table = OutboxMessage.__table__
     channels = list(settings.channels)
     limit = segments.required_channels(spec["segment"])
     if limit is not None:
         channels = [c for c in channels if c in limit]
+    chosen = _chosen_accounts(channels, lo=lo, hi=hi)
+    capped = _at_frequency_cap(broadcast, settings=settings, now=now, lo=lo, hi=hi)
+    unit = aggregation_unit(broadcast.id, variant, phase=broadcast.phase)
+    bucket = segments.bucket_sql(broadcast.seed)
+    source = (
+        select(*_outbox_values(broadcast, chosen, body=body, unit=unit, settings=settings, now=now))
+        .select_from(Member)
+        .join(chosen, and_(chosen.c.member_id == Member.id, chosen.c.rank == 1))
+        .where(
+            Member.id.between(lo, hi),
+            # Reachability is the join to `chosen` (an account we can send to).
+            segments.segment_filter(
+                spec["segment"], now=now, channels=channels, reachable=False, campaigns=campaigns
+            ),
+            bucket >= start,
+            bucket < end,
+            ~capped.exists(),
+        )
+    )
+    return (
+        _insert(session)(OutboxMessage.__table__)
+        .from_select(list(_OUTBOX_COLUMNS), source)
+        .on_conflict_do_nothing(index_elements=["key"])
+    )
+
+
+def _chosen_accounts(channels: Sequence[str], *, lo: int, hi: int) -> Any:
+    """Each member's accounts we can send to on `channels`, ranked: the channel picked in
+    settings first, then the most recently seen (rank 1 is the one a broadcast goes to)."""
     account = ChannelAccount.__table__.alias("target")
     owner = Member.__table__.alias("owner")
-    ranked = (
+    return (
         select(
             account.c.member_id,
             account.c.id.label("account_id"),
@@ -521,12 +549,20 @@ def plan_statement(
         .where(
             account.c.following.is_(True),
             account.c.unreachable.is_(False),
-            account.c.channel.in_(channels),
+            account.c.channel.in_(list(channels)),
             account.c.member_id.between(lo, hi),
         )
         .subquery("ranked")
     )
-    capped = (
+
+
+def _at_frequency_cap(
+    broadcast: Broadcast, *, settings: PlanSettings, now: dt.datetime, lo: int, hi: int
+) -> Any:
+    """Members who got `settings.cap` marketing messages in the cap window (correlated with
+    the outer member: NOT EXISTS is an anti-join, NOT IN over a subquery is not on
+    PostgreSQL)."""
+    return (
         select(OutboxMessage.member_id)
         .where(
             OutboxMessage.member_id == Member.id,
@@ -539,71 +575,67 @@ def plan_statement(
         )
         .group_by(OutboxMessage.member_id)
         .having(func.count() >= settings.cap)
-    )  # correlated: NOT EXISTS is an anti-join (NOT IN over a subquery is not, on PostgreSQL)
-    unit = aggregation_unit(broadcast.id, variant, phase=broadcast.phase)
+    )
+
+
+# The outbox columns a broadcast fills, in the order of _outbox_values.
+_OUTBOX_COLUMNS = (
+    "key",
+    "member_id",
+    "account_id",
+    "channel",
+    "external_id",
+    "kind",
+    "priority",
+    "proactive",
+    "replies",
+    "body_hash",
+    "not_before",
+    "status",
+    "attempts",
+    "created_at",
+    "broadcast_id",
+    "aggregation_unit",
+)
+
+
+def _outbox_values(
+    broadcast: Broadcast,
+    chosen: Any,
+    *,
+    body: Body,
+    unit: str,
+    settings: PlanSettings,
+    now: dt.datetime,
+) -> tuple[Any, ...]:
+    """One outbox row per member, in _OUTBOX_COLUMNS' order: keyed by broadcast and member,
+    to the chosen account, the body in the member's language."""
+    table = OutboxMessage.__table__
     english = Member.language == "en"
     # The body hash covers the unit too: two variants' rows never share one multicast.
     hash_zh = body_hash([*body.zh, {"unit": unit}])
     hash_en = body_hash([*body.en, {"unit": unit}])
     replies_type = table.c.replies.type
-    bucket = segments.bucket_sql(broadcast.seed)
-    source = (
-        select(
-            literal(f"bc:{broadcast.id}:") + cast(Member.id, String),
-            Member.id,
-            ranked.c.account_id,
-            ranked.c.channel,
-            ranked.c.external_id,
-            literal(KIND),
-            literal(PRIORITY_BROADCAST),
-            literal(True),
-            case(
-                (english, literal(body.en, type_=replies_type)),
-                else_=literal(body.zh, type_=replies_type),
-            ),
-            case((english, literal(hash_en)), else_=literal(hash_zh)),
-            literal(settings.not_before, type_=table.c.not_before.type),
-            literal(PENDING),
-            literal(0),
-            literal(now, type_=table.c.created_at.type),
-            literal(broadcast.id),
-            literal(unit),
-        )
-        .select_from(Member)
-        .join(ranked, and_(ranked.c.member_id == Member.id, ranked.c.rank == 1))
-        .where(
-            Member.id.between(lo, hi),
-            # Reachability is the join to `ranked` (an account we can send to).
-            segments.segment_filter(
-                spec["segment"], now=now, channels=channels, reachable=False, campaigns=campaigns
-            ),
-            bucket >= start,
-            bucket < end,
-            ~capped.exists(),
-        )
-    )
-    columns = [
-        "key",
-        "member_id",
-        "account_id",
-        "channel",
-        "external_id",
-        "kind",
-        "priority",
-        "proactive",
-        "replies",
-        "body_hash",
-        "not_before",
-        "status",
-        "attempts",
-        "created_at",
-        "broadcast_id",
-        "aggregation_unit",
-    ]
     return (
-        _insert(session)(table)
-        .from_select(columns, source)
-        .on_conflict_do_nothing(index_elements=["key"])
+        literal(f"bc:{broadcast.id}:") + cast(Member.id, String),
+        Member.id,
+        chosen.c.account_id,
+        chosen.c.channel,
+        chosen.c.external_id,
+        literal(KIND),
+        literal(PRIORITY_BROADCAST),
+        literal(True),
+        case(
+            (english, literal(body.en, type_=replies_type)),
+            else_=literal(body.zh, type_=replies_type),
+        ),
+        case((english, literal(hash_en)), else_=literal(hash_zh)),
+        literal(settings.not_before, type_=table.c.not_before.type),
+        literal(PENDING),
+        literal(0),
+        literal(now, type_=table.c.created_at.type),
+        literal(broadcast.id),
+        literal(unit),
     )
 
 
