@@ -210,49 +210,77 @@ async def _answer(
     already_told = _told_also(ctx)
     if not told and offset == 0 and not ctx.member.is_civil_servant:
         also = replace(filters, audience="civil_servant")
-    if typed is not None:
-        found = await service.search_and_log(
-            ctx.session,
-            query,
-            channel=ctx.channel,
-            now=ctx.now,
-            filters=filters,
-            offset=offset,
-            limit=PAGE,
-            facets=True,
-            also=also,
-            logged_as=typed,
-        )
-        if found.total and offset == 0:
-            # The member's own side of the search (for 為你推薦); search_log stays anonymous.
-            await remember_search(
-                ctx.session, member_id=ctx.member.id, normalised=found.normalised, now=ctx.now
-            )
-    else:
-        found = service.search(
-            query, filters=filters, offset=offset, limit=PAGE, facets=True, also=also
-        )
+    found = await _find(ctx, service, query, filters, offset=offset, also=also, typed=typed)
     hidden = found.also_total
     q = _Query(ctx, query)
     if found.corrected:
         replies.append(Text(text=ctx.t("courses.corrected", query=found.corrected)))
     if not found.hits:
         if hidden:
-            # Not "nothing found": there is something, behind civil-servant verification.
-            replies.append(
-                Text(
-                    text=ctx.t("courses.hidden_only", n=hidden),
-                    buttons=[verify_button(ctx)],
-                    quick_replies=[
-                        recommend_button(ctx),
-                        *category_buttons(ctx, found.related_categories),
-                    ][: MAX_QUICK - 2]
-                    + back_buttons(ctx),
-                )
-            )
+            replies.append(_hidden_only(ctx, found))
         else:
             replies.append(await _nothing(ctx, q, found, chosen, service))
         return replies
+    replies.append(await _results(ctx, q, found, chosen))
+    if hidden and not already_told:
+        # After the cards, without quick replies: LINE keeps the cards' ones on the last.
+        replies.append(
+            Text(text=ctx.t("courses.hidden_also", n=hidden), buttons=[verify_button(ctx)])
+        )
+        await _remember_told_also(ctx)
+    return replies
+
+
+async def _find(
+    ctx: Context,
+    service: SearchService,
+    query: str,
+    filters: Filters,
+    *,
+    offset: int,
+    also: Filters | None,
+    typed: str | None,
+) -> SearchResult:
+    """One page of results; a typed search is logged and, when it finds some, remembered."""
+    if typed is None:
+        return service.search(
+            query, filters=filters, offset=offset, limit=PAGE, facets=True, also=also
+        )
+    found = await service.search_and_log(
+        ctx.session,
+        query,
+        channel=ctx.channel,
+        now=ctx.now,
+        filters=filters,
+        offset=offset,
+        limit=PAGE,
+        facets=True,
+        also=also,
+        logged_as=typed,
+    )
+    if found.total and offset == 0:
+        # The member's own side of the search (for 為你推薦); search_log stays anonymous.
+        await remember_search(
+            ctx.session, member_id=ctx.member.id, normalised=found.normalised, now=ctx.now
+        )
+    return found
+
+
+def _hidden_only(ctx: Context, found: SearchResult) -> Reply:
+    """Not "nothing found": there is something, behind civil-servant verification."""
+    return Text(
+        text=ctx.t("courses.hidden_only", n=found.also_total),
+        buttons=[verify_button(ctx)],
+        quick_replies=[
+            recommend_button(ctx),
+            *category_buttons(ctx, found.related_categories),
+        ][: MAX_QUICK - 2]
+        + back_buttons(ctx),
+    )
+
+
+async def _results(ctx: Context, q: _Query, found: SearchResult, chosen: Filters) -> Reply:
+    """The page of results as cards: what was understood, the filters, more and narrowing."""
     more = None
     if found.has_more:
         more = Button(
@@ -260,10 +288,10 @@ async def _answer(
             action=await q.action("more", found.offset + found.limit, chosen),
         )
     described = _describe(ctx, chosen)
-    if query:
+    if q.query:
         # The query as understood (Traditional, corrected, filler dropped), not as typed.
         title = ctx.tn(
-            "courses.found", found.total, total=found.total, query=found.understood or query
+            "courses.found", found.total, total=found.total, query=found.understood or q.query
         )
     else:
         title = ctx.tn("courses.found_filtered", found.total, total=found.total)
@@ -274,24 +302,15 @@ async def _answer(
         recommend_button(ctx),
         *category_buttons(ctx, found.related_categories),
     ]
-    replies.append(
-        Cards(
-            alt_text=title,
-            cards=[
-                course_card(ctx, cid=h.id, title=h.title, category=h.category, hours=h.hours)
-                for h in found.hits
-            ],
-            more=more,
-            quick_replies=quick[:MAX_QUICK],
-        )
+    return Cards(
+        alt_text=title,
+        cards=[
+            course_card(ctx, cid=h.id, title=h.title, category=h.category, hours=h.hours)
+            for h in found.hits
+        ],
+        more=more,
+        quick_replies=quick[:MAX_QUICK],
     )
-    if hidden and not already_told:
-        # After the cards, without quick replies: LINE keeps the cards' ones on the last.
-        replies.append(
-            Text(text=ctx.t("courses.hidden_also", n=hidden), buttons=[verify_button(ctx)])
-        )
-        await _remember_told_also(ctx)
-    return replies
 
 
 def _told_also(ctx: Context) -> bool:
