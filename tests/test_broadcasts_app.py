@@ -131,9 +131,8 @@ async def test_a_broadcast_from_the_api_to_the_phones_with_figures(
         assert [b["id"] for b in listed["broadcasts"]] == [broadcast_id]
 
 
-def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
-    database_url: str, tmp_path: Path, monkeypatch: Any
-) -> None:
+def cli_env(database_url: str, tmp_path: Path, monkeypatch: Any) -> Any:
+    """The environment `edoor` reads, for this test's database and media folder; the CLI."""
     from typer.testing import CliRunner
 
     from cli import cli
@@ -144,10 +143,17 @@ def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
         "PII_KEY": TEST_PII_KEY,
         "EDOOR_BACKGROUND": "off",
         "MEDIA_DIR": str(tmp_path / "media"),
+        "PUBLIC_BASE_URL": "https://edoor.example.org",
     }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)
-    runner = CliRunner()
+    return CliRunner(), cli
+
+
+def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
+    database_url: str, tmp_path: Path, monkeypatch: Any
+) -> None:
+    runner, cli = cli_env(database_url, tmp_path, monkeypatch)
     good = tmp_path / "bc.yaml"
     good.write_text(
         "name: 測試\nsegment: {all: [{language: en}]}\n"
@@ -184,21 +190,9 @@ def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
 def test_the_cli_keeps_an_image_given_as_a_path_and_refuses_a_file_that_is_not_one(
     database_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from typer.testing import CliRunner
-
-    from cli import cli
     from media.qr import qr_png
-    from tests.conftest import TEST_PII_KEY
 
-    for key, value in {
-        "DATABASE_URL": database_url,
-        "PII_KEY": TEST_PII_KEY,
-        "EDOOR_BACKGROUND": "off",
-        "MEDIA_DIR": str(tmp_path / "media"),
-        "PUBLIC_BASE_URL": "https://edoor.example.org",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.chdir(tmp_path)
+    runner, cli = cli_env(database_url, tmp_path, monkeypatch)
     picture = qr_png("EDOOR-2026")
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "poster.png").write_bytes(picture)
@@ -208,7 +202,6 @@ def test_the_cli_keeps_an_image_given_as_a_path_and_refuses_a_file_that_is_not_o
         "name: 海報\nsegment: {}\nmessage: {text: 看海報, image: poster.png}\nsend_at: now\n",
         encoding="utf-8",
     )
-    runner = CliRunner()
     made = runner.invoke(cli, ["broadcast", "create", str(good)])
     assert made.exit_code == 0, made.output
     shown = runner.invoke(cli, ["broadcast", "show", made.output.strip().splitlines()[-1]])

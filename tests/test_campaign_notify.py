@@ -159,27 +159,7 @@ async def test_a_telling_the_database_refused_is_finished_by_notify_exactly_once
     await _enter(http, engine, 5, prize={"generate": 3})
     draw_at = (await _draw_time(http)).isoformat()
     # The outbox refuses every row, as a database that fails after the draw's commit would.
-    async with engine.begin() as conn:
-        if backend == "postgresql":
-            await conn.execute(
-                text(
-                    "CREATE FUNCTION outbox_down() RETURNS trigger LANGUAGE plpgsql AS "
-                    "$$ BEGIN RAISE EXCEPTION 'outbox down'; END $$"
-                )
-            )
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER outbox_down BEFORE INSERT ON outbox "
-                    "FOR EACH ROW EXECUTE FUNCTION outbox_down()"
-                )
-            )
-        else:
-            await conn.execute(
-                text(
-                    "CREATE TRIGGER outbox_down BEFORE INSERT ON outbox "
-                    "BEGIN SELECT RAISE(ABORT, 'outbox down'); END"
-                )
-            )
+    await _refuse_outbox(engine, backend, on=True)
     drawn = edoor(
         "campaign", "draw", "lucky", "--seed", "s-2026", "--now", draw_at, database_url=database_url
     )
@@ -192,9 +172,7 @@ async def test_a_telling_the_database_refused_is_finished_by_notify_exactly_once
     winners, keys, told = await _winner_rows(engine)
     assert (len(winners), keys, told) == (3, [], 0)  # drawn and committed; nobody told
 
-    async with engine.begin() as conn:
-        on = " ON outbox" if backend == "postgresql" else ""
-        await conn.execute(text(f"DROP TRIGGER outbox_down{on}"))
+    await _refuse_outbox(engine, backend, on=False)
     notify = edoor("campaign", "notify", "lucky", "--now", draw_at, database_url=database_url)
     assert notify.returncode == 0, notify.stderr
     assert "3 winners told through the outbox" in notify.stdout
