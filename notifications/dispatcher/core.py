@@ -211,26 +211,7 @@ class Dispatcher:
         self, session: AsyncSession, rows: list[Claimed], now: dt.datetime, report: DrainReport
     ) -> list[Claimed]:
         """Quiet hours and reachability, checked now (they may have changed since writing)."""
-        account_ids = {r.account_id for r in rows if r.account_id is not None}
-        facts: dict[int, tuple[bool, str | None]] = {}
-        # Broadcasts: members who turned marketing off since their row was queued.
-        opted_out: set[int] = set()
-        for i in range(0, len(account_ids), 1000):
-            chunk = sorted(account_ids)[i : i + 1000]
-            result = await session.execute(
-                select(
-                    ChannelAccount.id,
-                    ChannelAccount.unreachable,
-                    _QUIET,
-                    Member.marketing_opt_in,
-                )
-                .join(Member, Member.id == ChannelAccount.member_id)
-                .where(outbox.ids_match(session, ChannelAccount.id, chunk))
-            )
-            for a, gone, quiet, marketing in result:
-                facts[a] = (bool(gone), quiet)
-                if not marketing:
-                    opted_out.add(a)
+        facts, opted_out = await _account_facts(session, rows)
 
         def quiet_until(row: Claimed) -> dt.datetime | None:
             if not row.proactive:
@@ -372,23 +353,7 @@ class Dispatcher:
             reason = reason_of(exc)
             report.add_error(reason)
             if isinstance(exc, QuotaExhausted):
-                until = now + self.config.quota_pause
-                if await outbox.pause_channel(
-                    session, channel=o.channel, until=until, reason=reason, now=now
-                ):
-                    log.error("LINE monthly message limit reached: LINE sends paused")
-                    await record_audit(
-                        session,
-                        actor="system",
-                        action="alert.line_monthly_limit",
-                        subject=f"channel:{o.channel}",
-                        details={"paused_until": until.isoformat(), "rows": len(o.ids)},
-                        now=now,
-                    )
-                counted = await outbox.defer(
-                    session, ids=o.ids, worker=self.worker, not_before=until, reason=reason
-                )
-                report.deferred += counted
+                await self._pause_for_quota(session, o, reason, now, report)
             elif isinstance(exc, RecipientGone):
                 for external_id in o.external_ids:
                     await set_reachability(
@@ -404,26 +369,65 @@ class Dispatcher:
                 )
                 report.failed += counted
             else:
-                # 429 with retry_after: exactly that; 5xx, timeouts, anything else: backoff.
-                retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
-                delay = (
-                    retry_after
-                    if retry_after
-                    else outbox.backoff(
-                        o.attempts,
-                        base=self.config.backoff_base,
-                        cap=self.config.backoff_cap,
-                        rng=self.rng,
-                    )
-                )
-                counted = await outbox.mark_retry(
-                    session,
-                    ids=o.ids,
-                    worker=self.worker,
-                    error=reason,
-                    not_before=now + dt.timedelta(seconds=delay),
-                )
-                report.retried += counted
+                await self._retry_later(session, o, exc, reason, now, report)
+
+    async def _pause_for_quota(
+        self,
+        session: AsyncSession,
+        o: Outcome,
+        reason: str,
+        now: dt.datetime,
+        report: DrainReport,
+    ) -> None:
+        """LINE's monthly limit: the channel pauses for every worker (the admins are alerted
+        once) and the rows wait until the pause ends, no attempt counted."""
+        until = now + self.config.quota_pause
+        if await outbox.pause_channel(
+            session, channel=o.channel, until=until, reason=reason, now=now
+        ):
+            log.error("LINE monthly message limit reached: LINE sends paused")
+            await record_audit(
+                session,
+                actor="system",
+                action="alert.line_monthly_limit",
+                subject=f"channel:{o.channel}",
+                details={"paused_until": until.isoformat(), "rows": len(o.ids)},
+                now=now,
+            )
+        counted = await outbox.defer(
+            session, ids=o.ids, worker=self.worker, not_before=until, reason=reason
+        )
+        report.deferred += counted
+
+    async def _retry_later(
+        self,
+        session: AsyncSession,
+        o: Outcome,
+        exc: BaseException,
+        reason: str,
+        now: dt.datetime,
+        report: DrainReport,
+    ) -> None:
+        """429 with retry_after: exactly that; 5xx, timeouts, anything else: backoff."""
+        retry_after = exc.retry_after if isinstance(exc, DeliveryError) else None
+        delay = (
+            retry_after
+            if retry_after
+            else outbox.backoff(
+                o.attempts,
+                base=self.config.backoff_base,
+                cap=self.config.backoff_cap,
+                rng=self.rng,
+            )
+        )
+        counted = await outbox.mark_retry(
+            session,
+            ids=o.ids,
+            worker=self.worker,
+            error=reason,
+            not_before=now + dt.timedelta(seconds=delay),
+        )
+        report.retried += counted
 
 
 @dataclass
@@ -433,6 +437,33 @@ class _Planned:
     claimed: int
     line_units: list[LineUnit]
     others: list[Claimed]
+
+
+async def _account_facts(
+    session: AsyncSession, rows: list[Claimed]
+) -> tuple[dict[int, tuple[bool, str | None]], set[int]]:
+    """For the rows' accounts: ({account: (unreachable, quiet hours)}, the accounts whose
+    member turned marketing off since their row was queued)."""
+    account_ids = {r.account_id for r in rows if r.account_id is not None}
+    facts: dict[int, tuple[bool, str | None]] = {}
+    opted_out: set[int] = set()
+    for i in range(0, len(account_ids), 1000):
+        chunk = sorted(account_ids)[i : i + 1000]
+        result = await session.execute(
+            select(
+                ChannelAccount.id,
+                ChannelAccount.unreachable,
+                _QUIET,
+                Member.marketing_opt_in,
+            )
+            .join(Member, Member.id == ChannelAccount.member_id)
+            .where(outbox.ids_match(session, ChannelAccount.id, chunk))
+        )
+        for a, gone, quiet, marketing in result:
+            facts[a] = (bool(gone), quiet)
+            if not marketing:
+                opted_out.add(a)
+    return facts, opted_out
 
 
 async def _first(*aws: Any) -> None:
