@@ -207,47 +207,15 @@ async def issue_code(
     mine = await get_verified_phone(session, member_id=member_id)
     if mine is not None and mine.phone_hash == phone_hash:
         raise VerificationRefused(Refusal.ALREADY_VERIFIED)
-    locked = await _active_lock(session, member_id=member_id, now=now)
-    if locked is not None:
-        raise VerificationRefused(Refusal.LOCKED, wait=locked - now)
-    # No text message for a code that could not be checked anyway.
-    wait, _ = await wrong_codes_wait(
-        session, member_id=member_id, limit=limits.wrong_codes_hour, now=now
-    )
-    if wait is not None:
-        raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
-
-    challenge = await session.scalar(
-        select(OtpChallenge)
-        .where(
-            OtpChallenge.member_id == member_id,
-            OtpChallenge.account_id == account_id,
-            OtpChallenge.phone_hash == phone_hash,
-            OtpChallenge.status == PENDING,
-            OtpChallenge.created_at > now - HOUR,
-        )
-        .order_by(OtpChallenge.id.desc())
-        .limit(1)
+    await _refuse_while_held(session, member_id=member_id, limits=limits, now=now)
+    challenge = await _open_challenge(
+        session, member_id=member_id, account_id=account_id, phone_hash=phone_hash, now=now
     )
     if challenge is not None and challenge.sends >= MAX_SENDS:
         raise VerificationRefused(Refusal.TOO_MANY_SENDS, challenge_id=challenge.id)
-
-    last = (
-        await session.execute(
-            select(OtpSend.sent_at, OtpSend.member_id)
-            .where(OtpSend.phone_hash == phone_hash)
-            .order_by(OtpSend.sent_at.desc(), OtpSend.id.desc())
-            .limit(1)
-        )
-    ).first()
-    if last is not None and now - last.sent_at < RESEND_COOLDOWN:
-        # Per number, whoever asked: say whose code is in flight, so that the answer is true
-        # for the one who reads it (their own code, or someone else's verification).
-        raise VerificationRefused(
-            Refusal.COOLDOWN if last.member_id == member_id else Refusal.COOLDOWN_OTHER,
-            wait=RESEND_COOLDOWN - (now - last.sent_at),
-            challenge_id=challenge.id if challenge else None,
-        )
+    await _refuse_while_cooling(
+        session, member_id=member_id, phone_hash=phone_hash, challenge=challenge, now=now
+    )
     newcomer = await otp_limits.is_newcomer(
         session, member_id=member_id, vouched=mine is not None, limits=limits, now=now
     )
@@ -265,26 +233,15 @@ async def issue_code(
         raise VerificationRefused(Refusal(capped.reason), wait=capped.wait)
 
     if challenge is None:
-        # One open verification per member: a new number or channel closes the old one.
-        await session.execute(
-            update(OtpChallenge)
-            .where(OtpChallenge.member_id == member_id, OtpChallenge.status == PENDING)
-            .values(status=CLOSED, code_hash=None)
-        )
-        challenge = OtpChallenge(
+        challenge = await _start_challenge(
+            session,
+            vault=vault,
             member_id=member_id,
             account_id=account_id,
+            phone=phone,
             phone_hash=phone_hash,
-            phone_sealed=vault.encrypt(phone),
-            salt=secrets.token_hex(16),
-            status=PENDING,
-            sends=0,
-            checks=0,
-            created_at=now,
-            expires_at=now + CODE_TTL,
+            now=now,
         )
-        session.add(challenge)
-        await session.flush()
     code = new_code()
     challenge.code_hash = _code_hash(vault, challenge, code)
     challenge.sends += 1
@@ -302,6 +259,99 @@ async def issue_code(
     )
     await session.flush()
     return IssuedCode(challenge=challenge, code=code)
+
+
+async def _refuse_while_held(
+    session: AsyncSession, *, member_id: int, limits: OtpLimits, now: dt.datetime
+) -> None:
+    """No text message while the member is locked out, or for a code that could not be
+    checked anyway (the hourly cap on wrong codes)."""
+    locked = await _active_lock(session, member_id=member_id, now=now)
+    if locked is not None:
+        raise VerificationRefused(Refusal.LOCKED, wait=locked - now)
+    wait, _ = await wrong_codes_wait(
+        session, member_id=member_id, limit=limits.wrong_codes_hour, now=now
+    )
+    if wait is not None:
+        raise VerificationRefused(Refusal.TOO_MANY_WRONG, wait=wait)
+
+
+async def _open_challenge(
+    session: AsyncSession, *, member_id: int, account_id: int, phone_hash: str, now: dt.datetime
+) -> OtpChallenge | None:
+    """This member's and account's open verification of the number, from the last hour."""
+    return await session.scalar(
+        select(OtpChallenge)
+        .where(
+            OtpChallenge.member_id == member_id,
+            OtpChallenge.account_id == account_id,
+            OtpChallenge.phone_hash == phone_hash,
+            OtpChallenge.status == PENDING,
+            OtpChallenge.created_at > now - HOUR,
+        )
+        .order_by(OtpChallenge.id.desc())
+        .limit(1)
+    )
+
+
+async def _refuse_while_cooling(
+    session: AsyncSession,
+    *,
+    member_id: int,
+    phone_hash: str,
+    challenge: OtpChallenge | None,
+    now: dt.datetime,
+) -> None:
+    """The cool-down between two texts to one number, whoever asked for them."""
+    last = (
+        await session.execute(
+            select(OtpSend.sent_at, OtpSend.member_id)
+            .where(OtpSend.phone_hash == phone_hash)
+            .order_by(OtpSend.sent_at.desc(), OtpSend.id.desc())
+            .limit(1)
+        )
+    ).first()
+    if last is not None and now - last.sent_at < RESEND_COOLDOWN:
+        # Per number, whoever asked: say whose code is in flight, so that the answer is true
+        # for the one who reads it (their own code, or someone else's verification).
+        raise VerificationRefused(
+            Refusal.COOLDOWN if last.member_id == member_id else Refusal.COOLDOWN_OTHER,
+            wait=RESEND_COOLDOWN - (now - last.sent_at),
+            challenge_id=challenge.id if challenge else None,
+        )
+
+
+async def _start_challenge(
+    session: AsyncSession,
+    *,
+    vault: PiiVault,
+    member_id: int,
+    account_id: int,
+    phone: str,
+    phone_hash: str,
+    now: dt.datetime,
+) -> OtpChallenge:
+    """A new verification; one open per member: a new number or channel closes the old one."""
+    await session.execute(
+        update(OtpChallenge)
+        .where(OtpChallenge.member_id == member_id, OtpChallenge.status == PENDING)
+        .values(status=CLOSED, code_hash=None)
+    )
+    challenge = OtpChallenge(
+        member_id=member_id,
+        account_id=account_id,
+        phone_hash=phone_hash,
+        phone_sealed=vault.encrypt(phone),
+        salt=secrets.token_hex(16),
+        status=PENDING,
+        sends=0,
+        checks=0,
+        created_at=now,
+        expires_at=now + CODE_TTL,
+    )
+    session.add(challenge)
+    await session.flush()
+    return challenge
 
 
 async def record_refused_send(
