@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, or_, select, text, update
+from sqlalchemy import bindparam, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -238,28 +238,42 @@ async def update_campaign(
     return campaign
 
 
+def _chunks(items: list[Any], size: int = 5000) -> list[list[Any]]:
+    """Lists small enough for one statement (PostgreSQL takes at most 32,767 parameters)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
 async def load_codes(
     session: AsyncSession, *, campaign: Campaign, codes: Sequence[str], actor: str, now: dt.datetime
 ) -> int:
     """Add the vendor's codes; a code the campaign has already refuses them all."""
-    clash = sorted(
-        (
+    clash: list[str] = []
+    for part in _chunks(list(codes)):
+        clash += (
             await session.scalars(
                 select(VoucherCode.code).where(
-                    VoucherCode.campaign_id == campaign.id, VoucherCode.code.in_(list(codes))
+                    VoucherCode.campaign_id == campaign.id, VoucherCode.code.in_(part)
                 )
             )
         ).all()
-    )
     if clash:
         raise CampaignError(
             f"code: {len(clash)} code(s) already loaded for this campaign, nothing changed"
         )
-    session.add_all(
-        VoucherCode(campaign_id=campaign.id, code=c, status=FREE, source="imported", created_at=now)
-        for c in codes
-    )
-    await session.flush()
+    for part in _chunks(list(codes)):
+        await session.execute(
+            insert(VoucherCode),
+            [
+                {
+                    "campaign_id": campaign.id,
+                    "code": c,
+                    "status": FREE,
+                    "source": "imported",
+                    "created_at": now,
+                }
+                for c in part
+            ],
+        )
     digest = hashlib.sha256("\n".join(codes).encode()).hexdigest()
     await record_audit(
         session,
@@ -888,15 +902,16 @@ async def import_redemptions(
     now: dt.datetime,
 ) -> int:
     """Mark the vendor's redeemed codes; a code the campaign never handed out refuses the file."""
-    by_code = {
-        code: (cid, status)
-        for cid, code, status in await session.execute(
-            select(VoucherCode.id, VoucherCode.code, VoucherCode.status).where(
-                VoucherCode.campaign_id == campaign.id,
-                VoucherCode.code.in_([r.code for r in redemptions]),
+    by_code: dict[str, tuple[int, str]] = {}
+    for part in _chunks([r.code for r in redemptions]):
+        by_code.update(
+            (code, (cid, status))
+            for cid, code, status in await session.execute(
+                select(VoucherCode.id, VoucherCode.code, VoucherCode.status).where(
+                    VoucherCode.campaign_id == campaign.id, VoucherCode.code.in_(part)
+                )
             )
         )
-    }
     bad = [
         f"line {r.line}, column code: not a code handed out by this campaign"
         for r in redemptions
@@ -904,11 +919,13 @@ async def import_redemptions(
     ]
     if bad:
         raise CampaignError("redemptions refused, nothing changed: " + "; ".join(bad[:50]))
-    for r in redemptions:
+    table = VoucherCode.__table__.c
+    for part in _chunks(list(redemptions)):
         await session.execute(
-            update(VoucherCode)
-            .where(VoucherCode.id == by_code[r.code][0])
-            .values(redeemed_at=r.redeemed_at)
+            update(VoucherCode.__table__)  # type: ignore[arg-type]  # a Table
+            .where(table.id == bindparam("code_id"))
+            .values(redeemed_at=bindparam("at")),
+            [{"code_id": by_code[r.code][0], "at": r.redeemed_at} for r in part],
         )
     await record_audit(
         session,
