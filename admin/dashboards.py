@@ -79,27 +79,36 @@ class Answer:
 class AnswerCache:
     """The latest answers, each kept while the rollup behind it has not run again: the
     figures change only then, so a repeated view (the whole year for every agency is 8,000
-    rows) costs one small read of the watermark. Per process, the least recent dropped."""
+    rows) costs one small read of the watermark. Per process, within a memory budget; the
+    least recently used go first."""
 
-    def __init__(self, size: int = 64) -> None:
-        self.size = size
+    def __init__(self, budget_bytes: int = 24 * 1024 * 1024) -> None:
+        self.budget = budget_bytes
+        self.used = 0
         self._items: OrderedDict[tuple[Any, ...], tuple[Any, Answer]] = OrderedDict()
 
-    def get(self, key: tuple[Any, ...], as_of: Any) -> Answer | None:
+    def get(self, key: tuple[Any, ...], version: Any) -> Answer | None:
         found = self._items.get(key)
-        if found is None or found[0] != as_of:
+        if found is None or found[0] != version:
             return None
         self._items.move_to_end(key)
         return found[1]
 
     def clear(self) -> None:
         self._items.clear()
+        self.used = 0
 
-    def put(self, key: tuple[Any, ...], as_of: Any, answer: Answer) -> None:
-        self._items[key] = (as_of, answer)
-        self._items.move_to_end(key)
-        while len(self._items) > self.size:
-            self._items.popitem(last=False)
+    def put(self, key: tuple[Any, ...], version: Any, answer: Answer) -> None:
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.used -= len(old[1].body)
+        if len(answer.body) > self.budget:
+            return
+        self._items[key] = (version, answer)
+        self.used += len(answer.body)
+        while self.used > self.budget:
+            _, (_, dropped) = self._items.popitem(last=False)
+            self.used -= len(dropped.body)
 
 
 def answer(board: Dashboard, fmt: str) -> Answer:

@@ -687,3 +687,20 @@ async def test_a_repeated_view_is_answered_from_the_last_run_until_the_next(
     after = await board(http, "topics")
     assert len(calls) == 4
     assert sum(r["hours"] for r in after["rows"]) == sum(r["hours"] for r in first["rows"]) + 1
+
+
+def test_the_answer_cache_keeps_to_its_memory_budget_and_its_versions() -> None:
+    from admin.dashboards import Answer, AnswerCache
+
+    cache = AnswerCache(budget_bytes=10)
+    for key in ("a", "b", "c"):
+        cache.put((key,), 1, Answer("text/plain", "x" * 4, {}))
+    assert cache.get(("a",), 1) is None  # the least recent went to keep within 10 bytes
+    assert cache.get(("b",), 1) is not None
+    assert cache.get(("c",), 2) is None  # another version of the figures: computed again
+    assert cache.used == 8
+    cache.put(("b",), 1, Answer("text/plain", "y" * 6, {}))  # replaced, not added
+    assert cache.used == 10
+    cache.put(("huge",), 1, Answer("text/plain", "z" * 11, {}))  # over the budget: not kept
+    assert cache.get(("huge",), 1) is None
+    assert cache.used == 10
