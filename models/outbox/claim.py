@@ -134,7 +134,29 @@ async def claim_batch(
     if paused:
         allowed.append(OutboxMessage.channel.not_in(paused))
 
-    # 1. Unkeyed rows whose worker died go back to pending (their lease is over).
+    await _release_expired(session, now=now)
+    claimed: list[Claimed] = []
+    # Keyed LINE groups (retries and take-overs), whole, by one worker at a time.
+    locked = True
+    if pg:
+        locked = bool(await session.scalar(select(func.pg_try_advisory_xact_lock(_GROUP_LOCK))))
+    if locked:
+        claimed.extend(
+            await _claim_keyed_groups(session, claim_values, allowed, now=now, limit=limit)
+        )
+    room = limit - len(claimed)
+    if room > 0:
+        claimed.extend(
+            await _claim_fresh(
+                session, claim_values, allowed, now=now, room=room, grouped=pg and group_line
+            )
+        )
+    claimed.sort(key=lambda c: (c.priority, c.id))
+    return claimed
+
+
+async def _release_expired(session: AsyncSession, *, now: dt.datetime) -> None:
+    """Unkeyed rows whose worker died go back to pending (their lease is over)."""
     await session.execute(
         update(OutboxMessage)
         .where(
@@ -145,55 +167,68 @@ async def claim_batch(
         .values(status=PENDING, claimed_by=None)
         .execution_options(synchronize_session=False)
     )
-    claimed: list[Claimed] = []
-    # 2. Keyed LINE groups (retries and take-overs), whole, by one worker at a time.
-    locked = True
-    if pg:
-        locked = bool(await session.scalar(select(func.pg_try_advisory_xact_lock(_GROUP_LOCK))))
-    if locked:
-        keys = (
-            select(OutboxMessage.retry_key)
-            .where(OutboxMessage.retry_key.is_not(None), _due(now), *allowed)
-            .distinct()
-            .limit(max(1, limit // 50))
+
+
+async def _claim_keyed_groups(
+    session: AsyncSession,
+    claim_values: dict[str, Any],
+    allowed: list[Any],
+    *,
+    now: dt.datetime,
+    limit: int,
+) -> list[Claimed]:
+    """Due rows of keyed LINE groups, every row of each group (the caller holds the lock)."""
+    keys = (
+        select(OutboxMessage.retry_key)
+        .where(OutboxMessage.retry_key.is_not(None), _due(now), *allowed)
+        .distinct()
+        .limit(max(1, limit // 50))
+    )
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.retry_key.in_(keys.scalar_subquery()), _due(now))
+        .values(**claim_values)
+        .returning(*_RETURNING)
+        .execution_options(synchronize_session=False)
+    )
+    return [Claimed(*row) for row in result]
+
+
+async def _claim_fresh(
+    session: AsyncSession,
+    claim_values: dict[str, Any],
+    allowed: list[Any],
+    *,
+    now: dt.datetime,
+    room: int,
+    grouped: bool,
+) -> list[Claimed]:
+    """Fresh rows, in priority order, skipping rows another worker is claiming right now;
+    `grouped` keys LINE multicast groups in the same statement (see _claim_grouped)."""
+    due = (
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.status == PENDING,
+            OutboxMessage.not_before <= now,
+            OutboxMessage.retry_key.is_(None),
+            *allowed,
         )
-        result = await session.execute(
+        .order_by(OutboxMessage.priority, OutboxMessage.not_before, OutboxMessage.id)
+        .limit(room)
+        .with_for_update(skip_locked=True)
+    )
+    if grouped:
+        stmt = _claim_grouped(due, claim_values)
+    else:
+        stmt = (
             update(OutboxMessage)
-            .where(OutboxMessage.retry_key.in_(keys.scalar_subquery()), _due(now))
+            .where(OutboxMessage.id.in_(due.scalar_subquery()))
             .values(**claim_values)
-            .returning(*_RETURNING)
-            .execution_options(synchronize_session=False)
         )
-        claimed.extend(Claimed(*row) for row in result)
-    # 3. Fresh rows, in priority order, skipping rows another worker is claiming right now.
-    room = limit - len(claimed)
-    if room > 0:
-        due = (
-            select(OutboxMessage.id)
-            .where(
-                OutboxMessage.status == PENDING,
-                OutboxMessage.not_before <= now,
-                OutboxMessage.retry_key.is_(None),
-                *allowed,
-            )
-            .order_by(OutboxMessage.priority, OutboxMessage.not_before, OutboxMessage.id)
-            .limit(room)
-            .with_for_update(skip_locked=True)
-        )
-        if pg and group_line:
-            stmt = _claim_grouped(due, claim_values)
-        else:
-            stmt = (
-                update(OutboxMessage)
-                .where(OutboxMessage.id.in_(due.scalar_subquery()))
-                .values(**claim_values)
-            )
-        result = await session.execute(
-            stmt.returning(*_RETURNING).execution_options(synchronize_session=False)
-        )
-        claimed.extend(Claimed(*row) for row in result)
-    claimed.sort(key=lambda c: (c.priority, c.id))
-    return claimed
+    result = await session.execute(
+        stmt.returning(*_RETURNING).execution_options(synchronize_session=False)
+    )
+    return [Claimed(*row) for row in result]
 
 
 def _claim_grouped(due: Select[Any], claim_values: dict[str, Any]) -> Any:
