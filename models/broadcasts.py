@@ -242,35 +242,7 @@ def parse_spec(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
         raise BroadcastError(exc.field, exc.problem) from None
     spec["send_at"] = _time(raw["send_at"], "send_at", now=now).isoformat()
     holdout = 0 if raw.get("holdout") is None else _share(raw["holdout"], "holdout", low=0)
-    variants: list[dict[str, Any]] = []
-    raw_variants = raw.get("variants")
-    if raw_variants is None:
-        if raw.get("message") is None:
-            raise BroadcastError("message", "is required")
-        message = _message(raw["message"], "message")
-        variants.append({"name": "a", "share": 1000 - holdout, "message": message})
-    else:
-        if not isinstance(raw_variants, list) or not 1 <= len(raw_variants) <= MAX_VARIANTS:
-            raise BroadcastError("variants", f"must be a list of 1 to {MAX_VARIANTS} variants")
-        default = raw.get("message")
-        for i, item in enumerate(raw_variants):
-            where = f"variants[{i}]"
-            if not isinstance(item, Mapping):
-                raise BroadcastError(where, "must be a mapping with name, share and message")
-            name = item.get("name")
-            if not isinstance(name, str) or not _VARIANT_NAME.match(name):
-                raise BroadcastError(f"{where}.name", "1 to 8 of a-z and 0-9")
-            if any(v["name"] == name for v in variants):
-                raise BroadcastError(f"{where}.name", f"variant {name!r} appears twice")
-            if item.get("share") is None:
-                raise BroadcastError(f"{where}.share", "is required")
-            share = _share(item["share"], f"{where}.share", low=0.1)
-            body = item.get("message", default)
-            if body is None:
-                raise BroadcastError(f"{where}.message", "is required (or a top-level message)")
-            variants.append(
-                {"name": name, "share": share, "message": _message(body, f"{where}.message")}
-            )
+    variants = _variants(raw, holdout=holdout)
     start = 0
     for v in variants:
         v["start"], v["end"] = start, start + v["share"]
@@ -280,26 +252,64 @@ def parse_spec(raw: Any, *, now: dt.datetime) -> dict[str, Any]:
     spec["variants"] = variants
     spec["holdout"] = {"start": start, "end": start + holdout}
     spec["rest"] = {"start": start + holdout, "end": 1000}
-    winner = raw.get("winner")
-    if winner is not None:
-        if not isinstance(winner, Mapping):
-            raise BroadcastError("winner", "must be a mapping with after and by")
-        by = winner.get("by", "clicks")
-        if by not in ("clicks", "claims"):
-            raise BroadcastError("winner.by", "must be clicks or claims")
-        after = winner.get("after")
-        if isinstance(after, int | float) and not isinstance(after, bool) and after > 0:
-            at = _time(spec["send_at"], "send_at", now=now) + dt.timedelta(hours=after)
-        elif after is not None:
-            at = _time(after, "winner.after", now=now)
-        else:
-            raise BroadcastError("winner.after", "hours after send_at, or a time")
-        if at <= _time(spec["send_at"], "send_at", now=now):
-            raise BroadcastError("winner.after", "must be after send_at")
-        spec["winner"] = {"at": at.isoformat(), "by": by}
-    elif start + holdout < 1000 and raw_variants is not None:
+    if raw.get("winner") is not None:
+        spec["winner"] = _winner(raw["winner"], send_at=spec["send_at"], now=now)
+    elif start + holdout < 1000 and raw.get("variants") is not None:
         spec["winner"] = {"at": None, "by": "pick"}  # the marketer picks one
     return spec
+
+
+def _variants(raw: Mapping[str, Any], *, holdout: int) -> list[dict[str, Any]]:
+    """The variants with their shares (one variant "a" of everything but the holdout when
+    the file has a message and no variants); a variant without a message takes the file's."""
+    raw_variants = raw.get("variants")
+    if raw_variants is None:
+        if raw.get("message") is None:
+            raise BroadcastError("message", "is required")
+        message = _message(raw["message"], "message")
+        return [{"name": "a", "share": 1000 - holdout, "message": message}]
+    if not isinstance(raw_variants, list) or not 1 <= len(raw_variants) <= MAX_VARIANTS:
+        raise BroadcastError("variants", f"must be a list of 1 to {MAX_VARIANTS} variants")
+    variants: list[dict[str, Any]] = []
+    default = raw.get("message")
+    for i, item in enumerate(raw_variants):
+        where = f"variants[{i}]"
+        if not isinstance(item, Mapping):
+            raise BroadcastError(where, "must be a mapping with name, share and message")
+        name = item.get("name")
+        if not isinstance(name, str) or not _VARIANT_NAME.match(name):
+            raise BroadcastError(f"{where}.name", "1 to 8 of a-z and 0-9")
+        if any(v["name"] == name for v in variants):
+            raise BroadcastError(f"{where}.name", f"variant {name!r} appears twice")
+        if item.get("share") is None:
+            raise BroadcastError(f"{where}.share", "is required")
+        share = _share(item["share"], f"{where}.share", low=0.1)
+        body = item.get("message", default)
+        if body is None:
+            raise BroadcastError(f"{where}.message", "is required (or a top-level message)")
+        variants.append(
+            {"name": name, "share": share, "message": _message(body, f"{where}.message")}
+        )
+    return variants
+
+
+def _winner(winner: Any, *, send_at: str, now: dt.datetime) -> dict[str, Any]:
+    """When the A/B winner is chosen (hours after send_at, or a time) and by what."""
+    if not isinstance(winner, Mapping):
+        raise BroadcastError("winner", "must be a mapping with after and by")
+    by = winner.get("by", "clicks")
+    if by not in ("clicks", "claims"):
+        raise BroadcastError("winner.by", "must be clicks or claims")
+    after = winner.get("after")
+    if isinstance(after, int | float) and not isinstance(after, bool) and after > 0:
+        at = _time(send_at, "send_at", now=now) + dt.timedelta(hours=after)
+    elif after is not None:
+        at = _time(after, "winner.after", now=now)
+    else:
+        raise BroadcastError("winner.after", "hours after send_at, or a time")
+    if at <= _time(send_at, "send_at", now=now):
+        raise BroadcastError("winner.after", "must be after send_at")
+    return {"at": at.isoformat(), "by": by}
 
 
 # -- creating and finding ----------------------------------------------------------------------
