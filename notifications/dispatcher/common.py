@@ -104,7 +104,7 @@ class RateLimits:
         """Take one unit of each (budget, identifier), waiting for room in all of them."""
         if not self.on:
             return
-        # Paced on the shared budgets only (per-chat spacing is the caller's, see _send_chat).
+        # Paced on the shared budgets only (per-chat spacing is ChatStrategy.send's).
         for name, ident in budgets:
             if ident == "all":
                 await self._pace(name)
