@@ -18,7 +18,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import literal_column, select
@@ -185,9 +185,19 @@ async def sweep_reminders(
     points = sorted({p.isoformat() for p in due.values() if p is not None})
     if not points:
         return report  # no requirement is near its deadline: nothing can be due today
-    facts: dict[str, object] = {}
-    suggested = frozenset(cid for picks in suggestions.values() for cid, _ in picks)
-    rendered: dict[tuple[object, ...], list[dict[str, Any]]] = {}
+    sweep = _Sweep(
+        catalog=catalog,
+        now=now,
+        today=today,
+        requirements=requirements,
+        due=due,
+        points=points,
+        suggestions=suggestions,
+        channels=channels,
+        quiet=quiet,
+        report=report,
+        suggested=frozenset(cid for picks in suggestions.values() for cid, _ in picks),
+    )
     after = 0
     # On PostgreSQL one chunk's writes (digests, points, outbox rows: their own transaction)
     # overlap the next chunk's reads and rendering; chunks are disjoint sets of members, so
@@ -198,44 +208,12 @@ async def sweep_reminders(
     try:
         while True:
             async with sessionmaker() as session:
-                rows = (
-                    await session.execute(
-                        select(
-                            Member.id,
-                            Member.language,
-                            _REMINDER_TIME,
-                            _QUIET,
-                            CivilServant.employee_id,
-                            CivilServant.agency,
-                        )
-                        .outerjoin(CivilServant, CivilServant.member_id == Member.id)
-                        .where(Member.is_civil_servant.is_(True), Member.id > after)
-                        .order_by(Member.id)
-                        .limit(chunk)
-                    )
-                ).all()
-                if not rows:
+                readers = await _read_chunk(session, after=after, limit=chunk)
+                if not readers:
                     break
-                after = rows[-1][0]
-                report.people += len(rows)
-                planned = await _plan_chunk(
-                    session,
-                    rows,
-                    catalog=catalog,
-                    now=now,
-                    today=today,
-                    day=day,
-                    requirements=requirements,
-                    due=due,
-                    points=points,
-                    suggestions=suggestions,
-                    channels=channels,
-                    quiet=quiet,
-                    facts=facts,
-                    report=report,
-                    suggested=suggested,
-                    rendered=rendered,
-                )
+                after = readers[-1].person.member_id
+                report.people += len(readers)
+                planned = await _plan_chunk(session, readers, sweep)
                 await session.commit()  # the reads' transaction; writes go in their own
             if writing is not None:
                 task, writing = writing, None
@@ -257,45 +235,133 @@ async def sweep_reminders(
     return report
 
 
+@dataclass(frozen=True)
+class _Reader:
+    """A civil servant as the sweep reads them: who (for the hours rules), in which language,
+    and when they like to be reminded."""
+
+    person: Person
+    language: str
+    reminder_time: str | None
+    quiet_hours: str | None
+
+
+@dataclass
+class _Sweep:
+    """What one sweep decides with, the same for every chunk; `facts` and `rendered` are the
+    sweep's caches (the hours rules' facts, digests rendered once per signature)."""
+
+    catalog: Catalog
+    now: dt.datetime
+    today: dt.date
+    requirements: Sequence[Requirement]
+    due: dict[int, dt.date | None]
+    points: list[str]
+    suggestions: dict[int, list[tuple[str, str]]]
+    channels: Sequence[str] | None
+    quiet: QuietWindow
+    report: SweepReport
+    suggested: frozenset[str] = frozenset()
+    facts: dict[str, object] = field(default_factory=dict)
+    rendered: dict[tuple[object, ...], list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def day(self) -> str:
+        return self.today.isoformat()
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """Someone a digest is due for: their open requirements (with hours done) and the due
+    points (requirement id, day) no earlier digest covered."""
+
+    reader: _Reader
+    open_items: list[tuple[Requirement, float]]
+    fresh: list[tuple[int, str]]
+
+
+async def _read_chunk(session: AsyncSession, *, after: int, limit: int) -> list[_Reader]:
+    """The next `limit` civil servants by member id."""
+    rows = await session.execute(
+        select(
+            Member.id,
+            Member.language,
+            _REMINDER_TIME,
+            _QUIET,
+            CivilServant.employee_id,
+            CivilServant.agency,
+        )
+        .outerjoin(CivilServant, CivilServant.member_id == Member.id)
+        .where(Member.is_civil_servant.is_(True), Member.id > after)
+        .order_by(Member.id)
+        .limit(limit)
+    )
+    return [
+        _Reader(Person(member_id, employee_id, agency), language, reminder_time, quiet_hours)
+        for member_id, language, reminder_time, quiet_hours, employee_id, agency in rows
+    ]
+
+
 async def _plan_chunk(
-    session: AsyncSession,
-    rows: Sequence[object],
-    *,
-    catalog: Catalog,
-    now: dt.datetime,
-    today: dt.date,
-    day: str,
-    requirements: Sequence[Requirement],
-    due: dict[int, dt.date | None],
-    points: list[str],
-    suggestions: dict[int, list[tuple[str, str]]],
-    channels: Sequence[str] | None,
-    quiet: QuietWindow,
-    facts: dict[str, object],
-    report: SweepReport,
-    suggested: frozenset[str] = frozenset(),
-    rendered: dict[tuple[object, ...], list[dict[str, Any]]] | None = None,
+    session: AsyncSession, readers: list[_Reader], sweep: _Sweep
 ) -> tuple[list[NewDigest], dict[int, NewMessage]]:
     """Read one chunk's facts and decide its digests (nothing written yet)."""
-    people = [Person(r[0], r[4], r[5]) for r in rows]  # type: ignore[index]
+    candidates, taken = await _candidates(session, readers, sweep)
+    if not candidates:
+        return [], {}
+    targets = await choose_targets(
+        session,
+        member_ids=[c.reader.person.member_id for c in candidates],
+        channels=sweep.channels,
+    )
+    digests: list[NewDigest] = []
+    messages: dict[int, NewMessage] = {}
+    for candidate in candidates:
+        reader = candidate.reader
+        m = reader.person.member_id
+        target: Target | None = targets.get(m)
+        if target is None:
+            sweep.report.no_channel += 1
+            continue
+        key = f"{KIND}:{m}:{sweep.day}"
+        window = window_for(reader.quiet_hours, sweep.quiet)
+        messages[m] = NewMessage(
+            key=key,
+            target=target,
+            # Shared between identical digests: hashed once when queued.
+            replies=_digest_body(sweep, candidate, taken.get(m, set())),
+            kind=KIND,
+            priority=PRIORITY_REMINDER,
+            not_before=_send_time(sweep.now, sweep.today, reader.reminder_time, window),
+        )
+        digests.append(NewDigest(m, key, len(candidate.open_items), candidate.fresh))
+    return digests, messages
+
+
+async def _candidates(
+    session: AsyncSession, readers: list[_Reader], sweep: _Sweep
+) -> tuple[list[_Candidate], dict[int, set[str]]]:
+    """Who of the chunk a digest is due for (not snoozed, not reminded today, some due point
+    uncovered), and the courses each has taken (for the suggestions)."""
+    report = sweep.report
+    people = [r.person for r in readers]
     ids = [p.member_id for p in people]
-    sleeping = await snoozed(session, member_ids=ids, now=now)
-    done_today = await digests_on(session, member_ids=ids, day=day)
+    sleeping = await snoozed(session, member_ids=ids, now=sweep.now)
+    done_today = await digests_on(session, member_ids=ids, day=sweep.day)
     taken: dict[int, set[str]] = {}
     hours = await completed_hours(
         session,
         people=people,
-        year=today.year,
-        requirements=requirements,
-        facts=facts,  # type: ignore[arg-type]
+        year=sweep.today.year,
+        requirements=sweep.requirements,
+        facts=sweep.facts,  # type: ignore[arg-type]
         courses_out=taken,
     )
-    covered = await covered_points(session, member_ids=ids, points=points)
-    due_iso = {r: (p.isoformat() if p is not None else None) for r, p in due.items()}
-    candidates: list[
-        tuple[Person, object, list[tuple[Requirement, float]], list[tuple[int, str]]]
-    ] = []
-    for person, row in zip(people, rows, strict=True):
+    covered = await covered_points(session, member_ids=ids, points=sweep.points)
+    due_iso = {r: (p.isoformat() if p is not None else None) for r, p in sweep.due.items()}
+    candidates: list[_Candidate] = []
+    for reader in readers:
+        person = reader.person
         m = person.member_id
         if m in sleeping:
             report.snoozed += 1
@@ -305,7 +371,7 @@ async def _plan_chunk(
             continue
         open_items = [
             (r, hours[m].get(r.id, 0.0))
-            for r in requirements
+            for r in sweep.requirements
             if r.applies_to(person.agency) and hours[m].get(r.id, 0.0) + 1e-9 < r.hours
         ]
         fresh = [
@@ -316,58 +382,36 @@ async def _plan_chunk(
         if not fresh:
             report.up_to_date += 1
             continue
-        candidates.append((person, row, open_items, fresh))
-    if not candidates:
-        return [], {}
-    targets = await choose_targets(
-        session, member_ids=[c[0].member_id for c in candidates], channels=channels
+        candidates.append(_Candidate(reader, open_items, fresh))
+    return candidates, taken
+
+
+def _digest_body(sweep: _Sweep, candidate: _Candidate, mine: set[str]) -> list[dict[str, Any]]:
+    """The digest, rendered once per signature: everything it depends on besides what is the
+    same for the whole sweep (today, the catalog, the suggestions) is the language, the open
+    hours and which suggested courses the person already took."""
+    language = candidate.reader.language
+    signature = (
+        language,
+        tuple((r.id, done) for r, done in candidate.open_items),
+        frozenset(mine & sweep.suggested),
     )
-    digests: list[NewDigest] = []
-    messages: dict[int, NewMessage] = {}
-    for person, row, open_items, fresh in candidates:
-        m = person.member_id
-        target: Target | None = targets.get(m)
-        if target is None:
-            report.no_channel += 1
-            continue
-        language, reminder_time, own_quiet = row[1], row[2], row[3]  # type: ignore[index]
-        # Everything the digest depends on (today, the catalog and the suggestions are the
-        # same for the whole sweep): the language, the open hours and which suggested
-        # courses the person already took.
-        mine = taken.get(m, set())
-        signature = (
-            language,
-            tuple((r.id, done) for r, done in open_items),
-            frozenset(mine & suggested),
-        )
-        body = rendered.get(signature) if rendered is not None else None
-        if body is None:
-            body = dump_replies(
-                render_digest(
-                    catalog,
-                    language,
-                    open_items=open_items,
-                    today=today,
-                    suggestions=suggestions,
-                    taken=mine,
-                )
+    body = sweep.rendered.get(signature)
+    if body is None:
+        body = dump_replies(
+            render_digest(
+                sweep.catalog,
+                language,
+                open_items=candidate.open_items,
+                today=sweep.today,
+                suggestions=sweep.suggestions,
+                taken=mine,
             )
-            if rendered is not None:
-                if len(rendered) >= RENDER_CACHE:
-                    rendered.clear()
-                rendered[signature] = body
-        key = f"{KIND}:{m}:{day}"
-        window = window_for(own_quiet, quiet)
-        messages[m] = NewMessage(
-            key=key,
-            target=target,
-            replies=body,  # shared between identical digests: hashed once when queued
-            kind=KIND,
-            priority=PRIORITY_REMINDER,
-            not_before=_send_time(now, today, reminder_time, window),
         )
-        digests.append(NewDigest(m, key, len(open_items), fresh))
-    return digests, messages
+        if len(sweep.rendered) >= RENDER_CACHE:
+            sweep.rendered.clear()
+        sweep.rendered[signature] = body
+    return body
 
 
 async def _write_chunk(
