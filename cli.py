@@ -10,7 +10,7 @@ import datetime as dt
 import shutil
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -23,6 +23,9 @@ cli = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+if TYPE_CHECKING:
+    from app import Runtime
 
 
 def _settings() -> Settings:
@@ -561,7 +564,7 @@ def worker() -> None:
 
     migrate()
 
-    async def run(runtime: Any) -> None:
+    async def run(runtime: Runtime) -> None:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             asyncio.get_running_loop().add_signal_handler(sig, stop.set)

@@ -11,9 +11,9 @@ import logging
 import random
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -74,7 +74,9 @@ class Dispatcher:
         self._overlap = getattr(getattr(bind, "dialect", None), "name", "") == "postgresql"
 
     # -- the loop ----------------------------------------------------------------------------
-    async def run(self, stop: asyncio.Event, *, clock: Any = None) -> None:
+    async def run(
+        self, stop: asyncio.Event, *, clock: Callable[[], dt.datetime] | None = None
+    ) -> None:
         """Drain until `stop` is set; sleep `poll_seconds` (or until woken) when idle."""
         from models.base import utcnow
 
@@ -497,9 +499,18 @@ def build_dispatcher(
     )
 
 
-async def run_worker(runtime: Any, *, stop: asyncio.Event) -> None:
+class WorkerRuntime(Protocol):
+    """What `edoor worker` needs of the process's runtime (app.Runtime)."""
+
+    settings: Settings
+    sessionmaker: async_sessionmaker[AsyncSession]
+    channels: dict[str, Channel]
+    dispatcher: Dispatcher | None
+
+
+async def run_worker(runtime: WorkerRuntime, *, stop: asyncio.Event) -> None:
     """`edoor worker`: drain the outbox until `stop` is set (SIGTERM/SIGINT in the CLI)."""
-    dispatcher = getattr(runtime, "dispatcher", None) or build_dispatcher(
+    dispatcher = runtime.dispatcher or build_dispatcher(
         runtime.settings, runtime.sessionmaker, runtime.channels
     )
     log.info("worker %s started (channels: %s)", dispatcher.worker, ", ".join(runtime.channels))
