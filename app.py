@@ -210,7 +210,7 @@ def build_runtime(settings: Settings) -> Runtime:
 
     jobs.add(Job("podcast-drops", drops, every_seconds=60))
 
-    dispatcher = build_dispatcher(settings, sessionmaker, channels)
+    dispatcher = build_dispatcher(settings, sessionmaker, channels, signer=services.media_signer)
     processor.on_enqueued = dispatcher.wake.set
     # No trigger: the worker loop drains continuously; `run-job drain-outbox` drains once.
     jobs.add(Job("drain-outbox", dispatcher.drain))
@@ -423,7 +423,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             clock=lambda: runtime.processor.clock(),
         )
     )
-    api.include_router(redirect_routes(sessionmaker=runtime.sessionmaker))
+    api.include_router(
+        redirect_routes(sessionmaker=runtime.sessionmaker, signer=runtime.services.media_signer)
+    )
     api.include_router(
         broadcast_admin_routes(
             settings=settings,

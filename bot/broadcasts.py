@@ -21,10 +21,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.i18n import TAIPEI, Catalog
 from bot.messages import Button, Card, Cards, Image, Reply, Text, dump_replies
-from bot.ports import ChannelPreview
+from bot.ports import ChannelPreview, LinkSigner
 from bot.router import COMMAND_ACTION
 from bot.settings import Settings
 from models import broadcasts as bc
+from models.base import utcnow
 from models.courses import Course
 from models.db import begin_write
 from models.members import ChannelAccount
@@ -291,16 +292,21 @@ async def plan_due(
 
 
 # -- tracked links -----------------------------------------------------------------------------
-def redirect_routes(*, sessionmaker: async_sessionmaker[AsyncSession]) -> APIRouter:
-    """`GET /r/{token}`: count the click, redirect (302) to the original URL; 404 unknown."""
+def redirect_routes(
+    *, sessionmaker: async_sessionmaker[AsyncSession], signer: LinkSigner
+) -> APIRouter:
+    """`GET /r/{token}`: count the click, redirect (302) to the original URL; 404 unknown.
+    `?p=<tag>` (links sent to one person at a time) also counts that person, when the tag
+    is the one made for them; a wrong tag is a click like any other."""
     router = APIRouter()
 
     @router.get("/r/{token}", include_in_schema=False)
-    async def follow(token: str) -> RedirectResponse:
+    async def follow(token: str, p: str | None = None) -> RedirectResponse:
         if len(token) > 24:
             raise HTTPException(404, "unknown link")
+        member = signer.click_member(token, p[:40]) if p else None
         async with sessionmaker() as session:
-            url = await bc.record_click(session, token=token)
+            url = await bc.record_click(session, token=token, member_id=member, now=utcnow())
             await session.commit()
         if url is None:
             raise HTTPException(404, "unknown link")

@@ -45,7 +45,8 @@ class SmsProvider(Protocol):
 
 
 class LinkSigner(Protocol):
-    """Signs expiring `/media/...` links and private feed tokens (media.files.MediaSigner)."""
+    """Signs expiring `/media/...` links, private feed tokens and the personal tags of
+    tracked links (media.files.MediaSigner)."""
 
     def query(self, path: str, *, expires_at: dt.datetime, member_id: int | None = None) -> str: ...
 
@@ -64,6 +65,10 @@ class LinkSigner(Protocol):
     def feed_token_id(self, token: str) -> tuple[int, str] | None: ...
 
     def feed_token_matches(self, token_id: int, nonce: str, mac: str) -> bool: ...
+
+    def click_tag(self, token: str, member_id: int) -> str: ...
+
+    def click_member(self, token: str, tag: str) -> int | None: ...
 
 
 class ChannelPreview(Protocol):

@@ -97,6 +97,21 @@ class MediaSigner:
             found |= hmac.compare_digest(_mac(key, message, length), mac)
         return found
 
+    def click_tag(self, token: str, member_id: int) -> str:
+        """A tracked link's tag for one person (`/r/<token>?p=<tag>`): their member id and a
+        MAC of it with the token, so a click can be counted for the person it was sent to
+        and nobody can count clicks for somebody else."""
+        return f"{member_id}.{_mac(self.key, f'click:{token}:{member_id}', 12)}"
+
+    def click_member(self, token: str, tag: str) -> int | None:
+        """The member a tag was made for, if it is one of ours for this token."""
+        member, _, mac = tag.partition(".")
+        if not member.isdigit() or len(member) > 12 or len(mac) != 12:
+            return None
+        if not self._matches(f"click:{token}:{int(member)}", mac, 12):
+            return None
+        return int(member)
+
     def query(self, path: str, *, expires_at: dt.datetime, member_id: int | None = None) -> str:
         """`exp=...&sig=...`; with `member_id`, a personal link (`m=...`, signed too), whose
         served bytes count as that member's listening."""

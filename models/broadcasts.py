@@ -126,6 +126,22 @@ class BroadcastLink(Base):
     clicks: Mapped[int] = mapped_column(default=0)
 
 
+class BroadcastClicker(Base):
+    """Who followed a tracked link, where the message went to one person at a time (Telegram,
+    the simulator): the link's URL carried that person's signed tag. One row per person and
+    link, so `clicks` counts clicks and these rows count people."""
+
+    __tablename__ = "broadcast_clicker"
+
+    link_id: Mapped[int] = mapped_column(
+        ForeignKey("broadcast_link.id", ondelete="CASCADE"), primary_key=True
+    )
+    member_id: Mapped[int] = mapped_column(
+        ForeignKey("member.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+    first_at: Mapped[dt.datetime]
+
+
 # -- the file ----------------------------------------------------------------------------------
 def _time(value: Any, field: str, *, now: dt.datetime) -> dt.datetime:
     if value == "now":
@@ -394,15 +410,35 @@ async def links_of(session: AsyncSession, broadcast_id: int) -> dict[tuple[str, 
     return {(v, p): t for v, p, t in rows}
 
 
-async def record_click(session: AsyncSession, *, token: str) -> str | None:
-    """Count one click on a tracked link; its original URL, or None for an unknown token."""
-    url = await session.scalar(
-        update(BroadcastLink)
-        .where(BroadcastLink.token == token)
-        .values(clicks=BroadcastLink.clicks + 1)
-        .returning(BroadcastLink.url)
-    )
-    return str(url) if url is not None else None
+async def record_click(
+    session: AsyncSession,
+    *,
+    token: str,
+    member_id: int | None = None,
+    now: dt.datetime | None = None,
+) -> str | None:
+    """Count one click on a tracked link, and the person behind it when the link was that
+    person's own (`member_id`, from its verified tag); the original URL, or None for an
+    unknown token."""
+    found = (
+        await session.execute(
+            update(BroadcastLink)
+            .where(BroadcastLink.token == token)
+            .values(clicks=BroadcastLink.clicks + 1)
+            .returning(BroadcastLink.id, BroadcastLink.url)
+        )
+    ).first()
+    if found is None:
+        return None
+    if member_id is not None and now is not None:
+        stmt = _insert(session)(BroadcastClicker).values(
+            link_id=found[0], member_id=member_id, first_at=now
+        )
+        # A member erased since the message was sent is no longer there to count.
+        exists = await session.scalar(select(Member.id).where(Member.id == member_id))
+        if exists is not None:
+            await session.execute(stmt.on_conflict_do_nothing())
+    return str(found[1])
 
 
 async def count_segment(
@@ -876,6 +912,15 @@ async def figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, Any]
             select(func.coalesce(func.sum(BroadcastLink.clicks), 0)).where(
                 BroadcastLink.broadcast_id == broadcast.id
             )
+        )
+        or 0
+    )
+    # People, where links went one person at a time (LINE's multicasts count clicks only).
+    out["people_clicked"] = int(
+        await session.scalar(
+            select(func.count(func.distinct(BroadcastClicker.member_id)))
+            .join(BroadcastLink, BroadcastLink.id == BroadcastClicker.link_id)
+            .where(BroadcastLink.broadcast_id == broadcast.id)
         )
         or 0
     )

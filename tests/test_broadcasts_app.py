@@ -100,6 +100,7 @@ async def test_a_broadcast_from_the_api_to_the_phones_with_figures(
         body = json.dumps(fake.sent("/multicast")[0].body, ensure_ascii=False)
         link = body.split("http://127.0.0.1:8000")[1].split('"')[0]
         assert link.startswith("/r/")
+        assert "?p=" not in link  # one multicast body for many people: no personal tag
 
         followed = await http.get(link, follow_redirects=False)
         assert followed.status_code == 302
@@ -290,3 +291,53 @@ async def test_an_image_uploaded_for_a_broadcast_is_served_and_bad_ones_are_refu
         ).json()
         assert image in json.dumps(preview["a:zh-TW"]["line"])
         assert image in json.dumps(preview["a:zh-TW"]["telegram"])
+
+
+async def test_links_sent_one_person_at_a_time_count_people_as_well_as_clicks(
+    served: Any,
+) -> None:
+    """Simulator (and Telegram) rows go to one chat each, so their tracked links carry the
+    recipient's signed tag: the figures count people, not only clicks; a forged or borrowed
+    tag is a click like any other, never somebody's."""
+    async with (
+        served(admin_token=TOKEN) as (url, api),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        runtime = api.state.runtime
+        chats = [Chat(http, f"sim-person-{i}") for i in range(3)]
+        for chat in chats:
+            await chat.say("選單")
+            await chat.pending()
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        created = await http.post(
+            "/admin/api/broadcasts",
+            json={**FILE, "segment": {"all": [{"channel": "simulator"}]}},
+            headers=auth,
+        )
+        assert created.status_code == 201, created.text
+        broadcast_id = created.json()["id"]
+        assert await runtime.jobs.require("broadcasts").run(NOON) == {str(broadcast_id): 3}
+        await runtime.jobs.require("drain-outbox").run(NOON)
+        links = []
+        for chat in chats:
+            (message,) = await chat.pending()
+            found = [b["url"] for b in message.get("buttons", []) if "/r/" in (b.get("url") or "")]
+            assert len(found) == 1, message
+            links.append(found[0].split("http://127.0.0.1:8000")[1])
+        assert all("?p=" in link for link in links)
+        assert len(set(links)) == 3  # one link per person ...
+        assert len({link.split("?")[0] for link in links}) == 1  # ... to the same tracked URL
+
+        for link in (links[0], links[0], links[1]):
+            followed = await http.get(link, follow_redirects=False)
+            assert followed.status_code == 302
+            assert followed.headers["location"] == "https://elearning.taipei/sec?week=1"
+        # Somebody else's member id with a made-up MAC: a click, nobody's.
+        token = links[2].split("?")[0]
+        forged = await http.get(f"{token}?p=3.AAAAAAAAAAAA", follow_redirects=False)
+        assert forged.status_code == 302
+        garbage = await http.get(f"{token}?p={'9' * 60}", follow_redirects=False)
+        assert garbage.status_code == 302
+
+        shown = (await http.get(f"/admin/api/broadcasts/{broadcast_id}", headers=auth)).json()
+        assert (shown["clicks"], shown["people_clicked"]) == (5, 2)

@@ -86,9 +86,13 @@ class ChatStrategy(ChannelStrategy):
                     event_id=f"outbox:{row.id}",
                 )
                 paid = {"paid_broadcast": True} if self.paid(row) else {}
+                replies = row.replies
+                links = self.config.person_links
+                if links is not None and row.kind == MARKETING_KIND:
+                    replies = links.personal(replies, row.member_id)
                 try:
                     delivery = await channel.deliver(
-                        row.external_id, load_replies(row.replies), incoming=incoming, **paid
+                        row.external_id, load_replies(replies), incoming=incoming, **paid
                     )
                     report.requests += delivery.requests
                     if row.channel == "telegram":

@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -16,6 +16,33 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from bot.channels import Channel, DeliveryError, RecipientGone
 from notifications.quiet_hours import DEFAULT_WINDOW, QuietWindow
+
+
+@dataclass(frozen=True)
+class PersonLinks:
+    """A broadcast's tracked links (`<PUBLIC_BASE_URL>/r/<token>`) carry the recipient's
+    signed tag when the row goes to one chat (not a LINE multicast, whose one body serves
+    500 people), so that the redirect counts people as well as clicks."""
+
+    prefix: str  # "<PUBLIC_BASE_URL>/r/"
+    tag: Callable[[str, int], str]  # (token, member id) -> tag
+
+    def personal(self, replies: list[dict[str, Any]], member_id: int) -> list[dict[str, Any]]:
+        """A copy of the stored replies with each tracked link made this member's."""
+
+        def walk(node: Any) -> Any:
+            if isinstance(node, list):
+                return [walk(item) for item in node]
+            if not isinstance(node, dict):
+                return node
+            out = {k: walk(v) for k, v in node.items()}
+            url = out.get("url")
+            if isinstance(url, str) and url.startswith(self.prefix) and "?" not in url:
+                token = url[len(self.prefix) :]
+                out["url"] = f"{url}?p={self.tag(token, member_id)}"
+            return out
+
+        return list(walk(replies))
 
 
 @dataclass
@@ -47,6 +74,8 @@ class DispatcherConfig:
     line_lanes: int = 2
     quiet: QuietWindow = DEFAULT_WINDOW
     quota_pause: dt.timedelta = dt.timedelta(hours=1)
+    # Tracked links made personal where a message goes to one person at a time.
+    person_links: PersonLinks | None = None
 
 
 @dataclass

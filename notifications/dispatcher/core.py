@@ -19,6 +19,7 @@ from sqlalchemy import func, literal_column, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.channels import Channel, DeliveryError, QuotaExhausted, RecipientGone, Refused
+from bot.ports import LinkSigner
 from bot.settings import Settings
 from models import outbox
 from models.broadcasts import KIND as MARKETING_KIND
@@ -31,6 +32,7 @@ from notifications.dispatcher.common import (
     DispatcherConfig,
     DrainReport,
     Outcome,
+    PersonLinks,
     RateLimits,
     Sending,
     reason_of,
@@ -482,18 +484,26 @@ def build_dispatcher(
     settings: Settings,
     sessionmaker: async_sessionmaker[AsyncSession],
     channels: Mapping[str, Channel],
+    *,
+    signer: LinkSigner | None = None,
 ) -> Dispatcher:
     """The process's dispatcher from the settings (REDIS_URL for shared rate limits,
-    QUIET_HOURS)."""
+    QUIET_HOURS); with `signer`, broadcast links sent one by one are made personal."""
     from notifications.quiet_hours import DEFAULT_QUIET_HOURS, parse_window
 
     quiet = parse_window(settings.quiet_hours or DEFAULT_QUIET_HOURS)
+    links = (
+        PersonLinks(prefix=settings.public_base_url.rstrip("/") + "/r/", tag=signer.click_tag)
+        if signer is not None
+        else None
+    )
     return Dispatcher(
         sessionmaker,
         channels,
         config=DispatcherConfig(
             quiet=quiet,
             telegram_paid_broadcast=settings.telegram_allow_paid_broadcast,
+            person_links=links,
         ),
         redis_url=settings.redis_url,
     )
