@@ -114,6 +114,12 @@ def office_pages(
                 raise HTTPException(404, "no such campaign")
             data = (await campaigns.summary(session, campaign=found)).as_json()
             source = yaml.safe_dump(found.spec, allow_unicode=True, sort_keys=False)
+        rule = data["rule"] if isinstance(data["rule"], dict) else {}
+        data["rule_text"] = "; ".join(
+            f"{key}: {'、'.join(map(str, value)) if isinstance(value, list) else value}"
+            for key, value in rule.items()
+            if value not in (None, [], False, 0, 0.0, "")
+        )
         if not caller.roles & {"admin", "auditor"}:
             for flag in data["flags"]:
                 flag.pop("phone", None)  # masked numbers: admin and auditor only

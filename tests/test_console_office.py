@@ -82,6 +82,9 @@ async def test_a_marketer_creates_a_campaign_and_schedules_a_broadcast_with_a_li
         figures = page.get_by_test_id("campaign-figures")
         await expect(figures).to_contain_text("100")
         await expect(page.locator("dl.facts")).to_contain_text("2027-01-01 09:00")
+        await expect(page.get_by_test_id("rule")).to_have_text(
+            "min_hours: 2.0; categories: 性別平等"
+        )
         await expect(page.get_by_test_id("export")).to_have_count(0)  # auditors and admins
         await page.screenshot(path=str(shots / "console-campaign.png"), full_page=True)
 
