@@ -132,6 +132,48 @@ def test_a_plural_or_adjective_means_its_base_word(tmp_path: Path) -> None:
     assert found.corrected is None
 
 
+def test_an_ing_form_means_its_base_word(tmp_path: Path) -> None:
+    path = tmp_path / "synonyms.yaml"
+    path.write_text(
+        "english:\n  budget: [預算]\n  rescue: [救援]\n  marketing: [行銷]\n  market: [市場]\n",
+        encoding="utf-8",
+    )
+    index = SearchIndex.from_records(
+        [
+            {"id": f"c{i}", "title": t, "category": "其他", "hours": 1}
+            for i, t in enumerate(["參與式預算實務", "山域救援", "數位行銷", "市場調查"])
+        ],
+        load_dictionary(path),
+    )
+    found = index.search("budgeting")
+    assert [h.title for h in found.hits] == ["參與式預算實務"]
+    assert found.corrected is None
+    assert [h.title for h in index.search("rescuing").hits] == ["山域救援"]
+    # A word with an entry of its own keeps it: marketing is 行銷, not the market.
+    assert [h.title for h in index.search("marketing").hits] == ["數位行銷"]
+
+
+def test_a_phrase_entry_is_matched_before_its_words(tmp_path: Path) -> None:
+    # brain death is 腦死, not 腦 + 死亡; foster care is 安置, not care (照顧).
+    path = tmp_path / "synonyms.yaml"
+    path.write_text(
+        "english:\n  brain: [腦]\n  death: [死亡]\n  brain death: [腦死]\n"
+        "  care: [照顧]\n  foster care: [安置]\n  child: [兒少]\n",
+        encoding="utf-8",
+    )
+    titles = ["腦死判定", "腦中風與死亡", "死亡識能", "兒少安置實務", "長期照顧"]
+    index = SearchIndex.from_records(
+        [{"id": f"c{i}", "title": t, "category": "其他", "hours": 1} for i, t in enumerate(titles)],
+        load_dictionary(path),
+    )
+    for query in ["brain death", "Brain-Death", "brain deaths", "brain death determination"]:
+        assert [h.title for h in index.search(query).hits] == ["腦死判定"], query
+    for query in ["foster care", "child foster care", "foster-care"]:
+        assert [h.title for h in index.search(query).hits] == ["兒少安置實務"], query
+    # The words apart are still the words: the title with both comes first.
+    assert index.search("death brain").hits[0].title == "腦中風與死亡"
+
+
 def test_an_english_typo_keeps_its_first_letter() -> None:
     # "eepression" is within ratio 80 of "depression", but a misspelling rarely changes its
     # first letter: no word starting with e is that close, so nothing is corrected.

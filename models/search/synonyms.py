@@ -16,8 +16,10 @@ ENGLISH_WORDS = Path(__file__).with_name("english_words.txt")
 
 
 # English endings that leave the word the same (suffix, what replaces it), tried in order:
-# plurals, and the adjective of a noun (environmental -> environment, cultural -> culture,
-# political -> politics, biological -> biology).
+# plurals, the adjective of a noun (environmental -> environment, cultural -> culture,
+# political -> politics, biological -> biology), and the -ing noun of a word (budgeting ->
+# budget, rescuing -> rescue). A form is used only where the word has no entry of its own
+# (marketing, nursing and planning have theirs).
 ENGLISH_FORMS = (
     ("ies", "y"),
     ("es", ""),
@@ -26,11 +28,14 @@ ENGLISH_FORMS = (
     ("ical", "y"),
     ("al", ""),
     ("al", "e"),
+    ("ing", ""),
+    ("ing", "e"),
 )
 
 
 def base_forms(word: str) -> list[str]:
-    """What an English word may be a plural or adjective of, four letters or more each."""
+    """What an English word may be a plural, adjective or -ing form of, four letters or more
+    each."""
     return [
         base
         for suffix, repl in ENGLISH_FORMS
