@@ -54,6 +54,12 @@ def office_pages(
     office = Depends(require_role(settings, *OFFICE, page=True))
     anyone = Depends(require_role(settings, "marketer", "analyst", "auditor", page=True))
 
+    def not_found(request: Request, caller: Caller, nav: str) -> HTMLResponse:
+        """A page of the console's own for a campaign or broadcast that is not there."""
+        return pages.render(
+            request, caller, "not_found.html", nav=nav, back=f"/admin/{nav}", status_code=404
+        )
+
     # -- dashboards ------------------------------------------------------------------------
     @routes.get("/dashboards")
     async def dashboards(caller: Caller = anyone) -> RedirectResponse:
@@ -111,7 +117,7 @@ def office_pages(
         async with sessionmaker() as session:
             found = await campaigns.get_campaign(session, slug=slug[:64])
             if found is None:
-                raise HTTPException(404, "no such campaign")
+                return not_found(request, caller, "campaigns")
             data = (await campaigns.summary(session, campaign=found)).as_json()
             source = yaml.safe_dump(found.spec, allow_unicode=True, sort_keys=False)
         rule = data["rule"] if isinstance(data["rule"], dict) else {}
@@ -151,11 +157,11 @@ def office_pages(
             channels=list(channels),
         )
 
-    async def one_broadcast(broadcast_id: int) -> tuple[dict[str, Any], dict[str, Any]]:
+    async def one_broadcast(broadcast_id: int) -> tuple[dict[str, Any], dict[str, Any]] | None:
         async with sessionmaker() as session:
             row = await bc.get_broadcast(session, broadcast_id)
             if row is None:
-                raise HTTPException(404, "no such broadcast")
+                return None
             shown = await bot_bc.describe(session, row)
             looks = await bot_bc.preview(
                 session, row, catalog=catalog, settings=settings, render=render
@@ -166,7 +172,10 @@ def office_pages(
     async def broadcast_page(
         request: Request, broadcast_id: int = BroadcastId, caller: Caller = office
     ) -> HTMLResponse:
-        shown, looks = await one_broadcast(broadcast_id)
+        found = await one_broadcast(broadcast_id)
+        if found is None:
+            return not_found(request, caller, "broadcasts")
+        shown, looks = found
         return pages.render(
             request,
             caller,

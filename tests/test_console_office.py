@@ -189,3 +189,26 @@ async def test_an_analyst_opens_every_dashboard_and_sees_its_chart(
         await page.screenshot(path=str(shots / "console-dashboard-channels.png"), full_page=True)
         assert_clean(page)
     assert (shots / "console-dashboard-channels.png").stat().st_size > 10_000
+
+
+async def test_a_campaign_or_broadcast_that_is_not_there_is_a_console_page_not_json(
+    served,  # type: ignore[no-untyped-def]
+    engine,  # type: ignore[no-untyped-def]
+) -> None:
+    import httpx
+
+    from tests.admin_support import sign_in
+
+    await make_account(engine, "nia@example.org", "marketer")
+    async with (
+        served() as (url, _),
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        await sign_in(http, "nia@example.org")
+        for path, back in (("/admin/campaigns/nope", "/admin/campaigns"),
+                           ("/admin/broadcasts/999", "/admin/broadcasts")):  # fmt: skip
+            page = await http.get(path)
+            assert page.status_code == 404
+            assert page.headers["content-type"].startswith("text/html")
+            assert "找不到這個頁面" in page.text
+            assert f'href="{back}"' in page.text
