@@ -127,3 +127,7 @@ def configure_logging(*, level: str, secrets: list[str], json_output: bool = Tru
         "sqlalchemy.engine",
     ):
         logging.getLogger(name).setLevel(logging.WARNING)
+    # The scheduler says "running job ... executed successfully" twice every 10 s at INFO:
+    # only its warnings and errors (a job that failed or was skipped) are news.
+    if logging.getLogger().level > logging.DEBUG:
+        logging.getLogger("apscheduler.executors").setLevel(logging.WARNING)
