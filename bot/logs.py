@@ -88,16 +88,9 @@ class _StderrHandler(logging.StreamHandler):
     """Writes to whatever sys.stderr is when a record arrives, not to the stream it was at
     set-up (a CLI run inside a test runner replaces and closes its stderr between runs)."""
 
-    def __init__(self) -> None:
-        super().__init__(sys.stderr)
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:  # StreamHandler.__init__ sets it
-        pass
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr  # under the handler's lock (Handler.handle holds it)
+        super().emit(record)
 
 
 def configure_logging(*, level: str, secrets: list[str], json_output: bool = True) -> None:
@@ -107,7 +100,7 @@ def configure_logging(*, level: str, secrets: list[str], json_output: bool = Tru
     secret_filter = SecretFilter(secrets)
     _install_record_factory(secret_filter)
     if not any(getattr(h, "_edoor", False) for h in root.handlers):
-        handler: logging.Handler = _StderrHandler()
+        handler: logging.Handler = _StderrHandler(sys.stderr)
         handler._edoor = True  # type: ignore[attr-defined]
         handler.setFormatter(JsonFormatter() if json_output else logging.Formatter())
         root.addHandler(handler)

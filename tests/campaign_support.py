@@ -30,6 +30,19 @@ def now() -> dt.datetime:
     return dt.datetime.now(UTC)
 
 
+class Clock:
+    """The app's notion of now, moved forward by tests (SMS cool-downs, campaign ends)."""
+
+    def __init__(self) -> None:
+        self.offset = dt.timedelta()
+
+    def __call__(self) -> dt.datetime:
+        return dt.datetime.now(dt.UTC) + self.offset
+
+    def advance(self, **delta: float) -> None:
+        self.offset += dt.timedelta(**delta)
+
+
 def campaign_file(slug: str = "gender-2026", **overrides: Any) -> dict[str, Any]:
     """A running campaign: started a day ago, ends in 30 days, 5 generated codes."""
     start = now() - dt.timedelta(days=1)

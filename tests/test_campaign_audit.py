@@ -25,6 +25,7 @@ from tests.campaign_support import (
     ADMIN_TOKEN,
     AUTH,
     VAULT,
+    Clock,
     as_yaml,
     campaign_file,
     campaign_id,
@@ -33,7 +34,6 @@ from tests.campaign_support import (
     verified_member,
 )
 from tests.dialog import Chat, texts
-from tests.test_campaigns import Clock
 from tests.test_cli import edoor
 
 

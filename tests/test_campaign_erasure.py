@@ -22,6 +22,7 @@ from tests.campaign_support import (
     ADMIN_TOKEN,
     AUTH,
     VAULT,
+    Clock,
     campaign_file,
     campaign_id,
     create,
@@ -30,7 +31,6 @@ from tests.campaign_support import (
     verify_in_chat,
 )
 from tests.dialog import Chat, texts
-from tests.test_campaigns import Clock
 
 PHONE = "0912-345-678"
 CODE = re.compile(r"兌換碼：(\S+)")

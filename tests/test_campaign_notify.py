@@ -24,13 +24,13 @@ from notifications.reminders import retention
 from tests.campaign_support import (
     ADMIN_TOKEN,
     AUTH,
+    Clock,
     campaign_file,
     campaign_id,
     create,
     verified_member,
 )
 from tests.dialog import Chat, texts
-from tests.test_campaigns import Clock
 from tests.test_cli import edoor
 
 WINNER_TEXT = "恭喜您在「性平課程領好禮」抽獎中獎"

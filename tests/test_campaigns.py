@@ -16,6 +16,7 @@ from models.db import create_sessionmaker
 from tests.campaign_support import (
     ADMIN_TOKEN,
     AUTH,
+    Clock,
     add_course,
     campaign_file,
     campaign_id,
@@ -27,19 +28,6 @@ from tests.campaign_support import (
 from tests.dialog import Chat, buttons, texts
 
 PHONE = "0912-345-678"
-
-
-class Clock:
-    """The app's notion of now, moved forward by tests (SMS cool-downs, campaign ends)."""
-
-    def __init__(self) -> None:
-        self.offset = dt.timedelta()
-
-    def __call__(self) -> dt.datetime:
-        return dt.datetime.now(dt.UTC) + self.offset
-
-    def advance(self, **delta: float) -> None:
-        self.offset += dt.timedelta(**delta)
 
 
 @pytest.fixture
