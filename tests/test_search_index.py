@@ -174,6 +174,54 @@ def test_a_phrase_entry_is_matched_before_its_words(tmp_path: Path) -> None:
     assert index.search("death brain").hits[0].title == "腦中風與死亡"
 
 
+def test_an_entry_in_the_other_number_means_the_same(tmp_path: Path) -> None:
+    # teachers has an entry, teacher does not; customs (海關) is no plural of custom.
+    path = tmp_path / "synonyms.yaml"
+    path.write_text(
+        "english:\n  teachers: [教師]\n  policy: [政策]\n  working conditions: [勞動條件]\n"
+        "  customs: [海關]\n",
+        encoding="utf-8",
+    )
+    dictionary = load_dictionary(path)
+    assert dictionary.lookup("teacher") == ("teacher", "教師")
+    assert dictionary.lookup("policies") == ("policies", "政策")
+    assert dictionary.lookup("working condition") == ("working condition", "勞動條件")
+    assert dictionary.lookup("custom") is None
+    index = SearchIndex.from_records(
+        [
+            {"id": f"c{i}", "title": t, "category": "其他", "hours": 1}
+            for i, t in enumerate(["教師退休制度", "勞動條件", "海關實務"])
+        ],
+        dictionary,
+    )
+    assert [h.title for h in index.search("teacher").hits] == ["教師退休制度"]
+    assert [h.title for h in index.search("working condition").hits] == ["勞動條件"]
+
+
+def test_a_phrase_typed_with_its_verb_inflected_is_the_phrase(tmp_path: Path) -> None:
+    # 'working from home' is the entry 'work from home', though 'working' alone is 'work'.
+    path = tmp_path / "synonyms.yaml"
+    path.write_text(
+        "english:\n  work: [工作]\n  work from home: [居家辦公]\n  home: [居家]\n"
+        "  working hours: [工時]\n  management: [管理]\n  health: [健康]\n"
+        "stopwords: [your, own]\n",
+        encoding="utf-8",
+    )
+    titles = ["居家辦公技能", "居家照護", "工作與家庭", "工時概念", "健康管理入門", "健康飲食"]
+    index = SearchIndex.from_records(
+        [{"id": f"c{i}", "title": t, "category": "其他", "hours": 1} for i, t in enumerate(titles)],
+        load_dictionary(path),
+    )
+    for query in ["working from home", "work from home", "Working-from-home"]:
+        assert [h.title for h in index.search(query).hits] == ["居家辦公技能"], query
+    # An entry that the typed phrase is stays itself.
+    assert [h.title for h in index.search("working hours").hits] == ["工時概念"]
+    # The noun of a verb: managing is management; your and own are filler.
+    found = index.search("managing your own health")
+    assert found.hits[0].title == "健康管理入門"
+    assert found.understood == "management health"
+
+
 def test_an_english_typo_keeps_its_first_letter() -> None:
     # "eepression" is within ratio 80 of "depression", but a misspelling rarely changes its
     # first letter: no word starting with e is that close, so nothing is corrected.

@@ -117,6 +117,7 @@ FILLER = frozenset("的嗎呢吧啊呀喔了有和與跟及或我你您請想要
 PARTICLES = "的嗎呢吧啊呀喔"  # and at the end of a longer run
 
 _LATIN = re.compile(r"[0-9a-z\u00c0-\u024f]")
+_WORD = re.compile(r"[0-9a-z\u00c0-\u024f]+")
 
 
 def _is_latin(ch: str) -> bool:
@@ -444,7 +445,10 @@ class SearchIndex:
                 buf.append(" ")
                 i += 1
                 continue
-            for size in range(min(d.max_key, n - i), 0, -1):
+            # A phrase entry typed with its first word inflected ('working from home') wins
+            # over a shorter entry that the typed word is ('working' alone).
+            lead = self._inflected_phrase(folded, i)
+            for size in range(min(d.max_key, n - i), lead[1] if lead else 0, -1):
                 piece = folded[i : i + size]
                 if piece not in d.terms and piece not in d.stopwords:
                     continue
@@ -465,10 +469,40 @@ class SearchIndex:
                 i += size
                 break
             else:
-                buf.append(folded[i])
-                i += 1
+                if lead is None:
+                    buf.append(folded[i])
+                    i += 1
+                    continue
+                flush()
+                key, size = lead
+                second = d.indirect.get(key, frozenset())
+                alts = [
+                    self._alt(f, 1.0 if j == 0 else EXPANSION**2 if f in second else EXPANSION)
+                    for j, f in enumerate(d.terms[key])
+                ]
+                add(key, alts, key)
+                i += size
         flush()
         return concepts, reading, fixed, weak
+
+    def _inflected_phrase(self, folded: str, i: int) -> tuple[str, int] | None:
+        """A phrase entry typed with its first word in another form: 'working from home' is
+        the entry 'work from home', 'managing stress' 'manage stress'. The entry, and how many
+        typed characters it spans."""
+        if not _is_latin(folded[i]) or (i > 0 and _is_latin(folded[i - 1])):
+            return None
+        m = _WORD.match(folded, i)
+        if m is None or m.end() >= len(folded) or folded[m.end()] != " ":
+            return None
+        word, rest = m.group(0), folded[m.end() :]
+        d = self.dictionary
+        for base in base_forms(word):
+            text = base + rest
+            # Longest first, and more than the first word: the word alone is no phrase.
+            for size in range(min(d.max_key, len(text)), len(base) + 1, -1):
+                if text[:size] in d.terms and (size == len(text) or not _is_latin(text[size])):
+                    return text[:size], size - len(base) + len(word)
+        return None
 
     # -- scoring ----------------------------------------------------------------------------
     def _score_alt(self, alt: _Alt) -> dict[int, float]:

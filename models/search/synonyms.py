@@ -17,9 +17,10 @@ ENGLISH_WORDS = Path(__file__).with_name("english_words.txt")
 
 # English endings that leave the word the same (suffix, what replaces it), tried in order:
 # plurals, the adjective of a noun (environmental -> environment, cultural -> culture,
-# political -> politics, biological -> biology), and the -ing noun of a word (budgeting ->
-# budget, rescuing -> rescue). A form is used only where the word has no entry of its own
-# (marketing, nursing and planning have theirs).
+# political -> politics, biological -> biology), the -ing noun of a word (budgeting ->
+# budget, rescuing -> rescue), and the noun of the verb it is (managing -> management,
+# developing -> development, preventing -> prevention). A form is used only where the word
+# has no entry of its own (marketing, nursing and planning have theirs).
 ENGLISH_FORMS = (
     ("ies", "y"),
     ("es", ""),
@@ -30,6 +31,10 @@ ENGLISH_FORMS = (
     ("al", "e"),
     ("ing", ""),
     ("ing", "e"),
+    ("ing", "ement"),
+    ("ing", "ment"),
+    ("ing", "ion"),
+    ("ing", "ation"),
 )
 
 
@@ -41,6 +46,38 @@ def base_forms(word: str) -> list[str]:
         for suffix, repl in ENGLISH_FORMS
         if word.endswith(suffix) and len(base := word[: -len(suffix)] + repl) >= 4
     ]
+
+
+# Plurals that are another word than their singular (customs is not a custom, securities are
+# not security), and -ics words, which are no plurals (physics, ethics, mechanics).
+NOT_PLURALS = frozenset(
+    "airs arms customs damages fines forces futures glasses goods greens grounds holdings"  # noqa: SIM905
+    " humanities interests letters manners means minutes papers premises quarters remains"
+    " sands savings securities spirits waters woods works".split()
+)
+_SIBILANT = ("s", "x", "z", "ch", "sh")
+
+
+def number_forms(word: str) -> list[str]:
+    """The word's other number, by the regular English rules: teachers -> teacher, teacher
+    -> teachers, policy -> policies, tax -> taxes; only real words of english_words.txt."""
+    forms: list[str] = []
+    if word in NOT_PLURALS or word.endswith("ics"):
+        return forms
+    if word.endswith("ies"):
+        forms.append(f"{word[:-3]}y")
+    elif word.endswith("es") and word[:-2].endswith(_SIBILANT):
+        forms.append(word[:-2])
+    elif word.endswith("s") and not word.endswith(("ss", "us", "is")):
+        forms.append(word[:-1])
+    if word.endswith("y") and word[-2:-1] not in "aeiou":
+        forms.append(f"{word[:-1]}ies")
+    elif word.endswith(_SIBILANT):
+        forms.append(f"{word}es")
+    elif not word.endswith("s"):
+        forms.append(f"{word}s")
+    known = english_words()
+    return [w for w in forms if len(w) >= 4 and w in known and w not in NOT_PLURALS]
 
 
 @cache
@@ -91,7 +128,8 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
         for member in folded:
             _add(terms, member, folded)
             preferred.setdefault(member, str(group[0]))
-    english_words: set[str] = set()
+    latin_words: set[str] = set()
+    english_keys: list[str] = []
     indirect: dict[str, set[str]] = {}
     for section in ("english", "glossary", "mainland"):
         for key, values in (doc.get(section) or {}).items():
@@ -108,12 +146,25 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
             indirect.setdefault(k, set()).update(f for f in expanded if f not in direct)
             preferred.setdefault(k, str(values[0]) if values else k)
             if section == "english":
-                english_words.update(k.split())
+                latin_words.update(k.split())
+                english_keys.append(k)
+    stop = frozenset(fold(str(w)) for w in doc.get("stopwords") or [])
+    # An entry in the other number means what the entry means where no entry of its own says
+    # otherwise: teacher (teachers), worker (workers), working condition (working conditions).
+    for key in english_keys:
+        words = key.split()
+        for j, word in enumerate(words):
+            for other in number_forms(word):
+                variant = " ".join([*words[:j], other, *words[j + 1 :]])
+                if variant not in terms and variant not in stop:
+                    terms[variant] = [variant, *terms[key][1:]]
+                    preferred.setdefault(variant, preferred.get(key, key))
+                    indirect[variant] = indirect.get(key, set())
     # A word of an English phrase that is no entry alone ('environmental' of 'environmental
     # education') means what its base means when it stands alone ('environmental ethics').
-    for word in sorted(english_words):
+    for word in sorted(latin_words):
         if word not in terms:
-            base = next((b for b in base_forms(word) if b in terms and b in english_words), None)
+            base = next((b for b in base_forms(word) if b in terms and b in latin_words), None)
             if base is not None:
                 terms[word] = [word, *terms[base][1:]]
                 preferred.setdefault(word, preferred.get(base, base))
@@ -122,7 +173,6 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
         str(cat): tuple(str(c) for c in cats)
         for cat, cats in (doc.get("related_categories") or {}).items()
     }
-    stop = frozenset(fold(str(w)) for w in doc.get("stopwords") or [])
     weak = frozenset(fold(str(w)) for w in doc.get("weak") or [])
     return Dictionary(
         terms={k: tuple(v) for k, v in terms.items()},
@@ -131,6 +181,6 @@ def load_dictionary(path: Path = DEFAULT_PATH) -> Dictionary:
         weak=weak,
         indirect={k: frozenset(v) for k, v in indirect.items() if v},
         related=related,
-        english_words=frozenset(english_words),
+        english_words=frozenset(latin_words),
         max_key=max((len(k) for k in [*terms, *stop]), default=1),
     )
