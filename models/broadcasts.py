@@ -7,6 +7,11 @@ each chunk committed with the broadcast's cursor: a crash resumes at the cursor,
 outbox key (`bc:<broadcast>:<member>`) makes a repeated chunk add nothing. No ORM object is
 ever made per member.
 
+LINE recipients are planned in groups of up to 500 per body
+(`outbox.groups`): each group is one outbox row, sent as one multicast, and each recipient's
+own row waits under the group's key, so that a LINE send costs a row of claiming per call,
+not per person.
+
 A/B: up to 3 variants take reproducible shares of the segment (`segments.bucket`: a hash of
 member id and the broadcast's seed), an optional holdout receives nothing, and the rest gets
 the winner (best click or claim rate after `winner.after`, or the one a marketer picks).
@@ -48,6 +53,8 @@ from models.members import ChannelAccount, Member
 from models.outbox import (
     CANCELLED,
     FAILED,
+    GROUPED,
+    MAX_GROUP,
     PENDING,
     PRIORITY_BROADCAST,
     SENDING,
@@ -547,8 +554,11 @@ def plan_statement(
     capped = _at_frequency_cap(broadcast, settings=settings, now=now, lo=lo, hi=hi)
     unit = aggregation_unit(broadcast.id, variant, phase=broadcast.phase)
     bucket = segments.bucket_sql(broadcast.seed)
+    values = _outbox_values(
+        broadcast, chosen, body=body, unit=unit, settings=settings, now=now, group=(lo, hi)
+    )
     source = (
-        select(*_outbox_values(broadcast, chosen, body=body, unit=unit, settings=settings, now=now))
+        select(*values)
         .select_from(Member)
         .join(chosen, and_(chosen.c.member_id == Member.id, chosen.c.rank == 1))
         .where(
@@ -566,6 +576,8 @@ def plan_statement(
         _insert(session)(OutboxMessage.__table__)
         .from_select(list(_OUTBOX_COLUMNS), source)
         .on_conflict_do_nothing(index_elements=["key"])
+        # The groups this chunk filled (their rows are inserted next, see _add_groups).
+        .returning(OutboxMessage.group_key, OutboxMessage.body_hash)
     )
 
 
@@ -642,6 +654,7 @@ _OUTBOX_COLUMNS = (
     "created_at",
     "broadcast_id",
     "aggregation_unit",
+    "group_key",
 )
 
 
@@ -653,15 +666,24 @@ def _outbox_values(
     unit: str,
     settings: PlanSettings,
     now: dt.datetime,
+    group: tuple[int, int],
 ) -> tuple[Any, ...]:
     """One outbox row per member, in _OUTBOX_COLUMNS' order: keyed by broadcast and member,
-    to the chosen account, the body in the member's language."""
+    to the chosen account, the body in the member's language. A LINE recipient is `grouped`:
+    numbered within the chunk `group` (member ids lo..hi) and language, 500 to a group,
+    under the group's key."""
     table = OutboxMessage.__table__
     english = Member.language == "en"
-    # The body hash covers the unit too: two variants' rows never share one multicast.
-    hash_zh = body_hash([*body.zh, {"unit": unit}])
-    hash_en = body_hash([*body.en, {"unit": unit}])
+    hash_zh, hash_en = _body_hashes(body, unit)
     replies_type = table.c.replies.type
+    grouped = chosen.c.channel == "line"
+    language = case((english, literal("en")), else_=literal("zh"))
+    number = func.row_number().over(partition_by=(grouped, language), order_by=Member.id) - 1
+    prefix = f"{group_prefix(broadcast.id, unit)}{group[0]}-{group[1]}:"
+    group_key = case(
+        (grouped, literal(prefix) + language + ":" + cast(number // MAX_GROUP, String)),
+        else_=None,
+    )
     return (
         literal(f"bc:{broadcast.id}:") + cast(Member.id, String),
         Member.id,
@@ -677,11 +699,66 @@ def _outbox_values(
         ),
         case((english, literal(hash_en)), else_=literal(hash_zh)),
         literal(settings.not_before, type_=table.c.not_before.type),
-        literal(PENDING),
+        case((grouped, literal(GROUPED)), else_=literal(PENDING)),
         literal(0),
         literal(now, type_=table.c.created_at.type),
         literal(broadcast.id),
         literal(unit),
+        group_key,
+    )
+
+
+def _body_hashes(body: Body, unit: str) -> tuple[str, str]:
+    """(zh, en) body hashes; they cover the unit too, so two variants never share a call."""
+    return body_hash([*body.zh, {"unit": unit}]), body_hash([*body.en, {"unit": unit}])
+
+
+def group_prefix(broadcast_id: int, unit: str) -> str:
+    """The start of the keys of a broadcast unit's LINE groups (`bcg:` rows)."""
+    return f"bcg:{broadcast_id}:{unit}:"
+
+
+async def _add_groups(
+    session: AsyncSession,
+    broadcast: Broadcast,
+    filled: set[tuple[str, str]],
+    *,
+    body: Body,
+    unit: str,
+    settings: PlanSettings,
+    now: dt.datetime,
+) -> None:
+    """One outbox row per LINE group that a chunk filled: no member, the group's body, due
+    when its recipients are; it is what a worker claims and sends as one multicast."""
+    if not filled:
+        return
+    hash_zh, hash_en = _body_hashes(body, unit)
+    bodies = {hash_zh: body.zh, hash_en: body.en}
+    rows = [
+        {
+            "key": key,
+            "member_id": None,
+            "account_id": None,
+            "channel": "line",
+            "external_id": "",
+            "kind": KIND,
+            "priority": PRIORITY_BROADCAST,
+            "proactive": True,
+            "replies": bodies[digest],
+            "body_hash": digest,
+            "not_before": settings.not_before,
+            "status": PENDING,
+            "attempts": 0,
+            "created_at": now,
+            "broadcast_id": broadcast.id,
+            "aggregation_unit": unit,
+        }
+        for key, digest in sorted(filled)
+    ]
+    await session.execute(
+        _insert(session)(OutboxMessage.__table__)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["key"])
     )
 
 
@@ -721,8 +798,17 @@ async def plan_chunk(
             settings=settings,
             now=now,
         )
-        result = await session.execute(stmt)
-        added += max(0, int(result.rowcount or 0))  # type: ignore[attr-defined]
+        inserted = (await session.execute(stmt)).all()
+        added += len(inserted)
+        await _add_groups(
+            session,
+            broadcast,
+            {(str(k), str(h)) for k, h in inserted if k is not None},
+            body=bodies[variant],
+            unit=aggregation_unit(broadcast.id, variant, phase=broadcast.phase),
+            settings=settings,
+            now=now,
+        )
     broadcast.cursor = hi
     broadcast.queued += added
     broadcast.lease_until = now + PLAN_LEASE
@@ -788,13 +874,37 @@ async def pick_winner(
 
 # -- pause, resume, cancel ---------------------------------------------------------------------
 async def _rows(session: AsyncSession, broadcast_id: int, old: Sequence[str], **values: Any) -> int:
+    """The broadcast's rows moved from `old` to `values`, LINE group rows among them;
+    returns the recipients moved (a group's recipients move with their group's row)."""
+    mine = (OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.status.in_(list(old)))
+    in_groups = await session.scalar(
+        select(func.count()).where(
+            OutboxMessage.broadcast_id == broadcast_id,
+            OutboxMessage.status == GROUPED,
+            OutboxMessage.group_key.in_(_group_keys(broadcast_id, old)),
+        )
+    )
+    groups = await session.scalar(  # group rows are not recipients
+        select(func.count()).where(*mine, OutboxMessage.member_id.is_(None))
+    )
     result = await session.execute(
         update(OutboxMessage)
-        .where(OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.status.in_(list(old)))
+        .where(*mine)
         .values(**values)
         .execution_options(synchronize_session=False)
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    moved = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return moved - int(groups or 0) + int(in_groups or 0)
+
+
+def _group_keys(broadcast_id: int, statuses: Sequence[str]) -> Any:
+    """The keys of the broadcast's LINE group rows in `statuses`."""
+    groups = OutboxMessage.__table__.alias("grp")
+    return select(groups.c.key).where(
+        groups.c.broadcast_id == broadcast_id,
+        groups.c.member_id.is_(None),
+        groups.c.status.in_(list(statuses)),
+    )
 
 
 async def pause(session: AsyncSession, broadcast_id: int, *, now: dt.datetime) -> int:
@@ -820,7 +930,20 @@ async def cancel(session: AsyncSession, broadcast_id: int, *, now: dt.datetime) 
     """Cancel: nothing more is planned, unsent rows are withdrawn; returns rows withdrawn."""
     row = await require_broadcast(session, broadcast_id, lock=True)
     row.status, row.paused, row.lease_until, row.updated_at = CANCELLED_BC, False, None, now
-    return await _rows(
+    # Grouped recipients of unsent groups are withdrawn with them (the frequency cap counts
+    # the rows that are not cancelled).
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(
+            OutboxMessage.broadcast_id == row.id,
+            OutboxMessage.status == GROUPED,
+            OutboxMessage.group_key.in_(_group_keys(row.id, [PENDING, HELD])),
+        )
+        .values(status=CANCELLED, last_error="broadcast cancelled")
+        .execution_options(synchronize_session=False)
+    )
+    grouped = int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return grouped + await _rows(
         session,
         row.id,
         [PENDING, HELD],
@@ -843,10 +966,11 @@ async def variant_figures(session: AsyncSession, broadcast: Broadcast) -> dict[s
         for v in broadcast.spec["variants"]
         for p in (0, 1)
     }
+    rows_of = deliveries(broadcast.id)
     rows = await session.execute(
-        select(OutboxMessage.aggregation_unit, OutboxMessage.status, func.count())
-        .where(OutboxMessage.broadcast_id == broadcast.id)
-        .group_by(OutboxMessage.aggregation_unit, OutboxMessage.status)
+        select(rows_of.c.aggregation_unit, rows_of.c.status, func.count()).group_by(
+            rows_of.c.aggregation_unit, rows_of.c.status
+        )
     )
     for unit, status, count in rows:
         name = units.get(str(unit))
@@ -868,16 +992,12 @@ async def variant_figures(session: AsyncSession, broadcast: Broadcast) -> dict[s
 
 async def figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, Any]:
     """Recipients, queued, sent, failed by reason, unreachable, withdrawn, clicks, per variant."""
+    rows_of = deliveries(broadcast.id)
     rows = await session.execute(
-        select(
-            OutboxMessage.status,
-            OutboxMessage.last_error,
-            ChannelAccount.unreachable,
-            func.count(),
-        )
-        .outerjoin(ChannelAccount, ChannelAccount.id == OutboxMessage.account_id)
-        .where(OutboxMessage.broadcast_id == broadcast.id)
-        .group_by(OutboxMessage.status, OutboxMessage.last_error, ChannelAccount.unreachable)
+        select(rows_of.c.status, rows_of.c.last_error, ChannelAccount.unreachable, func.count())
+        .select_from(rows_of)
+        .outerjoin(ChannelAccount, ChannelAccount.id == rows_of.c.account_id)
+        .group_by(rows_of.c.status, rows_of.c.last_error, ChannelAccount.unreachable)
     )
     out: dict[str, Any] = {
         "recipients": 0,
@@ -931,6 +1051,29 @@ async def figures(session: AsyncSession, broadcast: Broadcast) -> dict[str, Any]
 UNSUBSCRIBED = "unsubscribed"  # last_error of a marketing row withdrawn at send time
 
 
+def deliveries(broadcast_id: int) -> Any:
+    """The broadcast's rows, one per recipient, as each stands: a grouped recipient has its
+    group row's status, error and time (a group row no longer kept was sent)."""
+    rows = OutboxMessage.__table__
+    groups = rows.alias("grp")
+    grouped = rows.c.status == GROUPED
+    return (
+        select(
+            rows.c.member_id,
+            rows.c.account_id,
+            rows.c.aggregation_unit,
+            case((grouped, func.coalesce(groups.c.status, SENT)), else_=rows.c.status).label(
+                "status"
+            ),
+            case((grouped, groups.c.last_error), else_=rows.c.last_error).label("last_error"),
+            case((grouped, groups.c.sent_at), else_=rows.c.sent_at).label("sent_at"),
+        )
+        .select_from(rows.outerjoin(groups, groups.c.key == rows.c.group_key))
+        .where(rows.c.broadcast_id == broadcast_id, rows.c.member_id.is_not(None))
+        .subquery("deliveries")
+    )
+
+
 async def claims_attributed(session: AsyncSession, broadcast: Broadcast) -> dict[str, int] | None:
     """Claims per variant made within 7 days after the member received this broadcast (one
     query: the broadcast's sent rows joined to prize claims by member)."""
@@ -944,14 +1087,14 @@ async def claims_attributed(session: AsyncSession, broadcast: Broadcast) -> dict
     }
     # The 7-day window is applied here: interval arithmetic differs between the databases
     # (and the rows are only the claims of this broadcast's recipients).
+    rows_of = deliveries(broadcast.id)
     claimed = (
-        select(OutboxMessage.aggregation_unit, OutboxMessage.sent_at, CampaignClaim.claimed_at)
-        .join(CampaignClaim, CampaignClaim.member_id == OutboxMessage.member_id)
+        select(rows_of.c.aggregation_unit, rows_of.c.sent_at, CampaignClaim.claimed_at)
+        .join(CampaignClaim, CampaignClaim.member_id == rows_of.c.member_id)
         .where(
-            OutboxMessage.broadcast_id == broadcast.id,
-            OutboxMessage.status == SENT,
+            rows_of.c.status == SENT,
             CampaignClaim.status.in_(HOLDS_PRIZE),
-            CampaignClaim.claimed_at >= OutboxMessage.sent_at,
+            CampaignClaim.claimed_at >= rows_of.c.sent_at,
         )
     )
     window = dt.timedelta(days=CLAIM_DAYS)

@@ -8,21 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from app import channel_preview
+from bot.channels import Delivery
 from bot.i18n import Catalog
 from bot.line import LineChannel
 from models import broadcasts as bc
-from models import segments
+from models import outbox, segments
 from models.courses import Course
 from models.db import create_engine, create_sessionmaker
-from models.members import Member
+from models.members import ChannelAccount, Member
 from models.outbox import PRIORITY_REMINDER, OutboxMessage
 from notifications.broadcasts import broadcasts_job
 from notifications.dispatcher import Dispatcher, DispatcherConfig
@@ -107,13 +109,21 @@ async def create(engine: AsyncEngine, raw: dict[str, Any], now: dt.datetime = NO
 
 
 async def rows_of(engine: AsyncEngine, broadcast_id: int) -> list[OutboxMessage]:
+    """The broadcast's rows, one per recipient; a grouped LINE recipient's row shows its group
+    row's status (a LINE group row itself, with no member, is not a recipient)."""
     async with create_sessionmaker(engine)() as s:
         result = await s.scalars(
             select(OutboxMessage)
             .where(OutboxMessage.broadcast_id == broadcast_id)
             .order_by(OutboxMessage.member_id)
         )
-        return list(result.all())
+        rows = list(result.all())
+        groups = {r.key: r for r in rows if r.member_id is None}
+        for r in rows:
+            if r.status == "grouped":
+                r.status = groups[str(r.group_key)].status
+        s.expunge_all()
+        return [r for r in rows if r.member_id is not None]
 
 
 async def figures(engine: AsyncEngine, broadcast_id: int) -> dict[str, Any]:
@@ -632,3 +642,225 @@ async def test_telegram_broadcasts_go_one_chat_at_a_time_paid_only_when_opted_in
     assert all(bool(c.params.get("allow_paid_broadcast")) is paid for c in sent)
     assert "取消訂閱" in str(sent[0].params["reply_markup"])
     assert (await figures(engine, broadcast_id))["sent"] == 4
+
+
+# -- LINE groups: one outbox row per multicast of up to 500 --------------------------------------
+async def many(engine: AsyncEngine, n: int, *, english: int = 0) -> list[Member]:
+    """`n` LINE members in one flush (the groups need hundreds)."""
+    async with create_sessionmaker(engine)() as s:
+        members = [
+            Member(language="en" if i < english else "zh-TW", created_at=NOON) for i in range(n)
+        ]
+        s.add_all(
+            ChannelAccount(
+                member=m,
+                channel="line",
+                external_id=f"U{i:032x}",
+                created_at=NOON,
+                last_seen_at=NOON,
+            )
+            for i, m in enumerate(members)
+        )
+        await s.commit()
+        return members
+
+
+async def group_rows(engine: AsyncEngine, broadcast_id: int) -> list[OutboxMessage]:
+    async with create_sessionmaker(engine)() as s:
+        result = await s.scalars(
+            select(OutboxMessage)
+            .where(OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.member_id.is_(None))
+            .order_by(OutboxMessage.id)
+        )
+        return list(result.all())
+
+
+async def test_line_recipients_go_as_one_row_and_one_multicast_per_500(
+    engine: AsyncEngine, settings: Any, line: LineChannel, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, _ = fake_line
+    await many(engine, 1203, english=3)
+    async with create_sessionmaker(engine)() as s:
+        # Someone inside quiet hours of their own leaves their group and waits for them.
+        own = await add_member(s, channel="line", external_id="U-own-quiet-hours")
+        await s.execute(
+            update(Member).where(Member.id == own.member_id).values(quiet_hours="00:00-23:59")
+        )
+        await s.commit()
+    broadcast_id = await create(engine, FILE)
+
+    assert await job(engine, settings)(NOON) == {str(broadcast_id): 1204}
+    groups = await group_rows(engine, broadcast_id)
+    report = await dispatcher(engine, line, line_lanes=2).drain(NOON)
+
+    # 1,201 in Chinese (500 + 500 + 201), 3 in English: four rows, four calls; the one in
+    # quiet hours went back to a row of their own, claimed and deferred.
+    assert len(groups) == 4
+    assert all(g.external_id == "" and g.status == "pending" for g in groups)
+    assert report.claimed == 5
+    assert (report.sent, report.deferred) == (1203, 1)
+    calls = fake.sent("/multicast")
+    assert sorted(len(c.body["to"]) for c in calls) == [3, 200, 500, 500]
+    assert {c.headers["x-line-retry-key"] for c in calls} == {outbox.row_key(g.id) for g in groups}
+    assert fake.sent("/push") == []
+    delivered = fake.delivered()
+    assert len(delivered) == 1203
+    assert set(delivered.values()) == {1}
+    assert "U-own-quiet-hours" not in delivered
+    shown = await figures(engine, broadcast_id)
+    assert (shown["recipients"], shown["sent"], shown["queued"]) == (1204, 1203, 1)
+    assert {r.status for r in await rows_of(engine, broadcast_id)} == {"sent", "pending"}
+
+
+async def test_who_leaves_a_group_before_its_call_is_screened_as_one_row_would_be(
+    engine: AsyncEngine, settings: Any, line: LineChannel, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, _ = fake_line
+    members = await people(engine, 6)
+    broadcast_id = await create(engine, FILE)
+    await job(engine, settings)(NOON)
+    gone, quiet, erased = members[1], members[2], members[3]
+    async with create_sessionmaker(engine)() as s:
+        await s.execute(
+            update(Member).where(Member.id == members[0].member_id).values(marketing_opt_in=False)
+        )
+        await s.execute(
+            update(ChannelAccount)
+            .where(ChannelAccount.id == gone.account_id)
+            .values(unreachable=True)
+        )
+        await s.execute(
+            update(Member).where(Member.id == quiet.member_id).values(quiet_hours="00:00-23:59")
+        )
+        await s.execute(delete(Member).where(Member.id == erased.member_id))  # delete-my-data
+        await s.commit()
+
+    report = await dispatcher(engine, line).drain(NOON)
+
+    [call] = fake.sent("/multicast")
+    assert sorted(call.body["to"]) == sorted(m.external_id for m in members[4:])
+    assert fake.sent("/push") == []
+    assert (report.sent, report.withdrawn, report.failed, report.deferred) == (2, 1, 1, 1)
+    shown = await figures(engine, broadcast_id)
+    assert (shown["recipients"], shown["sent"], shown["unsubscribed"]) == (5, 2, 1)
+    assert (shown["failed"], shown["unreachable"], shown["queued"]) == (1, 1, 1)
+
+
+async def test_a_group_retried_after_a_crash_goes_to_the_same_people_under_its_key(
+    engine: AsyncEngine, settings: Any, line: LineChannel, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, _ = fake_line
+    members = await people(engine, 4)
+    broadcast_id = await create(engine, FILE)
+    await job(engine, settings)(NOON)
+    fake.delay = 0.5
+    crashed = asyncio.create_task(dispatcher(engine, line).drain(NOON))
+    await _wait_for(lambda: len(fake.requests) > 0)
+    crashed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+    fake.delay = 0
+    # The call was in flight (LINE may have taken it); one of its people turns marketing off.
+    async with create_sessionmaker(engine)() as s:
+        await s.execute(
+            update(Member).where(Member.id == members[0].member_id).values(marketing_opt_in=False)
+        )
+        await s.commit()
+
+    await dispatcher(engine, line).drain(NOON + dt.timedelta(minutes=10))
+
+    first, retry = fake.sent("/multicast")
+    # The same call again, as it went: the same people under the same key (had LINE taken
+    # the first, it would answer 409 to this one).
+    assert retry.headers["x-line-retry-key"] == first.headers["x-line-retry-key"]
+    assert (
+        sorted(retry.body["to"])
+        == sorted(first.body["to"])
+        == sorted(m.external_id for m in members)
+    )
+    assert fake.delivered() == {m.external_id: 1 for m in members}
+    assert (await figures(engine, broadcast_id))["sent"] == 4
+
+
+async def test_pause_and_cancel_move_grouped_recipients_with_their_group(
+    engine: AsyncEngine, settings: Any, line: LineChannel, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, _ = fake_line
+    members = await people(engine, 5)
+    broadcast_id = await create(engine, FILE)
+    await job(engine, settings)(NOON)
+    async with create_sessionmaker(engine)() as s:
+        assert await bc.pause(s, broadcast_id, now=NOON) == 5
+        await s.commit()
+    await dispatcher(engine, line).drain(NOON)
+    assert fake.requests == []
+    assert (await figures(engine, broadcast_id))["held"] == 5
+    async with create_sessionmaker(engine)() as s:
+        assert await bc.cancel(s, broadcast_id, now=NOON) == 5
+        await s.commit()
+    shown = await figures(engine, broadcast_id)
+    assert (shown["withdrawn"], shown["held"], shown["queued"]) == (5, 0, 0)
+    async with create_sessionmaker(engine)() as s:
+        own = await s.scalars(
+            select(OutboxMessage.status).where(
+                OutboxMessage.broadcast_id == broadcast_id, OutboxMessage.member_id.is_not(None)
+            )
+        )
+        assert set(own.all()) == {"cancelled"}  # so the frequency cap does not count them
+    # A cancelled broadcast does not count toward the weekly cap of two.
+    for name in ("second", "third"):
+        await create(engine, {**FILE, "name": name})
+    planned = await job(engine, settings)(NOON + dt.timedelta(minutes=1))
+    assert sorted(planned.values()) == [5, 5]
+    assert len(members) == 5
+
+
+async def test_finished_groups_and_their_people_are_purged_with_the_rest(
+    engine: AsyncEngine, settings: Any, line: LineChannel
+) -> None:
+    await people(engine, 3)
+    broadcast_id = await create(engine, FILE)
+    await job(engine, settings)(NOON)
+    await dispatcher(engine, line).drain(NOON)
+    async with create_sessionmaker(engine)() as s:
+        assert await outbox.purge_finished(s, now=NOON + dt.timedelta(days=29)) == 0
+        assert await outbox.purge_finished(s, now=NOON + dt.timedelta(days=31)) == 4
+        await s.commit()
+    assert await rows_of(engine, broadcast_id) == []
+
+
+class _PushOnlyLine:
+    """A LINE channel without multicast (only `deliver`, as chats have): each message is a
+    push of its own."""
+
+    name = "line"
+
+    def __init__(self, inner: LineChannel) -> None:
+        self.inner = inner
+
+    async def deliver(self, external_id: str, replies: Any, **_: Any) -> Delivery:
+        await self.inner.push(external_id, replies, retry_key=str(uuid.uuid4()))
+        return Delivery(method="push", requests=1)
+
+
+async def test_groups_are_sent_one_by_one_where_line_cannot_multicast(
+    engine: AsyncEngine, settings: Any, line: LineChannel, fake_line: tuple[FakeLine, str]
+) -> None:
+    fake, _ = fake_line
+    members = await people(engine, 3)
+    broadcast_id = await create(engine, FILE)
+    await job(engine, settings)(NOON)
+    worker = Dispatcher(
+        create_sessionmaker(engine),
+        {"line": _PushOnlyLine(line)},  # type: ignore[dict-item]
+        config=DispatcherConfig(line_lanes=1),
+    )
+
+    await worker.drain(NOON)
+
+    assert fake.sent("/multicast") == []
+    assert sorted(c.body["to"] for c in fake.sent("/push")) == sorted(
+        m.external_id for m in members
+    )
+    shown = await figures(engine, broadcast_id)
+    assert (shown["recipients"], shown["sent"], shown["withdrawn"]) == (3, 3, 0)

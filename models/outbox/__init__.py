@@ -7,9 +7,13 @@ its lease ends. LINE groups of identical messages carry a stored `retry_key`, so
 the same group (after a crash or a 5xx) reuses the key and LINE answers 409, never sends
 twice; such a group always moves as one unit (claimed, retried and marked together).
 
+A broadcast's LINE recipients go in groups: one row per multicast of up to 500, its people
+waiting under its key (`groups`).
+
 The parts: `tables` (rows, statuses, priorities), `write` (enqueue, choose_targets),
-`claim` (claim_batch, retry keys, the outcomes of a send) and `maintenance` (channel
-pauses, cancel_pending, figures, retention). Importers use `models.outbox` as before.
+`claim` (claim_batch, retry keys, the outcomes of a send), `groups` (LINE broadcast groups)
+and `maintenance` (channel pauses, cancel_pending, figures, retention). Importers use
+`models.outbox` as before.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from models.outbox.claim import (
     row_key,
     withdraw,
 )
+from models.outbox.groups import dissolve as dissolve_groups
+from models.outbox.groups import is_group
+from models.outbox.groups import people as group_people
 from models.outbox.maintenance import (
     cancel_pending,
     pause_channel,
@@ -40,6 +47,7 @@ from models.outbox.maintenance import (
 from models.outbox.tables import (
     CANCELLED,
     FAILED,
+    GROUPED,
     MAX_GROUP,
     PENDING,
     PRIORITY_BROADCAST,
@@ -57,6 +65,7 @@ from models.outbox.write import NewMessage, Target, body_hash, choose_targets, e
 __all__ = [
     "CANCELLED",
     "FAILED",
+    "GROUPED",
     "MAX_GROUP",
     "PENDING",
     "PRIORITY_BROADCAST",
@@ -78,10 +87,13 @@ __all__ = [
     "claim_batch",
     "clear_retry_keys",
     "defer",
+    "dissolve_groups",
     "enqueue",
     "enqueue_many",
     "group_key",
+    "group_people",
     "ids_match",
+    "is_group",
     "mark_failed",
     "mark_retry",
     "mark_sent",

@@ -52,7 +52,7 @@ class Claimed:
 
     id: int
     key: str
-    member_id: int
+    member_id: int | None  # None: a LINE broadcast group's row (models.outbox.groups)
     account_id: int | None
     channel: str
     external_id: str
@@ -151,6 +151,13 @@ async def claim_batch(
                 session, claim_values, allowed, now=now, room=room, grouped=pg and group_line
             )
         )
+    # LINE broadcast groups (one row, up to MAX_GROUP people each), as many as would make the
+    # batch's people; they go after the rows above in priority, and every batch takes some.
+    claimed.extend(
+        await claim_groups(
+            session, claim_values, allowed, now=now, limit=max(1, limit // MAX_GROUP)
+        )
+    )
     claimed.sort(key=lambda c: (c.priority, c.id))
     return claimed
 
@@ -211,6 +218,7 @@ async def _claim_fresh(
             OutboxMessage.status == PENDING,
             OutboxMessage.not_before <= now,
             OutboxMessage.retry_key.is_(None),
+            OutboxMessage.member_id.is_not(None),  # group rows: claim_groups
             *allowed,
         )
         .order_by(OutboxMessage.priority, OutboxMessage.not_before, OutboxMessage.id)
@@ -227,6 +235,38 @@ async def _claim_fresh(
         )
     result = await session.execute(
         stmt.returning(*_RETURNING).execution_options(synchronize_session=False)
+    )
+    return [Claimed(*row) for row in result]
+
+
+async def claim_groups(
+    session: AsyncSession,
+    claim_values: dict[str, Any],
+    allowed: list[Any],
+    *,
+    now: dt.datetime,
+    limit: int,
+) -> list[Claimed]:
+    """Due LINE broadcast group rows (no member; their people are the `grouped` rows under
+    their key, see models.outbox.groups), skipping rows another worker is claiming now."""
+    due = (
+        select(OutboxMessage.id)
+        .where(
+            OutboxMessage.status == PENDING,
+            OutboxMessage.not_before <= now,
+            OutboxMessage.member_id.is_(None),
+            *allowed,
+        )
+        .order_by(OutboxMessage.priority, OutboxMessage.not_before, OutboxMessage.id)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(OutboxMessage.id.in_(due.scalar_subquery()))
+        .values(**claim_values)
+        .returning(*_RETURNING)
+        .execution_options(synchronize_session=False)
     )
     return [Claimed(*row) for row in result]
 

@@ -72,7 +72,11 @@ async def stats(session: AsyncSession) -> dict[str, dict[str, int]]:
 async def purge_finished(
     session: AsyncSession, *, now: dt.datetime, keep: dt.timedelta = dt.timedelta(days=30)
 ) -> int:
-    """Delete rows finished (sent, failed, cancelled) before `now - keep` (retention job)."""
+    """Delete rows finished (sent, failed, cancelled) before `now - keep` (retention job),
+    and the grouped rows of finished LINE groups."""
+    from models.outbox.groups import purge_grouped
+
+    grouped = await purge_grouped(session, before=now - keep)
     result = await session.execute(
         delete(OutboxMessage).where(
             OutboxMessage.status.in_([SENT, FAILED, CANCELLED]),
@@ -80,4 +84,4 @@ async def purge_finished(
         )
     )
     await session.execute(delete(ChannelPause).where(ChannelPause.paused_until < now - keep))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return grouped + int(result.rowcount or 0)  # type: ignore[attr-defined]

@@ -15,6 +15,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base
 
 PENDING, SENDING, SENT, FAILED, CANCELLED = "pending", "sending", "sent", "failed", "cancelled"
+# A recipient's row inside a LINE broadcast group (migration 0023): never claimed itself; it
+# goes with its group row (`group_key`), whose status is its own.
+GROUPED = "grouped"
 # Lower goes first: a reply that had to fall back to push is an answer someone waits for.
 PRIORITY_REPLY, PRIORITY_REMINDER, PRIORITY_EPISODE, PRIORITY_BROADCAST = 0, 10, 15, 20
 MAX_GROUP = 500  # LINE multicast: at most 500 user ids per call
@@ -44,6 +47,12 @@ class OutboxMessage(Base):
             postgresql_where=text("retry_key IS NOT NULL"),
             sqlite_where=text("retry_key IS NOT NULL"),
         ),
+        Index(
+            "ix_outbox_group_key",
+            "group_key",
+            postgresql_where=text("group_key IS NOT NULL"),
+            sqlite_where=text("group_key IS NOT NULL"),
+        ),
         # Broadcasts (models/broadcasts.py): pause, resume, cancel and figures by broadcast.
         Index(
             "ix_outbox_broadcast",
@@ -56,7 +65,10 @@ class OutboxMessage(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(160), unique=True)
-    member_id: Mapped[int] = mapped_column(ForeignKey("member.id", ondelete="CASCADE"), index=True)
+    # None on a LINE broadcast group's row (its recipients are the rows under its key).
+    member_id: Mapped[int | None] = mapped_column(
+        ForeignKey("member.id", ondelete="CASCADE"), index=True
+    )
     account_id: Mapped[int | None] = mapped_column(
         ForeignKey("channel_account.id", ondelete="CASCADE"), default=None
     )
@@ -82,6 +94,8 @@ class OutboxMessage(Base):
     # customAggregationUnits name of its broadcast and variant (sent with the call).
     broadcast_id: Mapped[int | None] = mapped_column(default=None)
     aggregation_unit: Mapped[str | None] = mapped_column(String(30), default=None)
+    # A grouped recipient's row: the `key` of its group's row (migration 0023).
+    group_key: Mapped[str | None] = mapped_column(String(160), default=None)
 
 
 class ChannelPause(Base):

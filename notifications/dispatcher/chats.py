@@ -88,7 +88,7 @@ class ChatStrategy(ChannelStrategy):
                 paid = {"paid_broadcast": True} if self.paid(row) else {}
                 replies = row.replies
                 links = self.config.person_links
-                if links is not None and row.kind == MARKETING_KIND:
+                if links is not None and row.kind == MARKETING_KIND and row.member_id:
                     replies = links.personal(replies, row.member_id)
                 try:
                     delivery = await channel.deliver(

@@ -190,6 +190,7 @@ class Outcome:
     error: BaseException | None
     channel: str
     external_ids: list[str]
+    group: bool = False  # a LINE broadcast group's row: `external_ids` are its people
 
 
 class CommitOutcomes(Protocol):

@@ -277,10 +277,12 @@ class Dispatcher:
     async def _reroute(
         self, session: AsyncSession, row: Claimed, now: dt.datetime, report: DrainReport
     ) -> None:
+        # Only a person's own row is rerouted (a group row's account is never gone).
+        member = row.member_id or 0
         targets = await outbox.choose_targets(
-            session, member_ids=[row.member_id], channels=list(self.channels)
+            session, member_ids=[member], channels=list(self.channels)
         )
-        target = targets.get(row.member_id)
+        target = targets.get(member)
         if target is not None and target.account_id != row.account_id:
             await outbox.reroute(session, row_id=row.id, worker=self.worker, target=target)
             report.deferred += 1
@@ -295,10 +297,15 @@ class Dispatcher:
     ) -> tuple[list[LineUnit], list[Claimed]]:
         """LINE rows (when LINE takes retry keys) into calls, the others into chats' rows."""
         keyed_line = self.line.keyed
+        if not keyed_line:  # broadcast groups need multicast: their people go one by one
+            await outbox.dissolve_groups(
+                session, [r for r in rows if outbox.is_group(r)], worker=self.worker
+            )
+            rows = [r for r in rows if not outbox.is_group(r)]
         line_rows = [r for r in rows if r.channel == "line" and keyed_line]
         chat_rows = [r for r in rows if not (r.channel == "line" and keyed_line)]
         others = await self.chats.plan(session, chat_rows, now)
-        return await self.line.plan(session, line_rows), others
+        return await self.line.plan(session, line_rows, now), others
 
     # -- outcomes ----------------------------------------------------------------------------
     async def _commit(
@@ -347,9 +354,13 @@ class Dispatcher:
         now: dt.datetime,
         report: DrainReport,
     ) -> None:
-        sent = [i for o in outcomes if o.error is None for i in o.ids]
+        sent = [i for o in outcomes if o.error is None and not o.group for i in o.ids]
         counted = await outbox.mark_sent(session, ids=sent, worker=self.worker, now=now)
         report.sent += counted
+        for o in outcomes:  # a broadcast group's row counts its people
+            if o.error is None and o.group:
+                counted = await outbox.mark_sent(session, ids=o.ids, worker=self.worker, now=now)
+                report.sent += counted * _people(o)
         for o in outcomes:
             exc = o.error
             if exc is None:
@@ -366,12 +377,12 @@ class Dispatcher:
                 counted = await outbox.mark_failed(
                     session, ids=o.ids, worker=self.worker, error=reason, now=now
                 )
-                report.failed += counted
+                report.failed += counted * _people(o)
             elif isinstance(exc, Refused) or o.attempts >= self.config.max_attempts:
                 counted = await outbox.mark_failed(
                     session, ids=o.ids, worker=self.worker, error=reason, now=now
                 )
-                report.failed += counted
+                report.failed += counted * _people(o)
             else:
                 await self._retry_later(session, o, exc, reason, now, report)
 
@@ -441,6 +452,11 @@ class _Planned:
     claimed: int
     line_units: list[LineUnit]
     others: list[Claimed]
+
+
+def _people(o: Outcome) -> int:
+    """People per row of an outcome: a broadcast group's row stands for all of its people."""
+    return len(o.external_ids) if o.group else 1
 
 
 async def _account_facts(

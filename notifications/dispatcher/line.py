@@ -23,6 +23,7 @@ from notifications.dispatcher.common import (
     Sending,
     per_second,
 )
+from notifications.quiet_hours import window_for
 
 PREPARED_MEMORY = 2048  # LINE bodies kept rendered and serialised, by body hash
 BATCH_FLOOR = 0.05  # seconds a batch takes whatever its calls (claim, plan, record)
@@ -57,6 +58,7 @@ class LineUnit:
     attempts: int
     body_hash: str
     aggregation_unit: str | None = None  # broadcasts: LINE's customAggregationUnits
+    group: bool = False  # a broadcast group's row (one id, many people)
 
 
 class LineStrategy(ChannelStrategy):
@@ -76,13 +78,28 @@ class LineStrategy(ChannelStrategy):
         return hasattr(self.channels.get("line"), "multicast")
 
     # -- planning ----------------------------------------------------------------------------
-    async def plan(self, session: AsyncSession, rows: list[Claimed]) -> list[LineUnit]:
-        """LINE rows into calls (keyed groups as they were; identical bodies into multicast
-        groups of ≤500 with a stored key; the rest as pushes with a key from the row id)."""
+    async def plan(
+        self, session: AsyncSession, rows: list[Claimed], now: dt.datetime
+    ) -> list[LineUnit]:
+        """LINE rows into calls (broadcast group rows and keyed groups as they were; identical
+        bodies into multicast groups of ≤500 with a stored key; the rest as pushes with a key
+        from the row id)."""
         units: list[LineUnit] = []
+        # Broadcast groups planned as such: one multicast each, under the group row's key.
+        planned = [r for r in rows if outbox.is_group(r)]
+        if planned:
+            config = self.config
+
+            def quiet(hours: str | None) -> bool:  # a member's setting (None: the default)
+                return window_for(hours, config.quiet).until(now) is not None
+
+            people = await outbox.group_people(session, planned, worker=self.worker, quiet=quiet)
+            units.extend(_group_unit(g, people[g.key]) for g in planned if g.key in people)
         keyed: dict[str, list[Claimed]] = defaultdict(list)
         fresh: dict[str, list[Claimed]] = defaultdict(list)
         for row in rows:
+            if outbox.is_group(row):
+                continue
             if row.retry_key:
                 keyed[row.retry_key].append(row)
             elif row.attempts > 1:
@@ -159,7 +176,9 @@ class LineStrategy(ChannelStrategy):
         slots = self._sem if budget == "line_push" else self._multicast_sem
         async with slots:
             if self.paused:
-                return Outcome(unit.ids, unit.attempts, self.paused, "line", unit.user_ids)
+                return Outcome(
+                    unit.ids, unit.attempts, self.paused, "line", unit.user_ids, unit.group
+                )
             await self.limits.acquire((budget, "all"))
             try:
                 # Broadcasts: each broadcast and variant is its own LINE aggregation unit.
@@ -179,8 +198,8 @@ class LineStrategy(ChannelStrategy):
             except Exception as exc:
                 if isinstance(exc, QuotaExhausted):
                     self.paused = exc  # the rest of this batch waits too
-                return Outcome(unit.ids, unit.attempts, exc, "line", unit.user_ids)
-        return Outcome(unit.ids, unit.attempts, None, "line", unit.user_ids)
+                return Outcome(unit.ids, unit.attempts, exc, "line", unit.user_ids, unit.group)
+        return Outcome(unit.ids, unit.attempts, None, "line", unit.user_ids, unit.group)
 
     def prepare(self, line: KeyedSender, unit: LineUnit) -> Any:
         """The unit's body rendered and serialised, once per distinct body (bounded)."""
@@ -206,4 +225,19 @@ def _unit(rows: list[Claimed], key: str) -> LineUnit:
         attempts=max(r.attempts for r in rows),
         body_hash=rows[0].body_hash,
         aggregation_unit=rows[0].aggregation_unit,
+    )
+
+
+def _group_unit(row: Claimed, user_ids: list[str]) -> LineUnit:
+    """A broadcast group's call: its people, under a key derived from the group's row (the
+    same on every attempt; the people are frozen from the first call on)."""
+    return LineUnit(
+        ids=[row.id],
+        user_ids=user_ids,
+        replies=row.replies,
+        key=outbox.row_key(row.id),
+        attempts=row.attempts,
+        body_hash=row.body_hash,
+        aggregation_unit=row.aggregation_unit,
+        group=True,
     )
