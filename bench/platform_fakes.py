@@ -37,6 +37,7 @@ class State:
         self.chat_last: dict[str, float] = {}
         self.first: float | None = None
         self.last: float | None = None
+        self.per_second: dict[int, int] = defaultdict(int)  # calls by whole second from first
 
     def over(self, name: str, now: float) -> bool:
         window = self.recent[name]
@@ -92,6 +93,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
             "span": span,
             "distinct": {"line": len(STATE.seen)},
             "repeats": STATE.repeats,
+            "per_second": [STATE.per_second[i] for i in range(int(span) + 1)],
         }
         await _send(send, 200, json.dumps(stats).encode())
         return
@@ -101,6 +103,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     STATE.first = STATE.first or now
     STATE.last = now
+    STATE.per_second[int(now - STATE.first)] += 1
     if path.endswith(("/v2/bot/message/push", "/v2/bot/message/multicast")):
         name = "multicast" if path.endswith("multicast") else "push"
         if ENFORCE and STATE.over(name, now):

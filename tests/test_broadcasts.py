@@ -859,8 +859,9 @@ async def test_groups_are_sent_one_by_one_where_line_cannot_multicast(
     await worker.drain(NOON)
 
     assert fake.sent("/multicast") == []
-    assert sorted(c.body["to"] for c in fake.sent("/push")) == sorted(
-        m.external_id for m in members
-    )
+    pushes = fake.sent("/push")
+    assert sorted(c.body["to"] for c in pushes) == sorted(m.external_id for m in members)
+    # Each row on its own got its group's body back (grouped rows keep none).
+    assert {c.body["messages"][0]["altText"] for c in pushes} == {"長期照顧新課程上架了！"}
     shown = await figures(engine, broadcast_id)
     assert (shown["recipients"], shown["sent"], shown["withdrawn"]) == (3, 3, 0)

@@ -109,6 +109,7 @@ async def claim_batch(
     limit: int = 500,
     channels: Sequence[str] | None = None,
     group_line: bool = False,
+    groups: int = 20,
 ) -> list[Claimed]:
     """Take up to `limit` due rows (plus whole keyed LINE groups) for `worker` until the
     lease ends; rows of a dead worker's expired lease count as due. The caller commits.
@@ -151,13 +152,9 @@ async def claim_batch(
                 session, claim_values, allowed, now=now, room=room, grouped=pg and group_line
             )
         )
-    # LINE broadcast groups (one row, up to MAX_GROUP people each), as many as would make the
-    # batch's people; they go after the rows above in priority, and every batch takes some.
-    claimed.extend(
-        await claim_groups(
-            session, claim_values, allowed, now=now, limit=max(1, limit // MAX_GROUP)
-        )
-    )
+    # Up to `groups` LINE broadcast groups (one row, up to MAX_GROUP people each) besides.
+    if groups > 0:
+        claimed.extend(await claim_groups(session, claim_values, allowed, now=now, limit=groups))
     claimed.sort(key=lambda c: (c.priority, c.id))
     return claimed
 
@@ -403,6 +400,22 @@ async def mark_sent(
     return await _settle(
         session, ids, worker, status=SENT, sent_at=now, lease_until=None, last_error=None
     )
+
+
+async def mark_sent_ids(
+    session: AsyncSession, *, ids: Sequence[int], worker: str, now: dt.datetime
+) -> set[int]:
+    """mark_sent that tells which rows it marked (a group row stands for its people)."""
+    if not ids:
+        return set()
+    result = await session.execute(
+        update(OutboxMessage)
+        .where(*_mine(session, ids, worker))
+        .values(status=SENT, sent_at=now, lease_until=None, last_error=None)
+        .returning(OutboxMessage.id)
+        .execution_options(synchronize_session=False)
+    )
+    return {int(i) for (i,) in result}
 
 
 def backoff(

@@ -1,9 +1,10 @@
 """LINE broadcast groups: one outbox row per multicast of up to MAX_GROUP people.
 
 The broadcast planner (models/broadcasts.py) writes each LINE recipient's row as `grouped`
-under a group's key, and one group row (no member, `external_id` empty) that the dispatcher
-claims, sends and settles like any row, so that a send of 1.5 million costs 3,000 rows of
-claiming and settling instead of 1.5 million. A recipient's status is its group row's.
+under a group's key (without the body, which the group row holds), and one group row (no
+member, `external_id` empty) that the dispatcher claims, sends and settles like any row, so
+that a send of 1.5 million costs 3,000 rows of claiming and settling instead of 1.5
+million. A recipient's status is its group row's.
 
 Before a group's first call, its people are screened as a single row would be: whoever
 turned marketing off, can no longer be reached on LINE or is inside their own quiet hours
@@ -18,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from sqlalchemy import and_, delete, exists, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -59,7 +61,9 @@ async def people(
         ChannelAccount.following.is_(True),
         ChannelAccount.unreachable.is_(False),
     )
-    result = await session.execute(
+    # Through the connection: thousands of plain tuples, without the ORM's row processing.
+    connection = await session.connection()
+    result = await connection.execute(
         select(
             OutboxMessage.group_key,
             OutboxMessage.id,
@@ -96,9 +100,16 @@ async def release(session: AsyncSession, ids: Sequence[int]) -> None:
             update(OutboxMessage)
             .where(ids_match(session, OutboxMessage.id, ids[i : i + 5000]))
             .where(OutboxMessage.status == GROUPED)
-            .values(status=PENDING, group_key=None)
+            .values(**_ungrouped())
             .execution_options(synchronize_session=False)
         )
+
+
+def _ungrouped() -> dict[str, Any]:
+    """A grouped row on its own again: pending, with its group's body (it kept none)."""
+    groups = OutboxMessage.__table__.alias("grp")
+    body = select(groups.c.replies).where(groups.c.key == OutboxMessage.group_key)
+    return {"status": PENDING, "group_key": None, "replies": body.scalar_subquery()}
 
 
 async def dissolve(session: AsyncSession, groups: Sequence[Claimed], *, worker: str) -> None:
@@ -113,7 +124,7 @@ async def dissolve(session: AsyncSession, groups: Sequence[Claimed], *, worker: 
             ids_match(session, OutboxMessage.group_key, keys, item_type=OutboxMessage.key.type),
             OutboxMessage.status == GROUPED,
         )
-        .values(status=PENDING, group_key=None)
+        .values(**_ungrouped())
         .execution_options(synchronize_session=False)
     )
     await withdraw(session, ids=[g.id for g in groups], worker=worker, reason="sent one by one")

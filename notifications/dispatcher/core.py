@@ -182,6 +182,7 @@ class Dispatcher:
                 now=now,
                 lease=self.config.lease,
                 limit=self.config.batch_size,
+                groups=self.config.group_batch,
                 channels=channels,
                 group_line=self._overlap and self.line.keyed,
             )
@@ -357,10 +358,11 @@ class Dispatcher:
         sent = [i for o in outcomes if o.error is None and not o.group for i in o.ids]
         counted = await outbox.mark_sent(session, ids=sent, worker=self.worker, now=now)
         report.sent += counted
-        for o in outcomes:  # a broadcast group's row counts its people
-            if o.error is None and o.group:
-                counted = await outbox.mark_sent(session, ids=o.ids, worker=self.worker, now=now)
-                report.sent += counted * _people(o)
+        groups = [o for o in outcomes if o.error is None and o.group]
+        marked = await outbox.mark_sent_ids(
+            session, ids=[i for o in groups for i in o.ids], worker=self.worker, now=now
+        )
+        report.sent += sum(_people(o) for o in groups if o.ids[0] in marked)
         for o in outcomes:
             exc = o.error
             if exc is None:

@@ -88,10 +88,12 @@ class LineStrategy(ChannelStrategy):
         # Broadcast groups planned as such: one multicast each, under the group row's key.
         planned = [r for r in rows if outbox.is_group(r)]
         if planned:
-            config = self.config
+            config, known = self.config, dict[str | None, bool]()
 
             def quiet(hours: str | None) -> bool:  # a member's setting (None: the default)
-                return window_for(hours, config.quiet).until(now) is not None
+                if hours not in known:
+                    known[hours] = window_for(hours, config.quiet).until(now) is not None
+                return known[hours]
 
             people = await outbox.group_people(session, planned, worker=self.worker, quiet=quiet)
             units.extend(_group_unit(g, people[g.key]) for g in planned if g.key in people)
