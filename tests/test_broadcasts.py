@@ -284,17 +284,22 @@ async def test_a_crash_mid_planning_and_mid_sending_loses_and_repeats_nobody(
     assert len(rows) == 30 == len({r.member_id for r in rows})
 
     # Sending "crashes" while its first multicast is in flight.
+    await crash_mid_call(dispatcher(engine, line, batch_size=10), fake)
+    # Another worker takes over once the lease has run out.
+    await dispatcher(engine, line).drain(NOON + dt.timedelta(minutes=10))
+    assert fake.delivered() == {m.external_id: 1 for m in members}
+    assert (await figures(engine, broadcast_id))["sent"] == 30
+
+
+async def crash_mid_call(worker: Dispatcher, fake: FakeLine) -> None:
+    """The worker "crashes" (is cancelled) while its first LINE call is in flight."""
     fake.delay = 0.5
-    crashed = asyncio.create_task(dispatcher(engine, line, batch_size=10).drain(NOON))
+    crashed = asyncio.create_task(worker.drain(NOON))
     await _wait_for(lambda: len(fake.requests) > 0)
     crashed.cancel()
     with pytest.raises(asyncio.CancelledError):
         await crashed
     fake.delay = 0
-    # Another worker takes over once the lease has run out.
-    await dispatcher(engine, line).drain(NOON + dt.timedelta(minutes=10))
-    assert fake.delivered() == {m.external_id: 1 for m in members}
-    assert (await figures(engine, broadcast_id))["sent"] == 30
 
 
 async def _wait_for(predicate: Any, timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -753,13 +758,7 @@ async def test_a_group_retried_after_a_crash_goes_to_the_same_people_under_its_k
     members = await people(engine, 4)
     broadcast_id = await create(engine, FILE)
     await job(engine, settings)(NOON)
-    fake.delay = 0.5
-    crashed = asyncio.create_task(dispatcher(engine, line).drain(NOON))
-    await _wait_for(lambda: len(fake.requests) > 0)
-    crashed.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await crashed
-    fake.delay = 0
+    await crash_mid_call(dispatcher(engine, line), fake)
     # The call was in flight (LINE may have taken it); one of its people turns marketing off.
     async with create_sessionmaker(engine)() as s:
         await s.execute(
