@@ -571,12 +571,14 @@ class InboundProcessor:
             # not after the whole backlog (the oldest events come first).
             now = self.clock()
             async with self.sessionmaker() as session:
+                # Processes silent for an hour are long gone (their claims are free anyway).
+                # The write comes first: on SQLite a read-then-write transaction cannot
+                # upgrade once another writer committed ("database is locked" at once).
+                await events_db.purge_workers(session, before=now - dt.timedelta(hours=1))
+                await session.commit()
                 ids = await events_db.unfinished_event_ids(
                     session, now=now, lease=self.lease, holder=self.holder(now)
                 )
-                # Processes silent for an hour are long gone (their claims are free anyway).
-                await events_db.purge_workers(session, before=now - dt.timedelta(hours=1))
-                await session.commit()
             untried = [row_id for row_id in ids if row_id not in tried]
             batch = sorted(untried, key=lambda row_id: row_id in held)[:BATCH]
             if not batch:
