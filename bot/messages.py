@@ -99,15 +99,16 @@ class Audio(BaseModel):
 
 
 class Image(BaseModel):
-    """A picture. `url` is https (LINE fetches it; a signed, expiring link when private);
-    `data` is the image itself (base64 PNG, small pictures such as a QR code), for channels
-    that take bytes (Telegram), so that they need not reach our server."""
+    """A picture. `url` is https (LINE fetches it; a signed, expiring link when private).
+    `qr` says the picture is that text's QR code: channels that take bytes (Telegram) draw
+    it themselves (bot.qr), so that they need not reach our server, and nobody draws it
+    for a channel that only fetches the link."""
 
     kind: Literal["image"] = "image"
     url: str
     preview_url: str | None = None
     alt_text: str = ""
-    data: str | None = None
+    qr: str | None = None
 
 
 class AskPhone(BaseModel):

@@ -12,7 +12,7 @@ from bot.i18n import taipei_time
 from bot.messages import Button, Image, Incoming, Reply, Text
 from bot.router import COMMAND_ACTION, Router
 from handlers.start import back_buttons
-from media.qr import prize_qr_url, qr_base64
+from media.qr import prize_qr_url
 from models import identity
 from models.campaigns import claims as campaigns
 from models.campaigns.claims import ClaimResult, Outcome
@@ -258,7 +258,7 @@ def _won(ctx: Context, campaign: Campaign, claim: CampaignClaim, code: str) -> l
             url=url,
             preview_url=url,
             alt_text=ctx.t("campaigns.qr_alt", code=code),
-            data=qr_base64(code),
+            qr=code,
         ),
     ]
 

@@ -2,22 +2,21 @@
 
 LINE shows images only from https URLs it fetches itself, so a won prize's QR code is a
 `/media/prize/<claim id>.png?exp=..&sig=..` link (MediaSigner; the signature names the claim,
-so a link cannot be moved to another one); Telegram gets the PNG bytes in the reply itself.
+so a link cannot be moved to another one); Telegram gets the PNG bytes, drawn by its renderer
+(bot.qr) from the code the reply names.
 """
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import io
 from collections.abc import Callable
 from typing import Annotated
 
-import segno
 from fastapi import APIRouter, HTTPException, Query, Response
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from bot.ports import LinkSigner
+from bot.qr import qr_png
 from bot.settings import Settings
 from media.files import media_url
 from models.base import utcnow
@@ -26,17 +25,6 @@ from models.campaigns.tables import CampaignClaim, VoucherCode
 
 # A prize link lives long enough to show the code at the counter later that day.
 QR_LINK_TTL = dt.timedelta(hours=24)
-
-
-def qr_png(code: str, *, scale: int = 8) -> bytes:
-    """The code as a QR image (PNG, error correction M, a quiet zone of 4 modules)."""
-    buffer = io.BytesIO()
-    segno.make(code, error="m", micro=False).save(buffer, kind="png", scale=scale, border=4)
-    return buffer.getvalue()
-
-
-def qr_base64(code: str) -> str:
-    return base64.b64encode(qr_png(code)).decode("ascii")
 
 
 def prize_qr_path(claim_id: int) -> str:

@@ -191,7 +191,7 @@ def test_the_cli_creates_counts_shows_and_refuses_with_the_field_named(
 def test_the_cli_keeps_an_image_given_as_a_path_and_refuses_a_file_that_is_not_one(
     database_url: str, tmp_path: Path, monkeypatch: Any
 ) -> None:
-    from media.qr import qr_png
+    from bot.qr import qr_png
 
     runner, cli = cli_env(database_url, tmp_path, monkeypatch)
     picture = qr_png("EDOOR-2026")
@@ -241,7 +241,7 @@ def test_the_cli_keeps_an_image_given_as_a_path_and_refuses_a_file_that_is_not_o
 async def test_an_image_uploaded_for_a_broadcast_is_served_and_bad_ones_are_refused(
     served: Any, tmp_path: Path
 ) -> None:
-    from media.qr import qr_png
+    from bot.qr import qr_png
 
     picture = qr_png("EDOOR-2026")
     async with (

@@ -12,7 +12,8 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from bot.line.render import render as line_render
-from bot.messages import load_replies
+from bot.messages import Image, load_replies
+from bot.qr import qr_png
 from bot.telegram import SECRET_HEADER
 from bot.telegram.render import render as tg_render
 from models.campaigns.claims import create_campaign
@@ -64,7 +65,11 @@ async def test_the_won_reply_renders_as_line_text_and_image_and_telegram_text_an
     params = checked(calls)
     assert [c.method for c in calls] == ["send_message", "send_photo"]
     assert "兌換碼：" in params[0]["text"]
-    assert params[1]["photo"].input_file_content.startswith(b"\x89PNG")  # bytes, no URL fetch
+    # The bytes, no URL fetch: the picture of this code, drawn by the Telegram renderer (the
+    # reply names the code, so a LINE win draws no PNG at all).
+    code = code_text.split("兌換碼：", 1)[1].split()[0]
+    assert [r.qr for r in replies if isinstance(r, Image)] == [code]
+    assert params[1]["photo"].input_file_content == qr_png(code)
 
 
 async def test_telegram_gets_the_qr_as_an_upload_and_line_as_a_signed_https_link(

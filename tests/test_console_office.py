@@ -14,7 +14,7 @@ import pytest
 from playwright.async_api import Browser, expect
 from sqlalchemy import select
 
-from media.qr import qr_png
+from bot.qr import qr_png
 from models.base import utcnow
 from models.db import create_sessionmaker
 from models.members import Member, ensure_account

@@ -8,7 +8,6 @@ per card); AskPhone becomes a one-time reply keyboard with a `request_contact` b
 
 from __future__ import annotations
 
-import base64
 import math
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
@@ -37,6 +36,7 @@ from bot.messages import (
     Text,
     progress_text,
 )
+from bot.qr import qr_png
 
 MAX_TEXT = 4096  # sendMessage text, in UTF-16 code units after entity parsing
 MAX_CAPTION = 1024
@@ -293,9 +293,10 @@ def _render_audio(reply: Audio, file_ids: Mapping[str, str]) -> list[TgCall]:
 
 def _render_image(reply: Image) -> list[TgCall]:
     params: dict[str, Any] = {"photo": reply.url}
-    if reply.data:
-        # The picture itself (a QR code): uploaded, so Telegram needs no route to our server.
-        params["photo"] = InputFile(base64.b64decode(reply.data), filename="image.png")
+    if reply.qr:
+        # The picture itself (a QR code), drawn here: uploaded, so Telegram needs no route
+        # to our server.
+        params["photo"] = InputFile(qr_png(reply.qr), filename="qr.png")
     if reply.alt_text:
         params["caption"] = split_text(reply.alt_text, MAX_CAPTION)[0]
     return [TgCall("send_photo", params)]
