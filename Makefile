@@ -33,8 +33,12 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 
+# The suite runs on every core (pytest-xdist): each worker makes its own template
+# databases, and every test its own database, ports and files. TEST_WORKERS=0 runs it in
+# one process.
+TEST_WORKERS ?= auto
 test: install system-packages lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 bench: install
 	@sh scripts/system-packages.sh bench
