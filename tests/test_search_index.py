@@ -22,6 +22,7 @@ from models.search import (
     load_dictionary,
     query_forms,
 )
+from models.search.lexicon import cedict_words, parse
 
 NOW = dt.datetime(2026, 3, 1, 2, 0, tzinfo=dt.UTC)
 
@@ -396,3 +397,58 @@ def test_a_common_or_weak_word_does_not_outrank_the_topic() -> None:
     ]
     index = SearchIndex.from_records(records)
     assert index.search("公務人員退休制度").hits[0].id == "c"
+
+
+CEDICT_LINES = [
+    "# CC-CEDICT",
+    "抹片 抹片 [mo3 pian4] /smear (medicine)/",
+    "伽馬射線 伽马射线 [jia1 ma3 she4 xian4] /gamma ray/",
+    "什麼 什么 [shen2 me5] /what?/something/anything/",
+    "爆炸 爆炸 [bao4 zha4] /explosion/to explode/to burst/",
+    "走 走 [zou3] /to walk/to go/",
+    "阿姨 阿姨 [a1 yi2] /see 阿姨/maternal aunt/",
+]
+
+
+def test_the_lexicon_reads_cc_cedict_backwards() -> None:
+    lexicon = parse(CEDICT_LINES)
+    assert lexicon["smear"] == ("抹片",)  # "(medicine)" is a note, not a word
+    assert lexicon["gamma ray"] == ("伽馬射線",)
+    assert lexicon["anything"] == ("什麼",)
+    assert lexicon["burst"] == ("爆炸",)  # "to burst": the verb's "to" is no word
+    assert "walk" not in lexicon  # a lone character is inside too many words
+    assert "see" not in " ".join(lexicon)  # a reference is no meaning
+    assert lexicon["maternal aunt"] == ("阿姨",)
+    # The package that ships CC-CEDICT is a dependency: the real lexicon is there.
+    assert "抹片" in cedict_words()
+
+
+def test_english_the_dictionary_lacks_is_found_through_the_lexicon() -> None:
+    records = [
+        {"id": f"c{i}", "title": t, "category": "其他", "hours": 1}
+        for i, t in enumerate(
+            [
+                "抹片篩檢重要性",
+                "宇宙中的煙火秀－伽馬射線爆",
+                "什麼是知識管理",
+                "知識管理入門",
+                "說什麼都好",
+            ]
+        )
+    ]
+    index = SearchIndex.from_records(records, lexicon=parse(CEDICT_LINES))
+    assert [h.title for h in index.search("pap smear").hits] == ["抹片篩檢重要性"]
+    # A phrase of the lexicon, typed in the other number.
+    assert [h.title for h in index.search("gamma rays").hits] == ["宇宙中的煙火秀－伽馬射線爆"]
+    # Only words that some title holds are kept: no title says 爆炸.
+    assert not index.search("burst").hits
+    # Beside words the dictionary knows, a guess only adds to what they find: the filler
+    # "anything" (什麼) finds no course of its own.
+    found = {h.title for h in index.search("anything on knowledge management").hits}
+    assert found == {"什麼是知識管理", "知識管理入門"}
+    # The dictionary's own entry wins over the lexicon's reading of the same words.
+    hand = SearchIndex.from_records(records, lexicon={"knowledge management": ("說什麼",)})
+    assert {h.title for h in hand.search("knowledge management").hits} == {
+        "什麼是知識管理",
+        "知識管理入門",
+    }

@@ -22,6 +22,7 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
+from models.search.lexicon import MAX_WORDS, by_word, cedict_words, gloss_key
 from models.search.normalise import (
     QueryForms,
     compact,
@@ -32,7 +33,13 @@ from models.search.normalise import (
     readings,
     runs,
 )
-from models.search.synonyms import Dictionary, base_forms, english_words, load_dictionary
+from models.search.synonyms import (
+    Dictionary,
+    base_forms,
+    english_words,
+    load_dictionary,
+    number_forms,
+)
 
 # Score of a whole alternative form found inside the title / only in category or tags.
 PHRASE = 1.0
@@ -43,6 +50,7 @@ CORRECTION = 0.85  # a typo correction ranks below both
 SECONDARY = 0.97  # the other script reading of an ambiguous query
 RARITY_FLOOR = 0.5  # weight of a query word as common as the commonest of several
 WEAK = 0.6  # and of a weak word beside others (公務人員 in 公務人員退休制度)
+LEXICON = 0.9  # a CC-CEDICT translation of a word the dictionary lacks, below its own forms
 
 
 @dataclass(frozen=True)
@@ -142,7 +150,12 @@ def _understood(reading: list[str], raw: str, folded: str, limit: int = 20) -> s
 class SearchIndex:
     """Immutable search index over active courses; build a new one to reload."""
 
-    def __init__(self, docs: Iterable[CourseDoc], dictionary: Dictionary | None = None) -> None:
+    def __init__(
+        self,
+        docs: Iterable[CourseDoc],
+        dictionary: Dictionary | None = None,
+        lexicon: Mapping[str, tuple[str, ...]] | None = None,
+    ) -> None:
         self.dictionary = dictionary or load_dictionary()
         # Sorted by id, so that a document's number orders ties the same way on every build.
         self.docs: list[CourseDoc] = sorted(docs, key=lambda doc: doc.id)
@@ -214,10 +227,24 @@ class SearchIndex:
                 for r in readings(ch):
                     sounds.setdefault(r, set()).add(ch)
         self._by_sound = {r: tuple(sorted(chars)) for r, chars in sounds.items()}
+        # The fallback lexicon (CC-CEDICT read backwards), kept to the Chinese words that some
+        # title holds whole: English gloss -> those words.
+        found: dict[str, list[str]] = {}
+        words = cedict_words() if lexicon is None else by_word(lexicon)
+        for word, glosses in words.items():
+            # The first bigram's postings first: most words are in no title (a dict lookup).
+            if word[:2] in self._postings and self._whole(word):
+                for gloss in glosses:
+                    found.setdefault(gloss, []).append(word)
+        self._lexicon = {gloss: tuple(ws) for gloss, ws in found.items()}
+        self._lexicon_words = frozenset(g for g in self._lexicon if " " not in g)
 
     @classmethod
     def from_records(
-        cls, records: Iterable[Mapping[str, Any]], dictionary: Dictionary | None = None
+        cls,
+        records: Iterable[Mapping[str, Any]],
+        dictionary: Dictionary | None = None,
+        lexicon: Mapping[str, tuple[str, ...]] | None = None,
     ) -> SearchIndex:
         """From course mappings (database records or catalog JSON objects)."""
         return cls(
@@ -235,6 +262,7 @@ class SearchIndex:
                 if not r.get("retired")
             ),
             dictionary,
+            lexicon,
         )
 
     def __len__(self) -> int:
@@ -347,8 +375,8 @@ class SearchIndex:
             for base in base_forms(word):
                 if known(base):
                     return base
-            if word in self._english:
-                return word
+            if word in self._english or word in self._lexicon_words:
+                return word  # a word, or one the lexicon reads (_lexicon_phrase)
             best = process.extractOne(
                 word, self._latin_fix.get(word[0], ()), scorer=fuzz.ratio, score_cutoff=80
             )
@@ -378,23 +406,26 @@ class SearchIndex:
 
     def _concepts(
         self, folded: str, *, cut: bool = True
-    ) -> tuple[list[list[_Alt]], list[str], bool, list[bool]]:
-        """Split a folded query into concepts; also the reading with typos corrected, and
-        which concepts are weak words (公務人員, 演練, 制度: the dictionary's `weak`)."""
+    ) -> tuple[list[list[_Alt]], list[str], bool, list[bool], list[bool]]:
+        """Split a folded query into concepts; also the reading with typos corrected, which
+        concepts are weak words (公務人員, 演練, 制度: the dictionary's `weak`), and which
+        are guesses of the fallback lexicon."""
         d = self.dictionary
         concepts: list[list[_Alt]] = []
         weak: list[bool] = []
+        guessed: list[bool] = []
         reading: list[str] = []
         seen: set[str] = set()
         buf: list[str] = []
         fixed = False
 
-        def add(key: str, alts: list[_Alt], shown: str) -> None:
+        def add(key: str, alts: list[_Alt], shown: str, *, guess: bool = False) -> None:
             if key not in seen and alts:
                 seen.add(key)
                 concepts.append(alts)
                 reading.append(shown)
                 weak.append(key in d.weak)
+                guessed.append(guess)
 
         def flush() -> None:
             nonlocal fixed
@@ -470,8 +501,18 @@ class SearchIndex:
                 break
             else:
                 if lead is None:
-                    buf.append(folded[i])
-                    i += 1
+                    found = self._lexicon_phrase(folded, i)
+                    if found is None:
+                        buf.append(folded[i])
+                        i += 1
+                        continue
+                    # English the dictionary does not know ("pap smear", "gamma ray"): the
+                    # words as typed (a Latin title), and the lexicon's words below them.
+                    flush()
+                    typed, size, words = found
+                    alts = [self._alt(typed, 1.0), *(self._alt(w, LEXICON) for w in words)]
+                    add(typed, alts, typed, guess=True)
+                    i += size
                     continue
                 flush()
                 key, size = lead
@@ -483,7 +524,37 @@ class SearchIndex:
                 add(key, alts, key)
                 i += size
         flush()
-        return concepts, reading, fixed, weak
+        return concepts, reading, fixed, weak, guessed
+
+    def _lexicon_phrase(self, folded: str, i: int) -> tuple[str, int, tuple[str, ...]] | None:
+        """The longest run of English words from `i` (up to three) that the dictionary does
+        not know and the lexicon does, in the typed form or with its last word in the other
+        number or its base (bursts -> burst): what was typed, its length, the lexicon's
+        words."""
+        if not _is_latin(folded[i]) or (i > 0 and _is_latin(folded[i - 1])):
+            return None
+        d = self.dictionary
+        words: list[str] = []
+        ends: list[int] = []
+        pos = i
+        while len(words) < MAX_WORDS and (m := _WORD.match(folded, pos)) is not None:
+            word = m.group(0)
+            if word.isdigit() or word in d.terms or word in d.stopwords:
+                break
+            words.append(word)
+            ends.append(m.end())
+            if folded[m.end() : m.end() + 1] != " ":
+                break  # the words of a phrase stand one space apart
+            pos = m.end() + 1
+        for k in range(len(words), 0, -1):
+            head, last = words[: k - 1], words[k - 1]
+            if k == 1 and len(last) < 3:
+                continue
+            for form in (last, *number_forms(last), *base_forms(last)):
+                hit = self._lexicon.get(gloss_key(" ".join([*head, form])))
+                if hit:
+                    return folded[i : ends[k - 1]], ends[k - 1] - i, hit
+        return None
 
     def _inflected_phrase(self, folded: str, i: int) -> tuple[str, int] | None:
         """A phrase entry typed with its first word in another form: 'working from home' is
@@ -573,14 +644,15 @@ class SearchIndex:
         return out
 
     def _score_form(self, folded: str) -> tuple[dict[int, float], str | None, int, list[str]]:
-        concepts, reading, fixed, weak = self._concepts(folded)
+        concepts, reading, fixed, weak, guessed = self._concepts(folded)
         if len(concepts) > 3:
             # Cutting runs into words is for two or three words side by side; a sentence of
             # more is better served by bigram coverage of its runs as they stand.
-            concepts, reading, fixed, weak = self._concepts(folded, cut=False)
+            concepts, reading, fixed, weak, guessed = self._concepts(folded, cut=False)
         scored_concepts: list[dict[int, float]] = []
         scored_weak: list[bool] = []
-        for alts, is_weak in zip(concepts, weak, strict=True):
+        scored_guess: list[bool] = []
+        for alts, is_weak, guess in zip(concepts, weak, guessed, strict=True):
             best: dict[int, float] = {}
             for alt in alts:
                 scored = self._score_alt(alt)
@@ -593,6 +665,7 @@ class SearchIndex:
             if best:
                 scored_concepts.append(best)
                 scored_weak.append(is_weak)
+                scored_guess.append(guess)
         shown = " ".join(reading) if fixed else None
         if len(scored_concepts) <= 1:
             # One concept: every score that got here is a match (the weakest is above 0.4).
@@ -609,14 +682,24 @@ class SearchIndex:
             (RARITY_FLOOR + (1 - RARITY_FLOOR) * i / top) * (WEAK if w else 1.0)
             for i, w in zip(idf, scored_weak, strict=True)
         ]
+        # The lexicon's guesses beside words the dictionary knows only add to the courses
+        # that those words find: a sentence's filler ("anything" 什麼, "act" 扮演) that the
+        # dictionary leaves out on purpose must not find courses of its own.
+        sure = [not g for g in scored_guess] if not all(scored_guess) else [True] * len(weights)
         totals: dict[int, float] = {}
-        for best, w in zip(scored_concepts, weights, strict=True):
-            for d, s in best.items():
-                totals[d] = totals.get(d, 0.0) + s * w
+        for best, w, counts in zip(scored_concepts, weights, sure, strict=True):
+            if counts:
+                for d, s in best.items():
+                    totals[d] = totals.get(d, 0.0) + s * w
         # A course must match a good part of them, not one word of five. Words that match
         # no course at all ("how to use chatgpt") do not count against it.
-        need = 0.4 * sum(weights)
-        return {d: s for d, s in totals.items() if s >= need}, shown, len(concepts), reading
+        need = 0.4 * sum(w for w, counts in zip(weights, sure, strict=True) if counts)
+        found = {d: s for d, s in totals.items() if s >= need}
+        for best, w, counts in zip(scored_concepts, weights, sure, strict=True):
+            if not counts:
+                for d in found.keys() & best.keys():
+                    found[d] += best[d] * w
+        return found, shown, len(concepts), reading
 
     def _passes(self, d: int, f: Filters) -> bool:
         doc = self.docs[d]
