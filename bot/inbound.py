@@ -103,6 +103,8 @@ class InboundProcessor:
         self._recorder: asyncio.Task[None] | None = None
         self._queue: deque[int] = deque()
         self._worker: asyncio.Task[None] | None = None
+        # Callers of answer() waiting for their events' first turn in the worker.
+        self._turns: dict[int, asyncio.Future[None]] = {}
         bind = sessionmaker.kw.get("bind")
         self._one_writer = getattr(getattr(bind, "dialect", None), "name", "") == "sqlite"
         self._seconds_per_event = SQLITE_LOCK_BUDGET / BATCH  # a running average, measured
@@ -164,6 +166,10 @@ class InboundProcessor:
 
     async def close(self) -> None:
         """Stop beating and say so: what this process still holds is anyone's at once."""
+        for turn in self._turns.values():  # nobody waits on a worker that is stopping
+            if not turn.done():
+                turn.set_result(None)
+        self._turns.clear()
         if self._beating is not None:
             self._beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -284,8 +290,28 @@ class InboundProcessor:
             if recorder is not None and not recorder.done():
                 await asyncio.wait([recorder], timeout=1.0)
             batch = [self._queue.popleft() for _ in range(min(len(self._queue), self.batch_size))]
-            skipped = await self.process_many(batch)
-            self._retry_later(batch, skipped)
+            try:
+                skipped = await self.process_many(batch)
+                self._retry_later(batch, skipped)
+            finally:
+                for row_id in batch:
+                    turn = self._turns.pop(row_id, None)
+                    if turn is not None and not turn.done():
+                        turn.set_result(None)
+
+    async def answer(self, row_ids: list[int]) -> None:
+        """Process recorded events now and return once they had their turn (answered, or
+        held back behind the same person's earlier event: then the retry or the sweep answers
+        it). They join the worker's batches like a webhook's events, so concurrent callers
+        share transactions instead of committing one by one; with INBOUND_PROCESSING=worker
+        (no worker task here) they are processed inline."""
+        if self.services.settings.inbound_processing == "worker":
+            await self.process_many(row_ids)
+            return
+        loop = asyncio.get_running_loop()
+        turns = [self._turns.setdefault(row_id, loop.create_future()) for row_id in row_ids]
+        self.submit(row_ids)
+        await asyncio.gather(*turns)
 
     def _retry_later(self, batch: list[int], skipped: list[int]) -> None:
         """Submit skipped events again shortly (a bounded number of times)."""

@@ -109,22 +109,20 @@ def chain_hash(
 
 def _lock_head(session: Session) -> str:
     """Take the chain's lock (held until the transaction ends) and return the last hash."""
-    locked = session.execute(
+    # One round trip: the no-op UPDATE takes the lock and hands back the hash it guards.
+    last = session.execute(
         update(AuditChainHead)
         .where(AuditChainHead.id == HEAD_ID)
         .values(last_id=AuditChainHead.last_id)
+        .returning(AuditChainHead.last_hash)
         .execution_options(synchronize_session=False)
-    )
-    if not locked.rowcount:  # type: ignore[attr-defined]
+    ).scalar_one_or_none()
+    if last is None:
         # A database made without the migration's head row (never in practice): start it.
         session.add(AuditChainHead(id=HEAD_ID, last_id=0, last_hash=GENESIS))
         session.flush()
         return GENESIS
-    return str(
-        session.execute(
-            select(AuditChainHead.last_hash).where(AuditChainHead.id == HEAD_ID)
-        ).scalar_one()
-    )
+    return str(last)
 
 
 async def record_audit(

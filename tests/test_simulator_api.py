@@ -3,6 +3,7 @@ the dev SMS phone inbox, and the page's own files."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import httpx
@@ -196,3 +197,29 @@ async def test_simulator_is_absent_when_switched_off(served) -> None:  # type: i
         ).status_code == 404
         sent = await http.post("/simulator/api/send", json={"user": "a", "text": "help"})
         assert sent.status_code == 404
+
+
+async def test_people_typing_at_once_each_get_their_answer_from_shared_batches(
+    served,  # type: ignore[no-untyped-def]
+) -> None:
+    """The simulator's input joins the worker's batches, as a webhook's events do: 30 people
+    at once are answered in fewer claim transactions than there are people, and each request
+    returns with that person's own answer."""
+    from sqlalchemy import event
+
+    claims: list[str] = []
+
+    def seen(_conn, _cursor, statement: str, *_args) -> None:  # type: ignore[no-untyped-def]
+        if statement.startswith("UPDATE inbound_event SET") and "claimed_at" in statement:
+            claims.append(statement)
+
+    async with served() as (url, api), httpx.AsyncClient(base_url=url, timeout=120) as http:
+        engine = api.state.runtime.engine.sync_engine
+        event.listen(engine, "before_cursor_execute", seen)
+        try:
+            people = [Chat(http, f"rush-{i}", language="en") for i in range(30)]
+            answers = await asyncio.gather(*(p.say("help") for p in people))
+        finally:
+            event.remove(engine, "before_cursor_execute", seen)
+    assert all("You can tell me" in texts(a) for a in answers), answers
+    assert 1 <= len(claims) < len(people), len(claims)

@@ -131,7 +131,8 @@ class SimulatorInputError(ValueError):
 # -- the one path every simulated input takes (web page and `edoor chat`) -------------------
 async def simulate(processor: InboundProcessor, body: SimulatorInput) -> None:
     """Record the input as an inbound event and run it through the router now, exactly as a
-    webhook would (record, then process), so the simulator exercises the real pipeline."""
+    webhook would (record, then the worker's batches), so the simulator exercises the real
+    pipeline; returns once the event had its turn."""
     if body.kind == "text" and not body.text.strip():
         raise SimulatorInputError("text is empty")
     if body.kind == "action" and not body.action:
@@ -143,7 +144,7 @@ async def simulate(processor: InboundProcessor, body: SimulatorInput) -> None:
     raw = body.model_dump(exclude={"after", "persona"}) | {"id": uuid.uuid4().hex}
     row = processor.new_event(event_id=raw["id"], kind=body.kind, raw=raw, sender=body.user)
     ids = await processor.record(NAME, [row])
-    await processor.process_many(ids)
+    await processor.answer(ids)
 
 
 async def apply_persona(
